@@ -1,0 +1,1 @@
+//! Backdoor access (to be written).

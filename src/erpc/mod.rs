@@ -1,0 +1,1 @@
+//! Enhanced-RPC channel (to be written).

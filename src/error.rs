@@ -1,0 +1,126 @@
+//! The crate's one error type.
+
+use std::fmt;
+use std::io;
+
+/// What went wrong, for callers that branch on it.
+///
+/// New kinds may be added in minor releases; match with a wildcard arm.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// No VMware backdoor answered: not a VMware guest, or the backdoor access faulted
+    /// (VMware with ring-3 backdoor access restricted).
+    NotVmware,
+    /// Raising or dropping I/O privilege (`ioperm`/`iopl`) failed; [`VmwError::raw_os_error`]
+    /// has the errno.
+    Privilege,
+    /// The host answered with a status or message that breaks the protocol.
+    Protocol,
+    /// A checkpoint (snapshot, suspend, migration) cut every try of an exchange.
+    Checkpoint,
+    /// The host refused to open a channel: all channels busy, or messages unavailable.
+    NoChannel,
+    /// The channel was closed or left unusable by an earlier failure.
+    ChannelClosed,
+    /// The host answered the command with a failure (`0 …`); the text is kept.
+    HostRefused,
+    /// The caller's input cannot be sent as given (a key with a space, an empty key, …).
+    InvalidInput,
+    /// A request or reply is larger than the protocol or the configured cap allows.
+    TooLarge,
+    /// This platform has no VMware backdoor (not x86, or no port I/O from user space).
+    Unsupported,
+}
+
+/// VMware backdoor errors.
+///
+/// Carries an [`ErrorKind`], a message that says what happened and what to do, the host's
+/// own reply text when the host said no, and the OS error as [`std::error::Error::source`].
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct VmwError {
+    kind: ErrorKind,
+    message: String,
+    host_reply: Option<Vec<u8>>,
+    #[source]
+    os: Option<io::Error>,
+}
+
+impl VmwError {
+    /// An error of `kind` with a message for people.
+    pub(crate) fn new(kind: ErrorKind, message: impl fmt::Display) -> Self {
+        VmwError {
+            kind,
+            message: message.to_string(),
+            host_reply: None,
+            os: None,
+        }
+    }
+
+    /// An error caused by a failed system call; `errno` becomes the source.
+    pub(crate) fn os(kind: ErrorKind, message: impl fmt::Display, errno: i32) -> Self {
+        VmwError {
+            os: Some(io::Error::from_raw_os_error(errno)),
+            ..Self::new(kind, message)
+        }
+    }
+
+    /// The host answered `0 TEXT`: keep TEXT.
+    pub(crate) fn host_refused(command: &[u8], text: &[u8]) -> Self {
+        VmwError {
+            host_reply: Some(text.to_vec()),
+            ..Self::new(
+                ErrorKind::HostRefused,
+                format_args!(
+                    "the host refused `{}`: {}",
+                    String::from_utf8_lossy(command).escape_debug(),
+                    String::from_utf8_lossy(text).escape_debug()
+                ),
+            )
+        }
+    }
+
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The host's reply text, without the `0 ` prefix, when the host refused a command.
+    pub fn host_reply(&self) -> Option<&[u8]> {
+        self.host_reply.as_deref()
+    }
+
+    /// The errno of a failed system call, if one caused this error.
+    pub fn raw_os_error(&self) -> Option<i32> {
+        self.os.as_ref().and_then(io::Error::raw_os_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn error_is_thread_safe_and_static() {
+        fn check<T: std::error::Error + Send + Sync + 'static>() {}
+        check::<VmwError>();
+    }
+
+    #[test]
+    fn os_errors_keep_errno_as_source() {
+        let e = VmwError::os(ErrorKind::Privilege, "iopl: EPERM", libc::EPERM);
+        assert_eq!(e.kind(), ErrorKind::Privilege);
+        assert_eq!(e.raw_os_error(), Some(libc::EPERM));
+        assert!(e.source().is_some());
+    }
+
+    #[test]
+    fn host_refusal_keeps_the_text() {
+        let e = VmwError::host_refused(b"info-get guestinfo.x", b"Permission denied");
+        assert_eq!(e.kind(), ErrorKind::HostRefused);
+        assert_eq!(e.host_reply(), Some(&b"Permission denied"[..]));
+        assert!(e.to_string().contains("Permission denied"), "{e}");
+    }
+}

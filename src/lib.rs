@@ -1,0 +1,14 @@
+//! VMware guest-host "backdoor" (crate docs to be written with the library; see README.md).
+
+#![deny(missing_docs)]
+#![deny(missing_debug_implementations)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod backdoor;
+pub mod erpc;
+mod error;
+pub mod proto;
+#[cfg(all(feature = "sim", target_os = "linux", target_arch = "x86_64"))]
+pub mod sim;
+
+pub use error::{ErrorKind, VmwError};

@@ -1,0 +1,236 @@
+//! The protocol's numbers and register layout, shared by the guest library and the simulator.
+//!
+//! Everything here is a fact about the VMware backdoor, not a choice of this crate. The guest
+//! side ([`crate::backdoor`], [`crate::erpc`]) and the host model (`crate::sim`, feature
+//! `sim`) both speak in these terms, so the two cannot drift apart.
+//!
+//! # Register contract
+//!
+//! A backdoor call passes its arguments in the general-purpose registers, which [`Regs`]
+//! mirrors. Only the low 32 bits of each register carry meaning, except the buffer pointers
+//! and the byte count of a high-bandwidth transfer, which are full width.
+//!
+//! | register | low-bandwidth call (`in eax, dx` on [`LB_PORT`]) | high-bandwidth call (`rep outsb`/`rep insb` on [`HB_PORT`]) |
+//! |---|---|---|
+//! | EAX | in: [`MAGIC`]; out: result | in: [`MAGIC`] |
+//! | EBX | argument; result | in: `status << 16` (command 0); out: `status << 16` |
+//! | ECX | `lo16` command, `hi16` sub-command; result (message status in `hi16`) | byte count |
+//! | EDX | `lo16` port, `hi16` channel id; result | `lo16` port, `hi16` channel id |
+//! | ESI, EDI | arguments (cookie halves); results | buffer address and one cookie half ([`HbDirection`]) |
+//! | EBP | unused | the other cookie half |
+
+/// The backdoor magic, `"VMXh"` as a little-endian u32: EAX on every call, EBX after GETVERSION.
+pub const MAGIC: u32 = 0x564D_5868;
+/// Low-bandwidth port: one 32-bit `in` (or `out`) moves a handful of registers.
+pub const LB_PORT: u16 = 0x5658;
+/// High-bandwidth port: `rep insb` / `rep outsb` moves a whole buffer in one call.
+pub const HB_PORT: u16 = 0x5659;
+/// The version GETVERSION reports on every VMware host so far.
+pub const VERSION_MAGIC: u32 = 6;
+
+/// Low-bandwidth commands (`lo16(ECX)`), as numbered in open-vm-tools' `backdoor_def.h`.
+pub mod cmd {
+    /// Processor speed in MHz (EAX).
+    pub const GETMHZ: u16 = 1;
+    /// Detection knock: EAX = version (6), EBX = magic, ECX = product type.
+    pub const GETVERSION: u16 = 10;
+    /// Virtual hardware version (EAX); EBX = magic.
+    pub const GETHWVERSION: u16 = 17;
+    /// BIOS UUID as four little-endian dwords in EAX, EBX, ECX, EDX.
+    pub const GETBIOSUUID: u16 = 19;
+    /// Host time, 32-bit seconds (deprecated; EAX = 0xFFFFFFFF on error).
+    pub const GETTIME: u16 = 23;
+    /// The message channel; the sub-command is `hi16(ECX)` ([`super::msg`]).
+    pub const MESSAGE: u16 = 30;
+    /// TSC frequency in Hz (EBX:EAX) and APIC bus frequency in Hz (ECX).
+    pub const GETHZ: u16 = 45;
+    /// Host time, 64-bit seconds in ESI:EDX, microseconds in EBX, max lag in ECX.
+    pub const GETTIMEFULL: u16 = 46;
+    /// vCPU feature bits in EAX; bit 31 set means "not implemented".
+    pub const GET_VCPU_INFO: u16 = 68;
+}
+
+/// Message-channel sub-commands (`hi16(ECX)` of [`cmd::MESSAGE`]).
+pub mod msg {
+    /// Open a channel: EBX = protocol | [`super::FLAG_COOKIE`].
+    pub const OPEN: u16 = 0;
+    /// Announce the length of a guest-to-host message (EBX).
+    pub const SENDSIZE: u16 = 1;
+    /// Send the next four message bytes (EBX, little-endian).
+    pub const SENDPAYLOAD: u16 = 2;
+    /// Ask for the length of a pending host-to-guest message.
+    pub const RECVSIZE: u16 = 3;
+    /// Fetch the next four message bytes (EBX, little-endian).
+    pub const RECVPAYLOAD: u16 = 4;
+    /// Acknowledge (EBX = 1) or reject (EBX = 0) the message just received.
+    pub const RECVSTATUS: u16 = 5;
+    /// Close the channel.
+    pub const CLOSE: u16 = 6;
+}
+
+/// Message status bits, in `hi16(ECX)` after a low-bandwidth sub-command and in `hi16(EBX)`
+/// after a high-bandwidth transfer.
+pub mod status {
+    /// The request succeeded.
+    pub const SUCCESS: u16 = 0x0001;
+    /// The host has a message for the guest (after RECVSIZE).
+    pub const DORECV: u16 = 0x0002;
+    /// The channel has been closed.
+    pub const CLOSED: u16 = 0x0004;
+    /// The host dropped the message before it was fetched.
+    pub const UNSENT: u16 = 0x0008;
+    /// A checkpoint (snapshot, suspend, migration) cut the exchange: restart it.
+    pub const CPT: u16 = 0x0010;
+    /// An underlying device is powering off.
+    pub const POWEROFF: u16 = 0x0020;
+    /// The host saw a timeout on the channel.
+    pub const TIMEOUT: u16 = 0x0040;
+    /// The host offers high-bandwidth transfers (after SENDSIZE and RECVSIZE).
+    pub const HB: u16 = 0x0080;
+}
+
+/// Channel protocol of guest-to-host commands (RPCI), `"RPCI"` in memory order.
+pub const PROTO_RPCI: u32 = 0x4943_5052;
+/// Channel protocol of host-to-guest commands (TCLO), `"TCLO"` in memory order.
+pub const PROTO_TCLO: u32 = 0x4F4C_4354;
+/// OPEN flag asking for a cookie-protected channel ("enhanced RPC").
+pub const FLAG_COOKIE: u32 = 0x8000_0000;
+
+/// `hi16(EDX)` after RECVSIZE with a pending message.
+pub const MESSAGE_TYPE_SENDSIZE: u16 = 1;
+/// `hi16(EDX)` after RECVPAYLOAD.
+pub const MESSAGE_TYPE_SENDPAYLOAD: u16 = 2;
+
+/// The largest message a host accepts from the guest (`GUESTMSG_MAX_IN_SIZE`).
+pub const MAX_GUEST_MESSAGE: usize = 65_536;
+/// Channels a current host serves at once; hosts before 2022 served 8.
+pub const MAX_CHANNELS: usize = 128;
+
+/// High-bandwidth command in `lo16(EBX)`: a message payload.
+pub const HB_CMD_MESSAGE: u16 = 0;
+
+/// Product type reported in ECX by GETVERSION (`vm_vmx_type.h`).
+pub mod product {
+    /// An old host that does not report its type (`hi16(ECX)` still 0xFFFF).
+    pub const UNSET: u32 = 0;
+    /// VMware Express (deprecated).
+    pub const EXPRESS: u32 = 1;
+    /// ESX / ESXi ("ESX Server").
+    pub const ESX: u32 = 2;
+    /// VMware Server (deprecated).
+    pub const SERVER: u32 = 3;
+    /// VMware Workstation (and Fusion, Player).
+    pub const WORKSTATION: u32 = 4;
+    /// ACE 1.x (deprecated).
+    pub const WORKSTATION_ENTERPRISE: u32 = 5;
+}
+
+/// Direction of a high-bandwidth transfer; the cookie halves trade places between them.
+///
+/// | direction | ESI | EDI | EBP |
+/// |---|---|---|---|
+/// | [`HbDirection::ToHost`] (`rep outsb`) | buffer | cookie low | cookie high |
+/// | [`HbDirection::ToGuest`] (`rep insb`) | cookie high | buffer | cookie low |
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HbDirection {
+    /// Guest to host, `rep outsb`.
+    ToHost,
+    /// Host to guest, `rep insb`.
+    ToGuest,
+}
+
+/// The registers of one backdoor call, before or after it.
+///
+/// Fields are full width; the protocol reads the low 32 bits of all of them except the
+/// high-bandwidth buffer pointer and count.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub struct Regs {
+    /// RAX.
+    pub ax: u64,
+    /// RBX.
+    pub bx: u64,
+    /// RCX.
+    pub cx: u64,
+    /// RDX.
+    pub dx: u64,
+    /// RSI.
+    pub si: u64,
+    /// RDI.
+    pub di: u64,
+    /// RBP (high-bandwidth calls only).
+    pub bp: u64,
+}
+
+impl core::fmt::Debug for Regs {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        // ESI/EDI/EBP may hold channel cookies: print only that they are set.
+        f.debug_struct("Regs")
+            .field("ax", &format_args!("{:#x}", self.ax))
+            .field("bx", &format_args!("{:#x}", self.bx))
+            .field("cx", &format_args!("{:#x}", self.cx))
+            .field("dx", &format_args!("{:#x}", self.dx))
+            .finish_non_exhaustive()
+    }
+}
+
+/// The low 16 bits of a register.
+pub const fn lo16(r: u64) -> u16 {
+    r as u16
+}
+
+/// Bits 31..16 of a register.
+pub const fn hi16(r: u64) -> u16 {
+    (r >> 16) as u16
+}
+
+/// The low 32 bits of a register.
+pub const fn lo32(r: u64) -> u32 {
+    r as u32
+}
+
+/// `hi << 16 | lo`, the way commands, ports and statuses share a register.
+pub const fn pack(hi: u16, lo: u16) -> u64 {
+    ((hi as u64) << 16) | lo as u64
+}
+
+/// The channel transport every layer above the instructions is written against.
+///
+/// Production code implements it with the real `in` / `rep outsb` / `rep insb`
+/// (`backdoor::asm`); the simulator's host model implements it in memory, so the protocol
+/// logic is tested both through the real instructions (under the trap-and-emulate runner) and
+/// at memory speed.
+pub trait Transport {
+    /// A low-bandwidth call: `regs` in, `regs` out.
+    fn lb(&mut self, regs: &mut Regs);
+    /// A high-bandwidth guest-to-host transfer of `data`. The caller fills EAX, EBX, EDX, EDI
+    /// and EBP; the implementation sets ESI and ECX from `data`.
+    fn hb_out(&mut self, regs: &mut Regs, data: &[u8]);
+    /// A high-bandwidth host-to-guest transfer into `buf`. The caller fills EAX, EBX, EDX, ESI
+    /// and EBP; the implementation sets EDI and ECX from `buf`.
+    fn hb_in(&mut self, regs: &mut Regs, buf: &mut [u8]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protocol_names_spell_their_ascii() {
+        assert_eq!(&MAGIC.to_le_bytes(), b"hXMV");
+        assert_eq!(&PROTO_RPCI.to_le_bytes(), b"RPCI");
+        assert_eq!(&PROTO_TCLO.to_le_bytes(), b"TCLO");
+    }
+
+    #[test]
+    fn halves_split_and_pack() {
+        let r = pack(0x1234, 0x5678) | 0xffff_ffff_0000_0000;
+        assert_eq!((hi16(r), lo16(r), lo32(r)), (0x1234, 0x5678, 0x1234_5678));
+    }
+
+    #[test]
+    fn regs_debug_hides_cookie_registers() {
+        let r = Regs { si: 0xdead_beef, di: 0xcafe_f00d, bp: 0x1357_9bdf, ..Regs::default() };
+        let s = format!("{r:?}");
+        assert!(!s.contains("deadbeef") && !s.contains("cafef00d") && !s.contains("13579bdf"), "{s}");
+    }
+}

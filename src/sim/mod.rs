@@ -1,0 +1,1 @@
+//! VMware host simulator (to be written).
