@@ -1,0 +1,1 @@
+//! The VMware host model (to be written).

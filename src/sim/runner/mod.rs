@@ -1,0 +1,1 @@
+//! The ptrace trap-and-emulate runner (to be written).
