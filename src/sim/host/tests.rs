@@ -1,0 +1,1 @@
+//! Register-level tests of the host model.
