@@ -74,16 +74,6 @@ fn protocol_error(message: impl fmt::Display) -> VmwError {
     VmwError::new(ErrorKind::Protocol, message)
 }
 
-fn step_failed(step: &str, st: u16) -> VmwError {
-    if st & status::CLOSED != 0 {
-        return VmwError::new(
-            ErrorKind::ChannelClosed,
-            format_args!("{step}: the host closed the channel (status {st:#06x})"),
-        );
-    }
-    protocol_error(format_args!("{step} failed (status {st:#06x})"))
-}
-
 fn checkpoints(phase: &str) -> VmwError {
     VmwError::new(
         ErrorKind::Checkpoint,
@@ -139,6 +129,12 @@ impl Channel {
         ))
     }
 
+    /// The cookie halves (high, low), for tests that check they are never printed.
+    #[cfg(test)]
+    pub(crate) fn cookies(&self) -> (u32, u32) {
+        (self.cookie_high, self.cookie_low)
+    }
+
     /// Whether the host holds this channel (so it can be used, and will be closed).
     pub(crate) fn is_open(&self) -> bool {
         self.open
@@ -164,7 +160,7 @@ impl Channel {
                 return Ok(());
             }
             if st & status::CPT == 0 {
-                return Err(step_failed("CLOSE", st));
+                return Err(self.failed("CLOSE", st));
             }
         }
         Err(checkpoints("CLOSE"))
@@ -204,6 +200,19 @@ impl Channel {
             self.abandon(t);
         }
         reply.map_err(VmwError::from)
+    }
+
+    /// The error for `step` answering status `st`. A host that says CLOSED has freed the id
+    /// (and may hand it to someone else): the channel counts as closed, no CLOSE is owed.
+    fn failed(&mut self, step: &str, st: u16) -> VmwError {
+        if st & status::CLOSED != 0 {
+            self.open = false;
+            return VmwError::new(
+                ErrorKind::ChannelClosed,
+                format_args!("{step}: the host closed the channel (status {st:#06x})"),
+            );
+        }
+        protocol_error(format_args!("{step} failed (status {st:#06x})"))
     }
 
     /// Closes after a failed exchange; the exchange's error is what the caller reports.
@@ -254,7 +263,7 @@ impl Channel {
                 if st & status::CPT != 0 {
                     continue;
                 }
-                return Err(Failure::SendRefused(step_failed("SENDSIZE", st)));
+                return Err(Failure::SendRefused(self.failed("SENDSIZE", st)));
             }
             if message.is_empty() {
                 return Ok(());
@@ -265,7 +274,7 @@ impl Channel {
                 match hb_status(&r) {
                     s if s & status::SUCCESS != 0 => return Ok(()),
                     s if s & status::CPT != 0 => continue,
-                    s => return Err(Failure::Other(step_failed("high-bandwidth send", s))),
+                    s => return Err(Failure::Other(self.failed("high-bandwidth send", s))),
                 }
             }
             for chunk in message.chunks(4) {
@@ -278,7 +287,7 @@ impl Channel {
                     if st & status::CPT != 0 {
                         continue 'attempt;
                     }
-                    return Err(Failure::Other(step_failed("SENDPAYLOAD", st)));
+                    return Err(Failure::Other(self.failed("SENDPAYLOAD", st)));
                 }
             }
             return Ok(());
@@ -299,7 +308,7 @@ impl Channel {
                 if st & status::CPT != 0 {
                     continue;
                 }
-                return Err(Failure::Other(step_failed("RECVSIZE", st)));
+                return Err(Failure::Other(self.failed("RECVSIZE", st)));
             }
             if st & status::DORECV == 0 {
                 return Err(Failure::Other(protocol_error(
@@ -337,7 +346,7 @@ impl Channel {
                     match hb_status(&r) {
                         s if s & status::SUCCESS != 0 => {}
                         s if s & status::CPT != 0 => continue,
-                        s => return Err(Failure::Other(step_failed("high-bandwidth receive", s))),
+                        s => return Err(Failure::Other(self.failed("high-bandwidth receive", s))),
                     }
                 } else {
                     for chunk in reply.chunks_mut(4) {
@@ -347,7 +356,7 @@ impl Channel {
                             if st & status::CPT != 0 {
                                 continue 'attempt;
                             }
-                            return Err(Failure::Other(step_failed("RECVPAYLOAD", st)));
+                            return Err(Failure::Other(self.failed("RECVPAYLOAD", st)));
                         }
                         if hi16(r.dx) != MESSAGE_TYPE_SENDPAYLOAD {
                             return Err(Failure::Other(protocol_error(format_args!(
@@ -368,7 +377,7 @@ impl Channel {
                 return Ok(reply);
             }
             if st & status::CPT == 0 {
-                return Err(Failure::Other(step_failed("RECVSTATUS", st)));
+                return Err(Failure::Other(self.failed("RECVSTATUS", st)));
             }
         }
         Err(Failure::Other(checkpoints("receiving the reply")))

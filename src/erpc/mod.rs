@@ -8,6 +8,8 @@
 
 mod channel;
 mod rpci;
+#[cfg(all(test, feature = "sim", target_os = "linux", target_arch = "x86_64"))]
+mod tests;
 
 use core::fmt;
 

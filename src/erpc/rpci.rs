@@ -150,6 +150,12 @@ impl Rpci {
         }
     }
 
+    /// The channel's cookies, for tests that check they are never printed.
+    #[cfg(test)]
+    pub(crate) fn cookies(&self) -> (u32, u32) {
+        self.channel.cookies()
+    }
+
     fn send<T: Transport + ?Sized>(
         &mut self,
         t: &mut T,
