@@ -11,7 +11,7 @@
 //!
 //! The knock (GETVERSION) runs in a short-lived child process, so a machine that is not
 //! VMware, or a VMware host that restricts ring-3 access, gives an
-//! [`ErrorKind::NotVmware`](crate::ErrorKind::NotVmware) error instead of killing the caller
+//! [`ErrorKind::NotVmware`] error instead of killing the caller
 //! with SIGSEGV. Once the backdoor has answered, calls go straight to the port.
 
 mod asm;
