@@ -20,6 +20,7 @@ pub(crate) enum Knock {
     /// The `in` completed; the registers are what came back (an answer, or all ones).
     Completed(Regs),
     /// The `in` faulted; the signal that ended the child, when known.
+    #[cfg_attr(not(unix), allow(dead_code))]
     Faulted(Option<i32>),
     /// Not attempted: the fault could not be contained on this OS and CPUID does not say
     /// VMware.
