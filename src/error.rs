@@ -63,7 +63,7 @@ impl VmwError {
 
     /// An error caused by a failed system call; `errno` becomes the source.
     #[cfg_attr(
-        not(any(target_arch = "x86", target_arch = "x86_64")),
+        not(all(unix, any(target_arch = "x86", target_arch = "x86_64"))),
         allow(dead_code)
     )]
     pub(crate) fn os(kind: ErrorKind, message: impl fmt::Display, errno: i32) -> Self {
