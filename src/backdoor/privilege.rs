@@ -123,12 +123,41 @@ mod imp {
     }
 }
 
-/// Takes I/O privilege for this thread: `ioperm` on the four backdoor ports, else `iopl(3)`.
-pub(crate) fn raise() -> Result<Privilege, VmwError> {
-    imp::raise()
+use std::cell::Cell;
+
+thread_local! {
+    /// This thread's privileged guards and the privilege they share. Privilege is taken by
+    /// the first and given back by the last, so dropping one guard cannot pull the privilege
+    /// from under another (whose next access would then fault where ring 3 is restricted).
+    static HELD: Cell<(u32, Privilege)> = const { Cell::new((0, Privilege::None)) };
 }
 
-/// Gives back what [`raise`] took.
+/// Takes I/O privilege for this thread (`ioperm` on the four backdoor ports, else
+/// `iopl(3)`), or joins the privilege another guard of this thread already holds.
+pub(crate) fn raise() -> Result<Privilege, VmwError> {
+    let (holders, held) = HELD.with(Cell::get);
+    if holders > 0 {
+        HELD.with(|h| h.set((holders.saturating_add(1), held)));
+        return Ok(held);
+    }
+    let taken = imp::raise()?;
+    HELD.with(|h| h.set((1, taken)));
+    Ok(taken)
+}
+
+/// Gives back what [`raise`] returned; the last holder on the thread gives back the
+/// privilege itself. On failure the caller still holds it.
 pub(crate) fn release(p: Privilege) -> Result<(), VmwError> {
-    imp::release(p)
+    if p == Privilege::None {
+        return Ok(());
+    }
+    // During thread teardown the record may be gone; then release for real.
+    let holders = HELD.try_with(|h| h.get().0).unwrap_or(1);
+    if holders > 1 {
+        let _ = HELD.try_with(|h| h.set((holders - 1, p)));
+        return Ok(());
+    }
+    imp::release(p)?;
+    let _ = HELD.try_with(|h| h.set((0, Privilege::None)));
+    Ok(())
 }
