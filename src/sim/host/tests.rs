@@ -1336,3 +1336,61 @@ fn random_register_soup_never_panics_and_keeps_invariants() {
         );
     }
 }
+
+#[test]
+fn rpci_side_effects_are_visible_through_the_accessors() {
+    let mut host = Host::new(
+        HostConfig::default()
+            .machine_id("vm-7")
+            .guestinfo("guestinfo.g", "v"),
+    );
+    // A cookie-less channel on a host that offers cookies.
+    let ch = open(&mut host, PROTO_RPCI);
+    assert_eq!((ch.high, ch.low), (0, 0));
+    assert_eq!(rpc(&mut host, ch, b"log first line\0", false), b"1 ");
+    assert_eq!(
+        rpc(&mut host, ch, b"tools.set.versiontype 12389 4\0", true),
+        b"1 "
+    );
+    assert_eq!(
+        rpc(&mut host, ch, b"tools.set.version 2147483647", true),
+        b"1 "
+    );
+    assert_eq!(rpc(&mut host, ch, b"machine.id.get", false), b"1 vm-7");
+    assert_eq!(
+        rpc(&mut host, ch, b"info-set guestinfo.new \xff\xfe", true),
+        b"1 "
+    );
+    assert_eq!(
+        rpc(&mut host, ch, b"no.such.command", true),
+        b"0 Unknown command"
+    );
+    assert_eq!(host.vmx_log(), [b"first line".to_vec()]);
+    assert_eq!(host.tools_version(), Some(&b"2147483647"[..]));
+    assert_eq!(host.tools_version_type(), Some(&b"12389 4"[..]));
+    assert_eq!(
+        host.guestinfo()
+            .get(&b"guestinfo.new"[..])
+            .map(Vec::as_slice),
+        Some(&b"\xff\xfe"[..])
+    );
+    assert_eq!(host.guestinfo().len(), 2);
+
+    let mut denied = Host::new(HostConfig::default().deny_guestinfo().guestinfo("g", "v"));
+    let ch = open(&mut denied, RPCI_COOKIE);
+    assert_eq!(
+        rpc(&mut denied, ch, b"info-get guestinfo.g", true),
+        b"0 Permission denied"
+    );
+    assert_eq!(
+        rpc(&mut denied, ch, b"info-set guestinfo.g w", false),
+        b"0 Permission denied"
+    );
+    assert_eq!(
+        denied
+            .guestinfo()
+            .get(&b"guestinfo.g"[..])
+            .map(Vec::as_slice),
+        Some(&b"v"[..])
+    );
+}
