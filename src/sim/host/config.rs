@@ -20,7 +20,8 @@ const DEFAULT_TIME_SECS: u64 = 1_700_000_000;
 /// [`HostConfig::fault`].
 ///
 /// Occurrences are counted per step over the whole host (all channels), from 1, and every
-/// call of that step counts, whether or not it would have succeeded.
+/// call of that step counts, whether or not it would have succeeded (on a host without
+/// high-bandwidth transfers, calls on the high-bandwidth port are not steps and do not count).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Step {
     /// MESSAGE sub-command 0: opening a channel.
@@ -82,6 +83,8 @@ impl Step {
 /// [`Answer::Cpt`] and [`Answer::Fail`] model a well-behaved host having a bad moment; the
 /// others model a hostile or broken host, for testing that a guest stays safe.
 /// Status values below are the `hi16` of ECX (low-bandwidth) or EBX (high-bandwidth).
+/// A hostile answer aimed at a step it does not apply to leaves that step's answer normal;
+/// at OPEN, every answer other than [`Answer::Cpt`] and [`Answer::Raw`] is a plain failure.
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {

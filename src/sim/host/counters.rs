@@ -11,9 +11,9 @@ use std::fmt::Write as _;
 pub struct Counters {
     /// Every low-bandwidth call (`in` or `out` on port 0x5658), whatever its registers.
     pub lb_calls: u64,
-    /// Low-bandwidth calls the backdoor accepted (magic and port right, on a VMware host),
-    /// by `(command, sub-command)`; the sub-command is `hi16(ECX)` for MESSAGE and 0 for
-    /// every other command.
+    /// Low-bandwidth calls addressed to the backdoor (magic and port right, on a VMware
+    /// host), unknown commands included, by `(command, sub-command)`; the sub-command is
+    /// `hi16(ECX)` for MESSAGE and 0 for every other command.
     pub lb_by_command: BTreeMap<(u16, u16), u64>,
     /// Every `rep insb` on port 0x5659.
     pub hb_in_calls: u64,

@@ -31,6 +31,51 @@
 //!
 //! Registers the model writes get a 32-bit value (upper halves zero, as a 32-bit register
 //! write leaves them); registers it does not write keep all 64 bits.
+//!
+//! # Message channel
+//!
+//! Every sub-command answers its status in `hi16(ECX)` with `lo16(ECX)` zero; a failure is
+//! ECX = 0 with no other register changed. OPEN answers the channel id in `hi16(EDX)`
+//! (`lo16` zero) and the cookie halves in ESI (high) and EDI (low); ids start at 0 and the
+//! lowest free one is reused. A complete guest message is executed at once and its reply
+//! queued. A new SENDSIZE drops a reply the guest never acknowledged (real hosts tolerate
+//! guests that skip RECVSTATUS). High-bandwidth transfers are served whenever the host
+//! offers them, whether or not the guest looked at the HB status bit.
+//!
+//! Where the sources are silent, the model chooses:
+//!
+//! - OPEN of a protocol other than RPCI or TCLO fails.
+//! - RECVSIZE with nothing pending answers SUCCESS and EBX = 0 and leaves EDX alone;
+//!   RECVSIZE while a send is half done fails (steps out of order).
+//! - RECVSIZE announces the pending reply again, from its start, until RECVSTATUS: a guest
+//!   may restart a receive at any time.
+//! - RECVPAYLOAD with the guest's status bit clear (a guest reporting a failed reception)
+//!   answers SUCCESS with EBX = 0 and drops the reply, as RECVSTATUS with EBX = 0 does.
+//! - A high-bandwidth transfer needs EBX = 0x00010000 (guest status masked to its success
+//!   bit, command 0); a receive needs RCX of at least the reply length and fails otherwise.
+//!
+//! # RPCI replies
+//!
+//! | request | reply |
+//! |---|---|
+//! | `info-get guestinfo.KEY` | `1 VALUE`; `0 No value found` when missing, for a key without the `guestinfo.` prefix, or for no key |
+//! | `info-set guestinfo.KEY VALUE` | `1 `; VALUE is everything after the first space after the key and may be empty |
+//! | `info-set` without a space after the key, or with an empty key | `0 Two and exactly two arguments expected` |
+//! | `info-set` of a key without the `guestinfo.` prefix | `0 Permission denied` |
+//! | `info-set` beyond 16 MiB of guest-added data (a memory guard) | `0 Too much guestinfo data` |
+//! | `info-get` / `info-set` with [`HostConfig::deny_guestinfo`] | `0 Permission denied` |
+//! | `log TEXT` | `1 `; TEXT becomes a VMX log line ([`Host::vmx_log`]) |
+//! | `tools.set.version N`, `tools.set.versiontype N T` | `1 `; recorded as sent ([`Host::tools_version`]) |
+//! | `machine.id.get` | `1 ID` ([`HostConfig::machine_id`]) |
+//! | anything else | `0 Unknown command` |
+//!
+//! Requests are read up to their first NUL; guest-to-host messages are capped at 65,536
+//! bytes, host-to-guest replies are not capped. Keys are compared byte for byte.
+//!
+//! # Time
+//!
+//! GETTIME and GETTIMEFULL report a fixed instant by default ([`HostConfig::time`]) so tests
+//! are deterministic; [`HostConfig::system_clock`] switches to the wall clock.
 
 mod channel;
 mod config;
@@ -53,6 +98,9 @@ use crate::proto::{
 
 /// What EAX reads when no device answers the port (and what unknown commands answer).
 const NO_DEVICE: u64 = 0xFFFF_FFFF;
+
+/// What GETHZ leaves in EBX when the host cannot report frequencies.
+const HZ_UNSUPPORTED: u64 = 0xFFFF_FFFF;
 
 /// Bytes of 0xFF a `rep insb` on a port without a device yields at most per call; the
 /// rest of the guest's count is left to the runner (no allocation sized by a guest's RCX).
@@ -188,7 +236,7 @@ impl Host {
                     regs.bx = hz >> 32;
                     regs.cx = c.apic_hz.into();
                 }
-                None => regs.bx = 0xFFFF_FFFF,
+                None => regs.bx = HZ_UNSUPPORTED,
             },
             cmd::GET_VCPU_INFO => regs.ax = c.vcpu_info.into(),
             cmd::MESSAGE => self.message(regs),
