@@ -115,9 +115,11 @@ fn unsupported() -> VmwError {
 /// # Threads
 ///
 /// A guard is neither `Send` nor `Sync`. Linux grants I/O privilege (`ioperm`, `iopl`) to
-/// one thread, so a privileged guard moved to another thread would issue port I/O the new
-/// thread may not do, and would give back privilege on a thread that never had it. Create
-/// one guard per thread that needs the backdoor:
+/// one thread (and to threads and processes it creates while holding it), so a privileged
+/// guard moved to another thread would issue port I/O the new thread may not do, and would
+/// give back privilege on a thread that never had it. Create one guard per thread that needs
+/// the backdoor; guards of one thread share its privilege, and the last one dropped gives it
+/// back:
 ///
 /// ```compile_fail
 /// let guard = vmw_backdoor::access_backdoor().unwrap();

@@ -70,6 +70,14 @@ impl From<Failure> for VmwError {
     }
 }
 
+/// The error for a request the host would refuse for its size (checked before sending).
+pub(crate) fn request_too_large(len: usize) -> VmwError {
+    VmwError::new(
+        ErrorKind::TooLarge,
+        format_args!("the request is {len} bytes; VMware hosts accept at most {MAX_GUEST_MESSAGE}"),
+    )
+}
+
 fn protocol_error(message: impl fmt::Display) -> VmwError {
     VmwError::new(ErrorKind::Protocol, message)
 }
@@ -115,13 +123,11 @@ impl Channel {
                 }
             }
         }
-        let kind = if last & status::CPT != 0 {
-            ErrorKind::Checkpoint
-        } else {
-            ErrorKind::NoChannel
-        };
+        if last & status::CPT != 0 {
+            return Err(checkpoints("OPEN"));
+        }
         Err(VmwError::new(
-            kind,
+            ErrorKind::NoChannel,
             format_args!(
                 "the host refused to open a message channel (status {last:#06x}): all its \
                  channels may be in use; close channels you no longer need and retry"
@@ -177,13 +183,7 @@ impl Channel {
         max_reply: usize,
     ) -> Result<Vec<u8>, VmwError> {
         if request.len() > MAX_GUEST_MESSAGE {
-            return Err(VmwError::new(
-                ErrorKind::TooLarge,
-                format_args!(
-                    "the request is {} bytes; VMware hosts accept at most {MAX_GUEST_MESSAGE}",
-                    request.len()
-                ),
-            ));
+            return Err(request_too_large(request.len()));
         }
         if !self.open {
             self.reopen(t)?;

@@ -5,7 +5,7 @@
 
 use core::fmt;
 
-use super::channel::Channel;
+use super::channel::{request_too_large, Channel};
 use super::DEFAULT_MAX_REPLY_LEN;
 use crate::proto::{Transport, MAX_GUEST_MESSAGE, PROTO_RPCI};
 use crate::{ErrorKind, VmwError};
@@ -226,12 +226,7 @@ fn guestinfo_name(key: &[u8]) -> Result<&[u8], VmwError> {
 fn build(parts: &[&[u8]]) -> Result<Vec<u8>, VmwError> {
     let len: usize = parts.iter().map(|p| p.len()).sum();
     if len > MAX_GUEST_MESSAGE {
-        return Err(VmwError::new(
-            ErrorKind::TooLarge,
-            format_args!(
-                "the request is {len} bytes; VMware hosts accept at most {MAX_GUEST_MESSAGE}"
-            ),
-        ));
+        return Err(request_too_large(len));
     }
     let mut request = Vec::with_capacity(len);
     for p in parts {
