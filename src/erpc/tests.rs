@@ -368,3 +368,40 @@ fn debug_output_never_contains_the_cookies() {
         assert!(!text.contains(&format!("{cookie:X}")), "{text}");
     }
 }
+
+#[test]
+fn hostile_answers_give_errors_never_panics_and_the_channel_recovers() {
+    let hostile = [
+        Answer::Raw(u32::MAX),
+        Answer::Raw(0x0001_0000),
+        Answer::Raw(0x00FF_0000),
+        Answer::WrongMessageType(7),
+        Answer::ClaimLength(u32::MAX),
+        Answer::ClaimLength(3),
+        Answer::NoPrefix,
+        Answer::Phantom(9),
+        Answer::Phantom(u32::MAX),
+    ];
+    for (name, config) in flavours() {
+        for step in Step::ALL {
+            for answer in &hostile {
+                let what = format!("{name}, {answer:?} at {step:?}");
+                let config = config
+                    .clone()
+                    .guestinfo("k", "value")
+                    .fault(step, 2, answer.clone());
+                let mut host = Host::new(config);
+                let Ok(mut rpci) = Rpci::open(&mut host) else {
+                    continue;
+                };
+                // The fault lands in one of these; each may fail, none may panic or hang.
+                for _ in 0..3 {
+                    let _ = rpci.get_guestinfo(&mut host, b"k");
+                }
+                let last = rpci.get_guestinfo(&mut host, b"k").unwrap();
+                assert_eq!(last.as_deref(), Some(&b"value"[..]), "{what}");
+                assert!(host.open_channels() <= 1, "{what}: channels leaked");
+            }
+        }
+    }
+}
