@@ -75,6 +75,15 @@ impl Insn {
     }
 }
 
+/// Whether `b` is a prefix byte: an instruction whose first bytes are all prefixes may be
+/// longer than what was fetched.
+pub(crate) fn is_prefix(b: u8, long_mode: bool) -> bool {
+    matches!(
+        b,
+        0x66 | 0x67 | 0xf2 | 0xf3 | 0xf0 | 0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65
+    ) || (long_mode && (0x40..=0x4f).contains(&b))
+}
+
 /// Decodes the instruction at the start of `bytes` (what could be read at RIP; may be
 /// short near an unmapped page). `long_mode` is false for a 32-bit (compatibility mode)
 /// process. `None` when it is not an instruction the runner emulates.
@@ -92,6 +101,9 @@ pub(crate) fn decode(bytes: &[u8], long_mode: bool) -> Option<Insn> {
             return None;
         }
         let b = *bytes.get(i)?;
+        if !is_prefix(b, long_mode) {
+            break b;
+        }
         match b {
             0x66 => opsize16 = true,
             0x67 => addr_override = true,
@@ -100,10 +112,9 @@ pub(crate) fn decode(bytes: &[u8], long_mode: bool) -> Option<Insn> {
             0x26 | 0x2e | 0x36 | 0x3e => seg = Seg::Flat,
             0x64 => seg = Seg::Fs,
             0x65 => seg = Seg::Gs,
-            // REX: only meaningful right before the opcode, and it changes nothing for
-            // port I/O (no 64-bit operand size exists), so it is simply skipped.
-            0x40..=0x4f if long_mode => {}
-            _ => break b,
+            // REX (long mode only): meaningful right before the opcode, and it changes
+            // nothing for port I/O (no 64-bit operand size exists), so it is skipped.
+            _ => {}
         }
         prefixes += 1;
         i += 1;

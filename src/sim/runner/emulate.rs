@@ -15,6 +15,8 @@ const DF: u64 = 1 << 10;
 /// User code segment selectors on x86_64 Linux.
 const CS_64: u64 = 0x33;
 const CS_32: u64 = 0x23;
+/// `si_code` of a fault the kernel raised for #GP.
+const SI_KERNEL: i32 = 0x80;
 /// Bytes of an empty-port `rep ins` written per trap; the rest is left in RCX and the
 /// instruction re-executes, as an interrupted REP string instruction does on hardware.
 const FILL_BUDGET: u64 = 1 << 20;
@@ -43,9 +45,11 @@ impl Tracer<'_> {
     pub(super) fn emulate(&mut self, pid: pid_t, sig: i32) -> bool {
         // Only faults count: a SIGSEGV sent with kill() while RIP happens to sit on an `in`
         // must reach the guest.
-        match sys::signal_code(pid) {
-            Ok(code) if code > 0 => {}
-            _ => return false,
+        let Ok(code) = sys::signal_code(pid) else {
+            return false;
+        };
+        if code <= 0 {
+            return false;
         }
         let Ok(mut regs) = sys::get_regs(pid) else {
             return false;
@@ -55,10 +59,26 @@ impl Tracer<'_> {
             CS_32 => false,
             _ => return false,
         };
-        let mut code = [0u8; MAX_INSN];
-        let got = sys::read_mem(pid, regs.rip, &mut code);
-        let Some(insn) = decode::decode(code.get(..got).unwrap_or(&[]), long_mode) else {
-            return false;
+        // Port I/O without permission raises #GP, which the kernel reports as SI_KERNEL.
+        let gp = sig == libc::SIGSEGV && code == SI_KERNEL;
+        let cached = if gp {
+            self.threads
+                .get(&pid)
+                .and_then(|t| t.decoded.get(regs.rip, regs.cs))
+        } else {
+            None
+        };
+        let insn = match cached {
+            Some(io) => Insn::Port(io),
+            None => {
+                let Some(insn) = fetch(pid, regs.rip, long_mode) else {
+                    return false;
+                };
+                if let (true, Insn::Port(io), Some(t)) = (gp, insn, self.threads.get_mut(&pid)) {
+                    t.decoded.put(regs.rip, regs.cs, io);
+                }
+                insn
+            }
         };
         let done = match insn {
             Insn::Port(io) if sig == libc::SIGSEGV => self.port_io(pid, &mut regs, &io),
@@ -99,7 +119,7 @@ impl Tracer<'_> {
         let privileged = self
             .threads
             .get(&pid)
-            .is_some_and(|p| p.allows(port, io.size));
+            .is_some_and(|t| t.io.allows(port, io.size));
         match (self.host.mode(), backdoor) {
             // VMware lets ring 3 use the backdoor ports whatever the I/O bitmap says.
             (Mode::Vmware, Some(call)) => call,
@@ -218,7 +238,10 @@ impl Tracer<'_> {
     fn hypercall(&mut self, pid: pid_t, regs: &mut UserRegs) -> Step {
         let allowed = match self.host.mode() {
             Mode::Vmware => true,
-            Mode::RestrictBackdoor => self.threads.get(&pid).is_some_and(|p| p.allows(LB_PORT, 4)),
+            Mode::RestrictBackdoor => self
+                .threads
+                .get(&pid)
+                .is_some_and(|t| t.io.allows(LB_PORT, 4)),
             Mode::NotVmware => false,
         };
         if !allowed {
@@ -260,6 +283,20 @@ impl Tracer<'_> {
         from_proto(regs, &r);
         Step::Next
     }
+}
+
+/// Reads and decodes the instruction at `rip`. One 8-byte peek covers nearly every
+/// instruction (the backdoor ones are 1 to 3 bytes); only a run of 8 prefixes, or code
+/// ending within 8 bytes of an unmapped page, takes the slower full read.
+fn fetch(pid: pid_t, rip: u64, long_mode: bool) -> Option<Insn> {
+    if let Ok(word) = sys::peek8(pid, rip) {
+        if !word.iter().all(|&b| decode::is_prefix(b, long_mode)) {
+            return decode::decode(&word, long_mode);
+        }
+    }
+    let mut code = [0u8; MAX_INSN];
+    let got = sys::read_mem(pid, rip, &mut code);
+    decode::decode(code.get(..got).unwrap_or(&[]), long_mode)
 }
 
 /// How an emulated instruction ends.

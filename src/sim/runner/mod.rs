@@ -23,6 +23,7 @@ pub(crate) mod standin;
 mod sys;
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
 
 use libc::pid_t;
@@ -35,6 +36,80 @@ use super::{GuestExit, Host, IoplPolicy, TrapStats};
 /// Events a new tracee may wait for its creator's fork/clone event before it runs anyway
 /// (the creator was killed between creating it and reporting it).
 const HOLD_LIMIT: u32 = 10_000;
+
+/// Pids are already well spread: hashing them is wasted time on every trap.
+#[derive(Default)]
+struct PidHasher(u64);
+
+impl Hasher for PidHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    fn write_i32(&mut self, n: i32) {
+        self.0 = n as u32 as u64;
+    }
+}
+
+type PidMap<V> = HashMap<pid_t, V, BuildHasherDefault<PidHasher>>;
+
+/// What the runner keeps per traced thread.
+#[derive(Default)]
+struct Thread {
+    /// Its virtual I/O privilege.
+    io: IoPrivilege,
+    /// Port I/O instructions it faulted on lately, by address.
+    decoded: DecodeCache,
+}
+
+impl Thread {
+    fn new(io: IoPrivilege) -> Thread {
+        Thread {
+            io,
+            decoded: DecodeCache::default(),
+        }
+    }
+}
+
+/// The last few port I/O instructions a thread faulted on, by (RIP, CS), so a call site
+/// that traps again skips reading its instruction bytes (a ptrace round trip).
+///
+/// An entry is only used for a fault of the kind port I/O raises (#GP, `SI_KERNEL`) at the
+/// same address and code segment, and the cache is dropped at `execve`. What it cannot see
+/// is code replaced in place at that very address by another #GP-raising instruction
+/// (unloading a library and loading another exactly there, or a JIT): accepted.
+#[derive(Default)]
+struct DecodeCache {
+    slots: [Option<(u64, u64, decode::PortIo)>; 4],
+    next: usize,
+}
+
+impl DecodeCache {
+    fn get(&self, rip: u64, cs: u64) -> Option<decode::PortIo> {
+        self.slots
+            .iter()
+            .flatten()
+            .find(|(r, c, _)| *r == rip && *c == cs)
+            .map(|(_, _, io)| *io)
+    }
+
+    fn put(&mut self, rip: u64, cs: u64, io: decode::PortIo) {
+        if self.get(rip, cs).is_none() {
+            if let Some(slot) = self.slots.get_mut(self.next % 4) {
+                *slot = Some((rip, cs, io));
+            }
+            self.next = (self.next + 1) % 4;
+        }
+    }
+
+    fn clear(&mut self) {
+        *self = DecodeCache::default();
+    }
+}
 
 /// A stop reported for a tracee whose creator has not reported it yet.
 struct Held {
@@ -51,9 +126,9 @@ pub(crate) struct Tracer<'h> {
     root: pid_t,
     root_exit: Option<GuestExit>,
     /// Every live tracee (thread or process) and its virtual I/O privilege.
-    threads: HashMap<pid_t, IoPrivilege>,
+    threads: PidMap<Thread>,
     /// Announced by a fork/clone event but not yet stopped: what it inherits.
-    expected: HashMap<pid_t, IoPrivilege>,
+    expected: PidMap<IoPrivilege>,
     /// Stopped before its creator's fork/clone event: resumed when that comes.
     held: Vec<Held>,
     stats: TrapStats,
@@ -64,15 +139,15 @@ pub(crate) struct Tracer<'h> {
 impl<'h> Tracer<'h> {
     /// A tracer for the tree rooted at `root`, which it has already seized.
     pub(crate) fn new(host: &'h mut Host, policy: IoplPolicy, root: pid_t) -> Self {
-        let mut threads = HashMap::new();
-        threads.insert(root, IoPrivilege::default());
+        let mut threads = PidMap::default();
+        threads.insert(root, Thread::default());
         Tracer {
             host,
             policy,
             root,
             root_exit: None,
             threads,
-            expected: HashMap::new(),
+            expected: PidMap::default(),
             held: Vec::new(),
             stats: TrapStats {
                 tracees: 1,
@@ -106,7 +181,7 @@ impl<'h> Tracer<'h> {
                         });
                         return;
                     };
-                    self.threads.insert(pid, inherited);
+                    self.threads.insert(pid, Thread::new(inherited));
                     self.stats.tracees += 1;
                 }
                 self.on_stop(pid, sig, event);
@@ -140,21 +215,28 @@ impl<'h> Tracer<'h> {
             }
             libc::PTRACE_EVENT_FORK | libc::PTRACE_EVENT_VFORK | libc::PTRACE_EVENT_CLONE => {
                 if let Ok(child) = sys::event_msg(pid) {
-                    let inherited = self.threads.get(&pid).cloned().unwrap_or_default();
+                    let inherited = self
+                        .threads
+                        .get(&pid)
+                        .map(|t| t.io.clone())
+                        .unwrap_or_default();
                     self.adopt(child as pid_t, inherited);
                 }
                 resume(pid, 0);
             }
             libc::PTRACE_EVENT_EXEC => {
                 // A non-leader thread that execs takes over the leader's pid; its privilege
-                // goes with it (I/O privilege survives execve).
+                // goes with it (I/O privilege survives execve). The code is new.
                 if let Ok(former) = sys::event_msg(pid) {
                     let former = former as pid_t;
                     if former != pid {
-                        if let Some(p) = self.threads.remove(&former) {
-                            self.threads.insert(pid, p);
+                        if let Some(t) = self.threads.remove(&former) {
+                            self.threads.insert(pid, t);
                         }
                     }
+                }
+                if let Some(t) = self.threads.get_mut(&pid) {
+                    t.decoded.clear();
                 }
                 self.stats.execs += 1;
                 resume(pid, 0);
@@ -172,7 +254,7 @@ impl<'h> Tracer<'h> {
     fn adopt(&mut self, child: pid_t, inherited: IoPrivilege) {
         if let Some(i) = self.held.iter().position(|h| h.pid == child) {
             let h = self.held.swap_remove(i);
-            self.threads.insert(child, inherited);
+            self.threads.insert(child, Thread::new(inherited));
             self.stats.tracees += 1;
             self.on_stop(h.pid, h.sig, h.event);
         } else {
@@ -197,7 +279,7 @@ impl<'h> Tracer<'h> {
                     "vmw-sim: tracee {} started before its creator reported it",
                     h.pid
                 );
-                self.threads.insert(h.pid, IoPrivilege::default());
+                self.threads.insert(h.pid, Thread::default());
                 self.stats.tracees += 1;
                 self.on_stop(h.pid, h.sig, h.event);
             } else {
@@ -225,7 +307,7 @@ impl<'h> Tracer<'h> {
             return;
         };
         let policy = self.policy;
-        let p = self.threads.entry(pid).or_default();
+        let p = &mut self.threads.entry(pid).or_default().io;
         // Argument widths follow the C prototypes: iopl(unsigned int),
         // ioperm(unsigned long, unsigned long, int); the i386 table is 32-bit throughout.
         let ret = match call {

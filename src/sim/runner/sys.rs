@@ -114,6 +114,20 @@ fn peek(pid: pid_t, addr: u64) -> io::Result<u64> {
     Ok(word)
 }
 
+/// Eight bytes of tracee memory at `addr` (any alignment): the cheapest way to fetch the
+/// start of an instruction (one call, no page pinning).
+pub(crate) fn peek8(pid: pid_t, addr: u64) -> io::Result<[u8; 8]> {
+    let mut word: libc::c_ulong = 0;
+    let addr = usize::try_from(addr).map_err(|_| io::Error::from_raw_os_error(libc::EFAULT))?;
+    ptrace(
+        PTRACE_PEEKDATA,
+        pid,
+        addr,
+        &mut word as *mut libc::c_ulong as usize,
+    )?;
+    Ok(word.to_le_bytes())
+}
+
 /// Remote iovecs for `len` bytes at `addr`, cut at page boundaries (at most
 /// [`IOV_PER_CALL`]); returns how many are filled.
 fn remote_pieces(addr: u64, len: usize, out: &mut [libc::iovec; IOV_PER_CALL]) -> usize {
