@@ -68,7 +68,7 @@ use std::fmt;
 use std::io;
 use std::process::Command;
 
-pub use runner::standin::{Counters, Host, HostConfig, Mode};
+pub use host::{Answer, Counters, Host, HostConfig, Mode, Step};
 
 /// How the guest (the root process of the run) ended.
 #[derive(Debug, Clone, PartialEq, Eq)]

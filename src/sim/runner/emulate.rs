@@ -125,9 +125,9 @@ impl Tracer<'_> {
             (Mode::Vmware, Some(call)) => call,
             (Mode::Vmware, None) if backdoor_port || privileged => Action::Empty,
             (Mode::RestrictBackdoor, Some(call)) if privileged => call,
-            // Bare metal: a privileged LB `in` reaches an empty port; the host model answers
-            // it as such (EAX all ones) and counts it.
-            (Mode::NotVmware, Some(Action::Lb)) if privileged => Action::Lb,
+            // Bare metal: a privileged backdoor access reaches an empty port; the host model
+            // answers it as such (EAX all ones, 0xFF bytes) and counts it.
+            (Mode::NotVmware, Some(call)) if privileged => call,
             (_, _) if privileged => Action::Empty,
             _ => Action::Fault,
         }
@@ -229,6 +229,11 @@ impl Tracer<'_> {
         }
         if r.cx == before.cx {
             set_reg(&mut regs.rcx, count - n, io.addr_bits);
+            // An empty port hands out a bounded amount per call: the guest re-executes the
+            // rest, as an interrupted REP instruction does.
+            if n < count && self.host.mode() == Mode::NotVmware {
+                return Step::Again;
+            }
         }
         Step::Next
     }

@@ -19,7 +19,6 @@ mod emulate;
 pub(crate) mod launch;
 mod privilege;
 mod seccomp;
-pub(crate) mod standin;
 mod sys;
 
 use std::collections::HashMap;
