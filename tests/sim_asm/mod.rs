@@ -121,3 +121,195 @@ pub fn lb_cmd(ecx: u64, ebx: u64) -> Regs {
     lb_in(&mut r);
     r
 }
+
+/// Port words: `lo16(EDX)` of each kind of call.
+pub const LB_PORT: u64 = 0x5658;
+pub const HB_PORT: u64 = 0x5659;
+/// Message-channel command and protocols.
+pub const MESSAGE: u64 = 0x1e;
+pub const RPCI: u64 = 0x4943_5052;
+pub const TCLO: u64 = 0x4F4C_4354;
+pub const COOKIE: u64 = 0x8000_0000;
+/// Status words as the host answers them (`status << 16`).
+pub const ST_OK: u64 = 0x1_0000;
+pub const ST_OK_HB: u64 = 0x81_0000;
+pub const ST_DORECV_HB: u64 = 0x83_0000;
+pub const ST_DORECV: u64 = 0x3_0000;
+pub const ST_CPT: u64 = 0x10_0000;
+
+/// One open channel, as the guest sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct Chan {
+    pub id: u64,
+    pub high: u64,
+    pub low: u64,
+}
+
+impl Chan {
+    /// OPEN with `ebx` (protocol | flags); the full answer registers.
+    pub fn open_raw(ebx: u64) -> Regs {
+        let mut r = Regs {
+            ax: MAGIC,
+            bx: ebx,
+            cx: MESSAGE,
+            dx: LB_PORT,
+            ..Regs::default()
+        };
+        lb_in(&mut r);
+        r
+    }
+
+    /// OPEN; `None` when the host refuses.
+    pub fn open(ebx: u64) -> Option<Chan> {
+        let r = Self::open_raw(ebx);
+        (r.cx == ST_OK).then_some(Chan {
+            id: r.dx >> 16,
+            high: r.si,
+            low: r.di,
+        })
+    }
+
+    /// A low-bandwidth sub-command on this channel; returns all registers after it.
+    pub fn lb(&self, sub: u64, ebx: u64) -> Regs {
+        let mut r = Regs {
+            ax: MAGIC,
+            bx: ebx,
+            cx: (sub << 16) | MESSAGE,
+            dx: (self.id << 16) | LB_PORT,
+            si: self.high,
+            di: self.low,
+            bp: 0,
+        };
+        lb_in(&mut r);
+        r
+    }
+
+    /// `rep outsb` of `data` (send layout: ESI buffer, EDI cookie low, EBP cookie high).
+    pub fn hb_send(&self, data: &[u8]) -> Regs {
+        let mut r = Regs {
+            ax: MAGIC,
+            bx: ST_OK,
+            cx: data.len() as u64,
+            dx: (self.id << 16) | HB_PORT,
+            si: data.as_ptr() as u64,
+            di: self.low,
+            bp: self.high,
+        };
+        hb_out(&mut r);
+        r
+    }
+
+    /// `rep insb` into `buf` (receive layout: ESI cookie high, EDI buffer, EBP cookie low).
+    pub fn hb_recv(&self, buf: &mut [u8]) -> Regs {
+        let mut r = Regs {
+            ax: MAGIC,
+            bx: ST_OK,
+            cx: buf.len() as u64,
+            dx: (self.id << 16) | HB_PORT,
+            si: self.high,
+            di: buf.as_mut_ptr() as u64,
+            bp: self.low,
+        };
+        hb_in(&mut r);
+        r
+    }
+
+    /// Sends `msg` (HB when offered and `hb`, else 4-byte SENDPAYLOADs).
+    pub fn send(&self, msg: &[u8], hb: bool) -> Result<(), String> {
+        let r = self.lb(1, msg.len() as u64);
+        if r.cx & ST_OK == 0 {
+            return Err(format!("SENDSIZE: ecx={:#x}", r.cx));
+        }
+        if msg.is_empty() {
+            return Ok(());
+        }
+        if hb && r.cx & (0x80 << 16) != 0 {
+            let r = self.hb_send(msg);
+            return if r.bx == ST_OK {
+                Ok(())
+            } else {
+                Err(format!("HB out: ebx={:#x}", r.bx))
+            };
+        }
+        for chunk in msg.chunks(4) {
+            let mut word = [0u8; 4];
+            word[..chunk.len()].copy_from_slice(chunk);
+            let r = self.lb(2, u32::from_le_bytes(word).into());
+            if r.cx != ST_OK {
+                return Err(format!("SENDPAYLOAD: ecx={:#x}", r.cx));
+            }
+        }
+        Ok(())
+    }
+
+    /// Receives the pending message (None when nothing is pending) and acknowledges it.
+    pub fn recv(&self, hb: bool) -> Result<Option<Vec<u8>>, String> {
+        let r = self.lb(3, 0);
+        if r.cx & ST_OK == 0 {
+            return Err(format!("RECVSIZE: ecx={:#x}", r.cx));
+        }
+        if r.cx & (2 << 16) == 0 {
+            return Ok(None);
+        }
+        let len = r.bx as u32 as usize;
+        let mut buf = vec![0u8; len];
+        if hb && r.cx & (0x80 << 16) != 0 && len > 0 {
+            let r = self.hb_recv(&mut buf);
+            if r.bx != ST_OK {
+                return Err(format!("HB in: ebx={:#x}", r.bx));
+            }
+        } else {
+            for chunk in buf.chunks_mut(4) {
+                let r = self.lb(4, 1);
+                if r.cx != ST_OK {
+                    return Err(format!("RECVPAYLOAD: ecx={:#x}", r.cx));
+                }
+                let n = chunk.len();
+                chunk.copy_from_slice(&(r.bx as u32).to_le_bytes()[..n]);
+            }
+        }
+        let r = self.lb(5, 1);
+        if r.cx != ST_OK {
+            return Err(format!("RECVSTATUS: ecx={:#x}", r.cx));
+        }
+        Ok(Some(buf))
+    }
+
+    /// CLOSE; the status word.
+    pub fn close(&self) -> u64 {
+        self.lb(6, 0).cx
+    }
+}
+
+/// One RPCI request on a fresh cookie channel (cookie-less if the host refuses cookies).
+pub fn rpc(request: &[u8], hb: bool) -> Result<Vec<u8>, String> {
+    let ch = Chan::open(RPCI | COOKIE)
+        .or_else(|| Chan::open(RPCI))
+        .ok_or("OPEN failed")?;
+    ch.send(request, hb)?;
+    let reply = ch.recv(hb)?.ok_or("no reply")?;
+    ch.close();
+    Ok(reply)
+}
+
+/// `iopl(level)` through the raw system call; the errno on failure.
+pub fn iopl(level: i32) -> Result<(), i32> {
+    // SAFETY: a system call with an integer argument.
+    let r = unsafe { libc::syscall(libc::SYS_iopl, level) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+    }
+}
+
+/// `ioperm(from, num, on)` through the raw system call; the errno on failure.
+pub fn ioperm(from: u64, num: u64, on: bool) -> Result<(), i32> {
+    // SAFETY: a system call with integer arguments.
+    let r = unsafe { libc::syscall(libc::SYS_ioperm, from, num, i32::from(on)) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+    }
+}
