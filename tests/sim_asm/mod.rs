@@ -313,3 +313,70 @@ pub fn ioperm(from: u64, num: u64, on: bool) -> Result<(), i32> {
         Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
     }
 }
+
+/// Environment variable that turns a test binary into a guest program ([`guest_program`]).
+pub const GUEST_ENV: &str = "VMW_SIM_TEST_GUEST";
+
+/// This test binary as a guest program doing `actions` (see [`guest_program`]): it runs
+/// only its ignored test `guest_program`, which must call [`guest_program`].
+pub fn guest_command(actions: &str) -> std::process::Command {
+    let mut cmd = std::process::Command::new(std::env::current_exe().expect("test binary"));
+    cmd.args([
+        "--exact",
+        "guest_program",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ]);
+    cmd.env(GUEST_ENV, actions);
+    cmd
+}
+
+/// A small guest program driven by `VMW_SIM_TEST_GUEST`: `;`-separated actions, each
+/// printing one line on stdout, then `exit(0)`:
+/// `getversion` (prints `version V product P`, exits 10 unless V = 6), `rpc:REQ` /
+/// `rpclb:REQ` (prints the reply; exits 11 on a protocol error), `iopl:N` (prints `iopl: 0`
+/// or `iopl: errno E`), `exit:N`, `segv` (a real segfault).
+pub fn guest_program() {
+    use std::io::Write;
+    let Ok(actions) = std::env::var(GUEST_ENV) else {
+        panic!("helper for other tests: run it through guest_command()");
+    };
+    let mut out = std::io::stdout();
+    for action in actions.split(';') {
+        let (verb, arg) = action.split_once(':').unwrap_or((action, ""));
+        match verb {
+            "getversion" => {
+                let r = lb_cmd(10, 0);
+                let _ = writeln!(out, "version {} product {}", r.ax, r.cx);
+                if r.ax != 6 {
+                    std::process::exit(10);
+                }
+            }
+            "rpc" | "rpclb" => match rpc(arg.as_bytes(), verb == "rpc") {
+                Ok(reply) => {
+                    let _ = writeln!(out, "{}", String::from_utf8_lossy(&reply));
+                }
+                Err(e) => {
+                    let _ = writeln!(out, "error {e}");
+                    std::process::exit(11);
+                }
+            },
+            "iopl" => {
+                let r = iopl(arg.parse().unwrap_or(3));
+                let _ = match r {
+                    Ok(()) => writeln!(out, "iopl: 0"),
+                    Err(e) => writeln!(out, "iopl: errno {e}"),
+                };
+            }
+            "exit" => std::process::exit(arg.parse().unwrap_or(1)),
+            "segv" => {
+                // SAFETY: deliberately not safe: the point is a real SIGSEGV.
+                unsafe { std::ptr::null_mut::<u8>().write_volatile(1) };
+            }
+            other => panic!("unknown guest action {other}"),
+        }
+    }
+    let _ = out.flush();
+    std::process::exit(0);
+}

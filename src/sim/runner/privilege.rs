@@ -85,8 +85,8 @@ mod tests {
     fn iopl_levels_and_errors() {
         let mut p = IoPrivilege::default();
         assert!(!p.allows(0x5658, 4));
-        assert_eq!(p.iopl(4, IoplPolicy::Grant), -i64::from(libc::EINVAL));
-        assert_eq!(p.iopl(3, IoplPolicy::Grant), 0);
+        assert_eq!(p.iopl(4, IoplPolicy::Allow), -i64::from(libc::EINVAL));
+        assert_eq!(p.iopl(3, IoplPolicy::Allow), 0);
         assert!(p.allows(0x5658, 4) && p.allows(0xffff, 1));
         assert_eq!(
             p.iopl(0, IoplPolicy::Eperm),
@@ -101,14 +101,14 @@ mod tests {
     #[test]
     fn ioperm_ranges_and_width() {
         let mut p = IoPrivilege::default();
-        assert_eq!(p.ioperm(0x5658, 2, true, IoplPolicy::Grant), 0);
+        assert_eq!(p.ioperm(0x5658, 2, true, IoplPolicy::Allow), 0);
         assert!(p.allows(0x5659, 1));
         assert!(p.allows(0x5658, 2));
         assert!(
             !p.allows(0x5658, 4),
             "a 32-bit in touches 0x565a and 0x565b too"
         );
-        assert_eq!(p.ioperm(0x5658, 4, true, IoplPolicy::Grant), 0);
+        assert_eq!(p.ioperm(0x5658, 4, true, IoplPolicy::Allow), 0);
         assert!(p.allows(0x5658, 4));
         assert_eq!(
             p.ioperm(0x5659, 1, false, IoplPolicy::Eperm),
@@ -116,7 +116,7 @@ mod tests {
             "dropping needs no privilege"
         );
         assert!(!p.allows(0x5659, 1) && p.allows(0x5658, 1));
-        assert_eq!(p.ioperm(0xffff, 1, true, IoplPolicy::Grant), 0);
+        assert_eq!(p.ioperm(0xffff, 1, true, IoplPolicy::Allow), 0);
         assert!(p.allows(0xffff, 1) && !p.allows(0xffff, 2));
     }
 
@@ -124,10 +124,10 @@ mod tests {
     fn ioperm_rejects_like_the_kernel() {
         let mut p = IoPrivilege::default();
         let einval = -i64::from(libc::EINVAL);
-        assert_eq!(p.ioperm(0, 0, true, IoplPolicy::Grant), einval);
-        assert_eq!(p.ioperm(0xffff, 2, true, IoplPolicy::Grant), einval);
-        assert_eq!(p.ioperm(u64::MAX, 2, true, IoplPolicy::Grant), einval);
-        assert_eq!(p.ioperm(0, 65_536, true, IoplPolicy::Grant), 0);
+        assert_eq!(p.ioperm(0, 0, true, IoplPolicy::Allow), einval);
+        assert_eq!(p.ioperm(0xffff, 2, true, IoplPolicy::Allow), einval);
+        assert_eq!(p.ioperm(u64::MAX, 2, true, IoplPolicy::Allow), einval);
+        assert_eq!(p.ioperm(0, 65_536, true, IoplPolicy::Allow), 0);
         assert_eq!(
             p.ioperm(0x5658, 2, true, IoplPolicy::Eperm),
             -i64::from(libc::EPERM)

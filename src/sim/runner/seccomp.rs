@@ -70,7 +70,7 @@ const fn jeq(k: u32, jt: u8, jf: u8) -> sock_filter {
 /// The filter program. A jump goes `1 + offset` instructions forward.
 static FILTER: [sock_filter; 17] = [
     /* 0 */ stmt(LD_W_ABS, OFFSET_ARCH),
-    /* 1 */ jeq(ARCH_X86_64, 0, 1), // -> 2 / 3
+    /* 1 */ jeq(ARCH_X86_64, 1, 0), // -> 3 / 2
     /* 2 */ jeq(ARCH_I386, 8, 11), // -> 11 (i386 table) / 14 (allow)
     // 64-bit table (and x32, which numbers the same calls with bit 30 set).
     /* 3 */
@@ -117,4 +117,53 @@ pub(crate) fn install() -> Result<(), i32> {
         return Err(errno::errno().0);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs the filter the way the kernel does for one system call.
+    fn verdict(arch: u32, nr: u32) -> u32 {
+        let mut acc = 0u32;
+        let mut pc = 0usize;
+        for _ in 0..FILTER.len() {
+            let ins = FILTER[pc];
+            match ins.code {
+                LD_W_ABS => {
+                    acc = match ins.k {
+                        OFFSET_NR => nr,
+                        OFFSET_ARCH => arch,
+                        other => panic!("load of offset {other}"),
+                    };
+                    pc += 1;
+                }
+                JEQ_K => pc += 1 + usize::from(if acc == ins.k { ins.jt } else { ins.jf }),
+                RET_K => return ins.k,
+                other => panic!("opcode {other:#x}"),
+            }
+        }
+        panic!("fell off the filter");
+    }
+
+    #[test]
+    fn traces_exactly_iopl_and_ioperm() {
+        assert_eq!(verdict(ARCH_X86_64, 172), RET_TRACE | 1);
+        assert_eq!(verdict(ARCH_X86_64, 173), RET_TRACE | 2);
+        assert_eq!(verdict(ARCH_X86_64, 172 | X32_BIT), RET_TRACE | 1);
+        assert_eq!(verdict(ARCH_X86_64, 173 | X32_BIT), RET_TRACE | 2);
+        assert_eq!(verdict(ARCH_I386, 110), RET_TRACE | 3);
+        assert_eq!(verdict(ARCH_I386, 101), RET_TRACE | 4);
+        for nr in [0, 1, 59, 101, 110, 174, 231, 435] {
+            assert_eq!(verdict(ARCH_X86_64, nr), RET_ALLOW, "x86_64 {nr}");
+        }
+        for nr in [0, 1, 11, 172, 173, 252] {
+            assert_eq!(verdict(ARCH_I386, nr), RET_ALLOW, "i386 {nr}");
+        }
+        assert_eq!(verdict(0xc000_00b7, 172), RET_ALLOW, "another architecture");
+        for data in 1..=4u32 {
+            assert!(IoCall::from_data(u64::from(data)).is_some());
+        }
+        assert_eq!(IoCall::from_data(0), None);
+    }
 }
