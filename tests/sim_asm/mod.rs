@@ -335,7 +335,8 @@ pub fn guest_command(actions: &str) -> std::process::Command {
 /// A small guest program driven by `VMW_SIM_TEST_GUEST`: `;`-separated actions, each
 /// printing one line on stdout, then `exit(0)`:
 /// `getversion` (prints `version V product P`, exits 10 unless V = 6), `rpc:REQ` /
-/// `rpclb:REQ` (prints the reply; exits 11 on a protocol error), `iopl:N` (prints `iopl: 0`
+/// `rpclb:REQ` (prints the reply; exits 11 on a protocol error), `tclo` (one TCLO poll:
+/// prints `tclo COMMAND` or `tclo none`), `iopl:N` (prints `iopl: 0`
 /// or `iopl: errno E`), `exit:N`, `segv` (a real segfault).
 pub fn guest_program() {
     use std::io::Write;
@@ -368,6 +369,18 @@ pub fn guest_program() {
                     Ok(()) => writeln!(out, "iopl: 0"),
                     Err(e) => writeln!(out, "iopl: errno {e}"),
                 };
+            }
+            "tclo" => {
+                // One TCLO poll: announce ourselves, fetch a command, answer it.
+                let ch = Chan::open(TCLO | COOKIE).unwrap_or_else(|| std::process::exit(11));
+                let got = ch.send(b"", true).and_then(|()| ch.recv(true));
+                let _ = match got {
+                    Ok(Some(cmd)) => writeln!(out, "tclo {}", String::from_utf8_lossy(&cmd)),
+                    Ok(None) => writeln!(out, "tclo none"),
+                    Err(e) => writeln!(out, "error {e}"),
+                };
+                let _ = ch.send(b"OK ", true);
+                ch.close();
             }
             "exit" => std::process::exit(arg.parse().unwrap_or(1)),
             "segv" => {
