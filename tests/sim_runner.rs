@@ -270,7 +270,7 @@ fn backdoor_port_in_other_sizes_is_an_empty_port_on_vmware() {
         let mut rax: u64 = 0x564D_5868;
         // SAFETY: a byte `in` on the backdoor port; VMware lets ring 3 touch it.
         unsafe { asm!("in al, dx", inout("rax") rax, in("dx") 0x5658u16) };
-        assert_eq!(rax, 0x564D_58ff);
+        assert_eq!(rax, 0x564d_58ff);
     });
     ok(&run);
     assert_eq!(run.host.counters().lb_calls, 0);
@@ -297,7 +297,7 @@ fn catch_sigsegv() {
     // SAFETY: installs a handler that only touches atomics and the interrupted context.
     unsafe {
         let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = skip_in as usize;
+        sa.sa_sigaction = skip_in as *const () as usize;
         sa.sa_flags = libc::SA_SIGINFO;
         assert_eq!(libc::sigaction(SIGSEGV, &sa, std::ptr::null_mut()), 0);
     }
@@ -632,7 +632,7 @@ fn vmmcall_backdoor_where_the_cpu_traps_it() {
         // SAFETY: installs a handler that only skips the 3-byte instruction.
         unsafe {
             let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = skip_hypercall as usize;
+            sa.sa_sigaction = skip_hypercall as *const () as usize;
             sa.sa_flags = libc::SA_SIGINFO;
             libc::sigaction(libc::SIGSEGV, &sa, std::ptr::null_mut());
             libc::sigaction(libc::SIGILL, &sa, std::ptr::null_mut());

@@ -175,10 +175,10 @@ fn read_report(fd: &OwnedFd) -> Option<Report> {
     let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
     let body = buf.get(1..usize::try_from(n).ok()?)?;
     let errno = || Some(i32::from_le_bytes(body.get(..4)?.try_into().ok()?));
-    match buf.first()? {
-        &TAG_PANIC => Some(Report::Panic(String::from_utf8_lossy(body).into_owned())),
-        &TAG_EXEC => Some(Report::Exec(errno()?)),
-        &TAG_SETUP => Some(Report::Setup(errno()?)),
+    match *buf.first()? {
+        TAG_PANIC => Some(Report::Panic(String::from_utf8_lossy(body).into_owned())),
+        TAG_EXEC => Some(Report::Exec(errno()?)),
+        TAG_SETUP => Some(Report::Setup(errno()?)),
         _ => None,
     }
 }
