@@ -369,8 +369,25 @@ fn help() {
             "--vmx-log FILE",
             "--dump-guestinfo FILE",
             "--iopl ok|eperm|enosys",
+            "--real-cpuid",
         ] {
             assert!(text.contains(option), "help lacks {option}");
         }
     }
+}
+
+#[test]
+fn cpuid_is_vmwares_unless_asked_not_to() {
+    if !sim_asm::cpuid_faulting() {
+        eprintln!("no CPUID faulting here: CPUID stays the real one");
+        return;
+    }
+    let out = vmw_sim(&[], "cpuid");
+    assert!(
+        out.status.success() && stdout(&out).contains("hypervisor VMwareVMware"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(vmw_sim(&["--real-cpuid"], "cpuid").status.code(), Some(12));
+    assert_eq!(vmw_sim(&["--not-vmware"], "cpuid").status.code(), Some(12));
 }

@@ -52,6 +52,8 @@ Machine:
   --iopl ok|eperm|enosys     what the guest's iopl/ioperm calls do: succeed (default),
                              fail with EPERM (no CAP_SYS_RAWIO, lockdown) or ENOSYS
                              (kernel without CONFIG_X86_IOPL_IOPERM)
+  --real-cpuid               leave CPUID alone (by default, where the CPU supports
+                             CPUID faulting, it names the hypervisor VMwareVMware)
 
 Output (written when COMMAND has exited):
   --stats FILE               the host's counters as one JSON object
@@ -79,6 +81,7 @@ mod cli {
     struct Options {
         config: HostConfig,
         iopl: IoplPolicy,
+        real_cpuid: bool,
         stats: Option<OsString>,
         vmx_log: Option<OsString>,
         dump_guestinfo: Option<OsString>,
@@ -125,7 +128,12 @@ mod cli {
         };
         let mut cmd = Command::new(program);
         cmd.args(args);
-        let run = match opts.config.sim().iopl(opts.iopl).run_command(&mut cmd) {
+        let sim = opts
+            .config
+            .sim()
+            .iopl(opts.iopl)
+            .vmware_cpuid(!opts.real_cpuid);
+        let run = match sim.run_command(&mut cmd) {
             Ok(run) => run,
             Err(e) => {
                 eprintln!("vmw-sim: cannot run {}: {e}", program.to_string_lossy());
@@ -185,6 +193,7 @@ mod cli {
     fn parse(args: Vec<OsString>) -> Result<Parsed, String> {
         let mut config = HostConfig::default();
         let mut iopl = IoplPolicy::Allow;
+        let mut real_cpuid = false;
         let (mut stats, mut vmx_log, mut dump_guestinfo) = (None, None, None);
         let mut mode: Option<Mode> = None;
         let mut args = args.into_iter();
@@ -200,7 +209,15 @@ mod cli {
                 // The command starts here (the `--` is optional when it cannot be mistaken
                 // for an option).
                 let command: Vec<OsString> = std::iter::once(arg).chain(args).collect();
-                return finish(config, iopl, stats, vmx_log, dump_guestinfo, command);
+                return finish(Options {
+                    config,
+                    iopl,
+                    real_cpuid,
+                    stats,
+                    vmx_log,
+                    dump_guestinfo,
+                    command,
+                });
             }
             // `--opt=value` is the same as `--opt value`.
             let (name, inline) = match text.split_once('=') {
@@ -248,6 +265,7 @@ mod cli {
                 }
                 "--cpt-every" => config = config.cpt_every(number(name, &value("a number")?)?),
                 "--deny-guestinfo" => config = config.deny_guestinfo(),
+                "--real-cpuid" => real_cpuid = true,
                 "--tclo" => config = config.tclo(value("a command")?.as_bytes()),
                 "--iopl" => {
                     let v = value("ok, eperm or enosys")?;
@@ -272,7 +290,15 @@ mod cli {
                 return Err(format!("{name} takes no value"));
             }
         }
-        finish(config, iopl, stats, vmx_log, dump_guestinfo, args.collect())
+        finish(Options {
+            config,
+            iopl,
+            real_cpuid,
+            stats,
+            vmx_log,
+            dump_guestinfo,
+            command: args.collect(),
+        })
     }
 
     fn takes_value(name: &str) -> bool {
@@ -289,25 +315,11 @@ mod cli {
         )
     }
 
-    fn finish(
-        config: HostConfig,
-        iopl: IoplPolicy,
-        stats: Option<OsString>,
-        vmx_log: Option<OsString>,
-        dump_guestinfo: Option<OsString>,
-        command: Vec<OsString>,
-    ) -> Result<Parsed, String> {
-        if command.is_empty() {
+    fn finish(opts: Options) -> Result<Parsed, String> {
+        if opts.command.is_empty() {
             return Err("no command given (vmw-sim [OPTIONS] -- COMMAND [ARGS...])".into());
         }
-        Ok(Parsed::Run(Box::new(Options {
-            config,
-            iopl,
-            stats,
-            vmx_log,
-            dump_guestinfo,
-            command,
-        })))
+        Ok(Parsed::Run(Box::new(opts)))
     }
 
     /// One `-e KEY=VALUE` setting.

@@ -57,7 +57,8 @@
 //!   with `_exit`).
 //! - Only the calling thread may run the tracer; one run per thread at a time, any number of
 //!   threads in parallel.
-//! - CPUID is not faked: `is_vmware_cpu()`-style checks still see the real CPU.
+//! - CPUID shows a VMware VM only where the CPU supports CPUID faulting
+//!   ([`Sim::vmware_cpuid`]); elsewhere `is_vmware_cpu()`-style checks see the real CPU.
 //! - VMCALL is only emulated where the CPU delivers it to the guest as a signal (not inside
 //!   a KVM guest, where the outer hypervisor answers it); VMMCALL likewise.
 
@@ -143,6 +144,8 @@ pub struct TrapStats {
     pub signals_delivered: u64,
     /// `iopl`/`ioperm` calls answered virtually.
     pub io_syscalls: u64,
+    /// CPUID instructions answered (see [`Sim::vmware_cpuid`]).
+    pub cpuid: u64,
     /// Processes and threads traced, the first guest included.
     pub tracees: u64,
     /// Successful `execve` calls.
@@ -187,6 +190,7 @@ pub enum IoplPolicy {
 pub struct Sim {
     config: HostConfig,
     iopl: IoplPolicy,
+    vmware_cpuid: bool,
 }
 
 impl Sim {
@@ -195,12 +199,26 @@ impl Sim {
         Sim {
             config,
             iopl: IoplPolicy::Allow,
+            vmware_cpuid: true,
         }
     }
 
     /// How the guest's `iopl`/`ioperm` calls are answered.
     pub fn iopl(mut self, policy: IoplPolicy) -> Sim {
         self.iopl = policy;
+        self
+    }
+
+    /// Whether the guest's CPUID shows a VMware VM (default: yes, where the CPU supports
+    /// CPUID faulting; never in [`Mode::NotVmware`]).
+    ///
+    /// With it, leaf 1 has the hypervisor bit, leaf 0x40000000 names `VMwareVMware` and leaf
+    /// 0x40000010 offers no hypercall, so CPUID-based checks (`is_vmware_cpu()`,
+    /// `vmware-checkvm`, `vmware-rpctool`) pass; every other leaf is the real CPU's. Each
+    /// CPUID then costs a trap. Without CPUID faulting (older CPUs, some hypervisors) CPUID
+    /// stays the real one whatever this says.
+    pub fn vmware_cpuid(mut self, on: bool) -> Sim {
+        self.vmware_cpuid = on;
         self
     }
 
@@ -211,6 +229,7 @@ impl Sim {
         runner::launch::run(
             Host::new(self.config),
             self.iopl,
+            self.vmware_cpuid,
             runner::launch::Guest::Closure(Box::new(f)),
         )
     }
@@ -223,13 +242,14 @@ impl Sim {
         runner::launch::run(
             Host::new(self.config),
             self.iopl,
+            self.vmware_cpuid,
             runner::launch::Guest::Command(cmd),
         )
     }
 }
 
 impl HostConfig {
-    /// This host plus the runner's knobs ([`Sim::iopl`]).
+    /// This host plus the runner's knobs ([`Sim::iopl`], [`Sim::vmware_cpuid`]).
     pub fn sim(self) -> Sim {
         Sim::new(self)
     }

@@ -337,7 +337,8 @@ pub fn guest_command(actions: &str) -> std::process::Command {
 /// `getversion` (prints `version V product P`, exits 10 unless V = 6), `rpc:REQ` /
 /// `rpclb:REQ` (prints the reply; exits 11 on a protocol error), `tclo` (one TCLO poll:
 /// prints `tclo COMMAND` or `tclo none`), `iopl:N` (prints `iopl: 0`
-/// or `iopl: errno E`), `exit:N`, `segv` (a real segfault).
+/// or `iopl: errno E`), `cpuid` (prints `hypervisor NAME`, exits 12 unless VMware),
+/// `exit:N`, `segv` (a real segfault).
 pub fn guest_program() {
     use std::io::Write;
     let Ok(actions) = std::env::var(GUEST_ENV) else {
@@ -382,6 +383,13 @@ pub fn guest_program() {
                 let _ = ch.send(b"OK ", true);
                 ch.close();
             }
+            "cpuid" => {
+                let name = hypervisor_name();
+                let _ = writeln!(out, "hypervisor {}", String::from_utf8_lossy(&name));
+                if name != b"VMwareVMware" {
+                    std::process::exit(12);
+                }
+            }
             "exit" => std::process::exit(arg.parse().unwrap_or(1)),
             "segv" => {
                 // SAFETY: deliberately not safe: the point is a real SIGSEGV.
@@ -392,4 +400,23 @@ pub fn guest_program() {
     }
     let _ = out.flush();
     std::process::exit(0);
+}
+
+/// The 12-byte hypervisor name CPUID leaf 0x40000000 reports.
+pub fn hypervisor_name() -> Vec<u8> {
+    let r = std::arch::x86_64::__cpuid(0x4000_0000);
+    [r.ebx, r.ecx, r.edx]
+        .iter()
+        .flat_map(|w| w.to_le_bytes())
+        .collect()
+}
+
+/// Whether this CPU and kernel can make CPUID fault (so the simulator can answer it).
+pub fn cpuid_faulting() -> bool {
+    // SAFETY: arch_prctl(ARCH_SET_CPUID) with integer arguments, undone at once; nothing
+    // runs CPUID in between.
+    unsafe {
+        libc::syscall(libc::SYS_arch_prctl, 0x1012, 0) == 0
+            && libc::syscall(libc::SYS_arch_prctl, 0x1012, 1) == 0
+    }
 }

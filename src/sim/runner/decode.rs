@@ -63,6 +63,11 @@ pub(crate) enum Insn {
     Port(PortIo),
     /// VMCALL (`0f 01 c1`) or VMMCALL (`0f 01 d9`): the hypercall backdoor.
     Hypercall,
+    /// CPUID (`0f a2`), faulting because CPUID faulting is on for the guest.
+    Cpuid {
+        /// Instruction length (prefixes are allowed and mean nothing).
+        len: u8,
+    },
 }
 
 impl Insn {
@@ -71,6 +76,7 @@ impl Insn {
         match self {
             Insn::Port(p) => p.len,
             Insn::Hypercall => 3,
+            Insn::Cpuid { len } => *len,
         }
     }
 }
@@ -133,6 +139,9 @@ pub(crate) fn decode(bytes: &[u8], long_mode: bool) -> Option<Insn> {
         0x6d => (Op::Ins, wide, PortArg::Dx, 0),
         0x6e => (Op::Outs, 1, PortArg::Dx, 0),
         0x6f => (Op::Outs, wide, PortArg::Dx, 0),
+        0x0f if bytes.get(i + 1) == Some(&0xa2) => {
+            return (!lock && i + 2 <= MAX_INSN).then_some(Insn::Cpuid { len: (i + 2) as u8 });
+        }
         0x0f => {
             // Hypercalls take no prefixes (with them the bytes mean other instructions).
             let call = matches!(
@@ -254,6 +263,17 @@ mod tests {
         assert_eq!(decode(&[0x66, 0x0f, 0x01, 0xc1], true), None);
         assert_eq!(decode(&[0x0f, 0x01, 0xd0], true), None, "xgetbv");
         assert_eq!(decode(&[0x0f, 0x01], true), None);
+    }
+
+    #[test]
+    fn cpuid() {
+        assert_eq!(decode(&[0x0f, 0xa2], true), Some(Insn::Cpuid { len: 2 }));
+        assert_eq!(
+            decode(&[0x66, 0x0f, 0xa2], false),
+            Some(Insn::Cpuid { len: 3 })
+        );
+        assert_eq!(decode(&[0xf0, 0x0f, 0xa2], true), None);
+        assert_eq!(decode(&[0x0f], true), None);
     }
 
     #[test]

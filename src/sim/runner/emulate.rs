@@ -6,7 +6,7 @@ use libc::pid_t;
 
 use super::decode::{self, Insn, Op, PortArg, PortIo, Seg, MAX_INSN};
 use super::sys::{self, UserRegs};
-use super::Tracer;
+use super::{cpuid, Tracer};
 use crate::proto::{self, Regs, HB_PORT, LB_PORT, MAX_GUEST_MESSAGE};
 use crate::sim::Mode;
 
@@ -83,7 +83,11 @@ impl Tracer<'_> {
         let done = match insn {
             Insn::Port(io) if sig == libc::SIGSEGV => self.port_io(pid, &mut regs, &io),
             Insn::Hypercall => self.hypercall(pid, &mut regs),
-            Insn::Port(_) => Step::Fault,
+            Insn::Cpuid { .. } if gp && self.cpuid => {
+                cpuid::emulate(&mut regs);
+                Step::Next
+            }
+            Insn::Port(_) | Insn::Cpuid { .. } => Step::Fault,
         };
         match done {
             Step::Fault => {
@@ -102,6 +106,7 @@ impl Tracer<'_> {
                 match insn {
                     Insn::Port(_) => self.stats.port_io += 1,
                     Insn::Hypercall => self.stats.hypercalls += 1,
+                    Insn::Cpuid { .. } => self.stats.cpuid += 1,
                 }
                 true
             }

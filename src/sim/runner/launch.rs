@@ -13,7 +13,7 @@ use std::os::unix::process::CommandExt;
 use std::panic::{self, AssertUnwindSafe};
 use std::process::Command;
 
-use super::{seccomp, sys, Tracer};
+use super::{cpuid, seccomp, sys, Tracer};
 use crate::sim::{GuestExit, Host, IoplPolicy, SimRun};
 
 /// The longest panic message carried back (well under a pipe's buffer, so the child's write
@@ -39,7 +39,14 @@ pub(crate) enum Guest<'a> {
 
 /// Runs `guest` in a traced child served by `host`; returns once the child and every
 /// process and thread it created are gone.
-pub(crate) fn run(mut host: Host, policy: IoplPolicy, guest: Guest<'_>) -> io::Result<SimRun> {
+pub(crate) fn run(
+    mut host: Host,
+    policy: IoplPolicy,
+    vmware_cpuid: bool,
+    guest: Guest<'_>,
+) -> io::Result<SimRun> {
+    // Only a VMware machine names itself in CPUID, and only CPUID faulting lets it.
+    let cpuid = vmware_cpuid && host.mode() != crate::sim::Mode::NotVmware && cpuid::supported();
     let (go_read, go_write) = pipe(0)?;
     let (report_read, report_write) = pipe(libc::O_NONBLOCK)?;
     // SAFETY: fork has no memory-safety preconditions. The child only makes raw system
@@ -52,7 +59,7 @@ pub(crate) fn run(mut host: Host, policy: IoplPolicy, guest: Guest<'_>) -> io::R
     if pid == 0 {
         drop(go_write);
         drop(report_read);
-        child(go_read, report_write, guest);
+        child(go_read, report_write, cpuid, guest);
     }
     drop(go_read);
     drop(report_write);
@@ -68,7 +75,7 @@ pub(crate) fn run(mut host: Host, policy: IoplPolicy, guest: Guest<'_>) -> io::R
     // Let the child go; from here on it runs traced.
     io::Write::write_all(&mut std::fs::File::from(go_write), b"g")?;
 
-    let (root, traps) = Tracer::new(&mut host, policy, pid).run()?;
+    let (root, traps) = Tracer::new(&mut host, policy, cpuid, pid).run()?;
     let exit = match (read_report(&report_read), root) {
         (Some(Report::Panic(msg)), Some(GuestExit::Exited(PANIC_EXIT))) => GuestExit::Panicked(msg),
         (
@@ -86,10 +93,14 @@ pub(crate) fn run(mut host: Host, policy: IoplPolicy, guest: Guest<'_>) -> io::R
 }
 
 /// The child side: never returns.
-fn child(go: OwnedFd, report: OwnedFd, guest: Guest<'_>) -> ! {
+fn child(go: OwnedFd, report: OwnedFd, cpuid: bool, guest: Guest<'_>) -> ! {
     if let Err(errno) = seccomp::install() {
         send(&report, TAG_SETUP, &errno.to_le_bytes());
         exit_now(SETUP_EXIT);
+    }
+    // A program about to exec is re-armed by the tracer at its exec stop instead.
+    if cpuid && matches!(guest, Guest::Closure(_)) {
+        cpuid::arm_self();
     }
     // Wait until the parent has seized us; EOF means it died first: run nothing untraced.
     let mut byte = 0u8;

@@ -14,6 +14,7 @@
 //! instruction does), [`privilege`] and [`seccomp`] (virtual `iopl`/`ioperm`), [`launch`]
 //! (fork, set-up of the child, the outcome).
 
+mod cpuid;
 mod decode;
 mod emulate;
 pub(crate) mod launch;
@@ -130,6 +131,11 @@ pub(crate) struct Tracer<'h> {
     expected: PidMap<IoPrivilege>,
     /// Stopped before its creator's fork/clone event: resumed when that comes.
     held: Vec<Held>,
+    /// Whether the guest sees a VMware CPUID (CPUID faulting armed in every process).
+    cpuid: bool,
+    /// Signals that arrived while the runner was stepping a tracee itself; delivered when
+    /// it resumes.
+    deferred: Vec<(pid_t, i32)>,
     stats: TrapStats,
     /// Reused buffer for guest memory (no allocation per call).
     scratch: Vec<u8>,
@@ -137,7 +143,7 @@ pub(crate) struct Tracer<'h> {
 
 impl<'h> Tracer<'h> {
     /// A tracer for the tree rooted at `root`, which it has already seized.
-    pub(crate) fn new(host: &'h mut Host, policy: IoplPolicy, root: pid_t) -> Self {
+    pub(crate) fn new(host: &'h mut Host, policy: IoplPolicy, cpuid: bool, root: pid_t) -> Self {
         let mut threads = PidMap::default();
         threads.insert(root, Thread::default());
         Tracer {
@@ -148,6 +154,8 @@ impl<'h> Tracer<'h> {
             threads,
             expected: PidMap::default(),
             held: Vec::new(),
+            cpuid,
+            deferred: Vec::new(),
             stats: TrapStats {
                 tracees: 1,
                 ..TrapStats::default()
@@ -238,7 +246,10 @@ impl<'h> Tracer<'h> {
                     t.decoded.clear();
                 }
                 self.stats.execs += 1;
-                resume(pid, 0);
+                if self.cpuid && !self.rearm_cpuid(pid) {
+                    log::warn!("vmw-sim: could not re-arm CPUID faulting after exec in {pid}");
+                }
+                self.resume_with_deferred(pid);
             }
             libc::PTRACE_EVENT_SECCOMP => {
                 self.on_io_syscall(pid);
@@ -325,6 +336,33 @@ impl<'h> Tracer<'h> {
         if sys::set_regs(pid, &regs).is_ok() {
             self.stats.io_syscalls += 1;
         }
+    }
+}
+
+impl Tracer<'_> {
+    /// Resumes `pid` with the first signal that was held back while the runner stepped it;
+    /// any further ones are sent again.
+    fn resume_with_deferred(&mut self, pid: pid_t) {
+        let mut first = 0;
+        let mut i = 0;
+        while i < self.deferred.len() {
+            let Some(&(p, sig)) = self.deferred.get(i) else {
+                break;
+            };
+            if p != pid {
+                i += 1;
+                continue;
+            }
+            self.deferred.swap_remove(i);
+            if first == 0 {
+                first = sig;
+            } else {
+                // SAFETY: tgkill to a thread of our own tracee; pid is its thread-group leader
+                // (it just completed execve).
+                unsafe { libc::syscall(libc::SYS_tgkill, pid, pid, sig) };
+            }
+        }
+        resume(pid, first);
     }
 }
 

@@ -17,7 +17,9 @@ const IOV_PER_CALL: usize = 32;
 
 // ptrace requests and options (stable kernel ABI numbers, x86_64).
 const PTRACE_PEEKDATA: c_long = 2;
+const PTRACE_POKEDATA: c_long = 5;
 const PTRACE_CONT: c_long = 7;
+const PTRACE_SINGLESTEP: c_long = 9;
 const PTRACE_GETREGS: c_long = 12;
 const PTRACE_SETREGS: c_long = 13;
 const PTRACE_GETEVENTMSG: c_long = 0x4201;
@@ -54,6 +56,24 @@ pub(crate) fn seize(pid: pid_t) -> io::Result<()> {
 /// Resumes a stopped tracee, delivering `sig` (0 = none).
 pub(crate) fn cont(pid: pid_t, sig: i32) -> io::Result<()> {
     ptrace(PTRACE_CONT, pid, 0, usize::try_from(sig).unwrap_or(0)).map(drop)
+}
+
+/// Resumes a stopped tracee for one instruction (it stops again with SIGTRAP).
+pub(crate) fn single_step(pid: pid_t) -> io::Result<()> {
+    ptrace(PTRACE_SINGLESTEP, pid, 0, 0).map(drop)
+}
+
+/// Writes 8 bytes of tracee memory at `addr`, the way a debugger does (read-only code pages
+/// get a private copy).
+pub(crate) fn poke8(pid: pid_t, addr: u64, bytes: [u8; 8]) -> io::Result<()> {
+    let addr = usize::try_from(addr).map_err(|_| io::Error::from_raw_os_error(libc::EFAULT))?;
+    ptrace(
+        PTRACE_POKEDATA,
+        pid,
+        addr,
+        u64::from_le_bytes(bytes) as usize,
+    )
+    .map(drop)
 }
 
 /// Lets a tracee in group-stop stay stopped while still reporting events (`PTRACE_LISTEN`).
@@ -247,13 +267,18 @@ pub(crate) enum Status {
 /// Waits for the next state change of any tracee of the calling thread. `None` when there
 /// is none left (ECHILD).
 pub(crate) fn wait_any() -> io::Result<Option<(pid_t, Status)>> {
+    wait_for(-1)
+}
+
+/// Waits for the next state change of `pid` (-1: any tracee of the calling thread).
+pub(crate) fn wait_for(pid: pid_t) -> io::Result<Option<(pid_t, Status)>> {
     // EINTR only repeats when a signal hits the tracer; bounded so a signal storm errors out.
     for _ in 0..10_000 {
         let mut raw = 0;
         // SAFETY: plain syscall with a valid out-pointer. __WNOTHREAD keeps other threads'
         // children (a concurrent run in another test thread) out of this wait.
-        let pid = unsafe { libc::waitpid(-1, &mut raw, libc::__WALL | libc::__WNOTHREAD) };
-        if pid == -1 {
+        let got = unsafe { libc::waitpid(pid, &mut raw, libc::__WALL | libc::__WNOTHREAD) };
+        if got == -1 {
             let err = io::Error::last_os_error();
             match err.raw_os_error() {
                 Some(libc::EINTR) => continue,
@@ -274,7 +299,7 @@ pub(crate) fn wait_any() -> io::Result<Option<(pid_t, Status)>> {
             // WIFCONTINUED is not requested; nothing else is defined.
             continue;
         };
-        return Ok(Some((pid, status)));
+        return Ok(Some((got, status)));
     }
     Err(io::Error::from_raw_os_error(libc::EINTR))
 }
