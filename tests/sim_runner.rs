@@ -777,3 +777,19 @@ fn cpuid_names_vmware_where_it_can_fault() {
         .unwrap();
     ok(&run);
 }
+
+#[test]
+fn a_forked_child_returning_from_the_closure_is_not_taken_for_the_guest() {
+    let run = sim(HostConfig::default(), || {
+        // SAFETY: fork; the child returns from the closure (the runner ends it).
+        if unsafe { libc::fork() } == 0 {
+            panic!("the child's panic");
+        }
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        unsafe { libc::wait(&mut status) };
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 101);
+        panic!("the guest's panic");
+    });
+    assert_eq!(run.exit, GuestExit::Panicked("the guest's panic".into()));
+}

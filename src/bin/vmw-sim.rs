@@ -29,8 +29,9 @@ Usage: vmw-sim [OPTIONS] -- COMMAND [ARGS...]
 
 COMMAND and every process and thread it starts run traced: their VMware backdoor
 instructions (in/out on port 0x5658, rep outsb/insb on 0x5659) are answered by a model of
-the VMware host, as inside a VMware VM. vmw-sim exits with COMMAND's status (128+N when
-signal N killed it; 127 when it could not be started).
+the VMware host, as inside a VMware VM. vmw-sim waits for every process COMMAND started,
+then exits with COMMAND's status (128+N when signal N killed it; 127 when it could not be
+started).
 
 Host:
   -e guestinfo.KEY=VALUE     set a guestinfo entry (repeatable); VALUE = @FILE reads the

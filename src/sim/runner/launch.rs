@@ -73,7 +73,8 @@ pub(crate) fn run(
         return Err(read_report(&report_read).map_or(e, |r| r.into_error()));
     }
     // Let the child go; from here on it runs traced.
-    io::Write::write_all(&mut std::fs::File::from(go_write), b"g")?;
+    // If this fails the child is already gone; the loop below collects its exit.
+    let _ = io::Write::write_all(&mut std::fs::File::from(go_write), b"g");
 
     let (root, traps) = Tracer::new(&mut host, policy, cpuid, pid).run()?;
     let exit = match (read_report(&report_read), root) {
@@ -117,19 +118,29 @@ fn child(go: OwnedFd, report: OwnedFd, cpuid: bool, guest: Guest<'_>) -> ! {
     }
     drop(go);
     match guest {
-        Guest::Closure(f) => match panic::catch_unwind(AssertUnwindSafe(f)) {
-            Ok(()) => exit_now(0),
-            Err(payload) => {
-                let msg = payload
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| payload.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "Box<dyn Any>".to_string());
-                let cut = floor_char_boundary(&msg, MAX_REPORT);
-                send(&report, TAG_PANIC, &msg.as_bytes()[..cut]);
-                exit_now(PANIC_EXIT);
+        Guest::Closure(f) => {
+            // SAFETY: getpid has no preconditions.
+            let me = unsafe { libc::getpid() };
+            let result = panic::catch_unwind(AssertUnwindSafe(f));
+            // A process the guest forked that returns from `f` ends here too, silently.
+            // SAFETY: as above.
+            if unsafe { libc::getpid() } != me {
+                exit_now(if result.is_ok() { 0 } else { PANIC_EXIT });
             }
-        },
+            let Err(payload) = result else { exit_now(0) };
+            let msg = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "Box<dyn Any>".to_string());
+            let cut = floor_char_boundary(&msg, MAX_REPORT);
+            send(
+                &report,
+                TAG_PANIC,
+                msg.as_bytes().get(..cut).unwrap_or_default(),
+            );
+            exit_now(PANIC_EXIT);
+        }
         Guest::Command(cmd) => {
             // `exec` only returns on failure.
             let err = cmd.exec();
