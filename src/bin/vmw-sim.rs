@@ -332,7 +332,8 @@ mod cli {
                 arg.to_string_lossy()
             ));
         };
-        let (key, value) = (&bytes[..eq], &bytes[eq + 1..]);
+        let (key, value) = bytes.split_at(eq);
+        let value = value.get(1..).unwrap_or_default();
         let value = match value.strip_prefix(b"@") {
             Some(path) => std::fs::read(OsStr::from_bytes(path)).map_err(|e| {
                 format!(

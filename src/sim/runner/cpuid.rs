@@ -43,10 +43,9 @@ pub(crate) fn supported() -> bool {
 
 /// EAX, EBX, ECX, EDX of CPUID `leaf`/`subleaf` on a VMware VM running on this CPU.
 pub(crate) fn leaf(leaf: u32, subleaf: u32) -> [u32; 4] {
-    let sig = b"VMwareVMware";
-    let word = |i: usize| u32::from_le_bytes([sig[i], sig[i + 1], sig[i + 2], sig[i + 3]]);
     match leaf {
-        HV_BASE => [HV_FEATURES, word(0), word(4), word(8)],
+        // "VMwa" "reVM" "ware" as little-endian words in EBX, ECX, EDX.
+        HV_BASE => [HV_FEATURES, 0x6177_4d56, 0x4d56_6572, 0x6572_6177],
         // Frequencies unknown (guests ask GETHZ), no VMCALL/VMMCALL bits.
         0x4000_0001..=0x4000_00ff => [0; 4],
         _ => {

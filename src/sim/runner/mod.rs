@@ -280,8 +280,7 @@ impl<'h> Tracer<'h> {
         }
         let nobody_else = self.threads.is_empty();
         let mut i = 0;
-        while i < self.held.len() {
-            let h = &mut self.held[i];
+        while let Some(h) = self.held.get_mut(i) {
             h.waited += 1;
             if nobody_else || h.waited > HOLD_LIMIT {
                 let h = self.held.swap_remove(i);

@@ -154,10 +154,11 @@ fn remote_pieces(addr: u64, len: usize, out: &mut [libc::iovec; IOV_PER_CALL]) -
     let mut n = 0;
     let mut at = addr;
     let mut left = len as u64;
-    while left > 0 && n < out.len() {
+    while left > 0 {
+        let Some(slot) = out.get_mut(n) else { break };
         let room = PAGE - (at % PAGE);
         let take = room.min(left);
-        out[n] = libc::iovec {
+        *slot = libc::iovec {
             iov_base: at as usize as *mut c_void,
             iov_len: take as usize,
         };
