@@ -369,7 +369,7 @@ fn help() {
             "--vmx-log FILE",
             "--dump-guestinfo FILE",
             "--iopl ok|eperm|enosys",
-            "--real-cpuid",
+            "--vmware-cpuid",
         ] {
             assert!(text.contains(option), "help lacks {option}");
         }
@@ -377,17 +377,26 @@ fn help() {
 }
 
 #[test]
-fn cpuid_is_vmwares_unless_asked_not_to() {
+fn vmware_cpuid_on_request() {
     if !sim_asm::cpuid_faulting() {
         eprintln!("no CPUID faulting here: CPUID stays the real one");
         return;
     }
-    let out = vmw_sim(&[], "cpuid");
+    let out = vmw_sim(&["--vmware-cpuid"], "cpuid");
     assert!(
         out.status.success() && stdout(&out).contains("hypervisor VMwareVMware"),
         "{}",
         stdout(&out)
     );
-    assert_eq!(vmw_sim(&["--real-cpuid"], "cpuid").status.code(), Some(12));
-    assert_eq!(vmw_sim(&["--not-vmware"], "cpuid").status.code(), Some(12));
+    assert_eq!(
+        vmw_sim(&[], "cpuid").status.code(),
+        Some(12),
+        "off by default"
+    );
+    assert_eq!(
+        vmw_sim(&["--not-vmware", "--vmware-cpuid"], "cpuid")
+            .status
+            .code(),
+        Some(12)
+    );
 }

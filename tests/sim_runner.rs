@@ -720,40 +720,39 @@ fn vmmcall_backdoor_where_the_cpu_traps_it() {
 }
 
 #[test]
-fn cpuid_names_vmware_where_it_can_fault() {
+fn cpuid_names_vmware_on_request_where_it_can_fault() {
     if !cpuid_faulting() {
         eprintln!("no CPUID faulting here: CPUID stays the real one");
         return;
     }
-    let real = hypervisor_name();
-    let run = sim(HostConfig::default(), || {
-        assert_eq!(hypervisor_name(), b"VMwareVMware");
-        let leaf1 = std::arch::x86_64::__cpuid(1);
-        assert_ne!(leaf1.ecx & (1 << 31), 0, "hypervisor present bit");
-        let max = std::arch::x86_64::__cpuid(0x4000_0000).eax;
-        assert!(max >= 0x4000_0010);
-        assert_eq!(
-            std::arch::x86_64::__cpuid(0x4000_0010).ecx & 3,
-            0,
-            "no hypercall offered"
-        );
-        // Forked children and threads keep it.
-        assert_eq!(
-            fork_and_wait(|| i32::from(hypervisor_name() != b"VMwareVMware")),
-            0
-        );
-        assert!(std::thread::spawn(|| hypervisor_name() == b"VMwareVMware")
-            .join()
-            .unwrap());
-    });
+    let vmware = || HostConfig::default().sim().vmware_cpuid(true);
+    let run = vmware()
+        .run(|| {
+            assert_eq!(hypervisor_name(), b"VMwareVMware");
+            let leaf1 = std::arch::x86_64::__cpuid(1);
+            assert_ne!(leaf1.ecx & (1 << 31), 0, "hypervisor present bit");
+            let max = std::arch::x86_64::__cpuid(0x4000_0000).eax;
+            assert!(max >= 0x4000_0010);
+            assert_eq!(
+                std::arch::x86_64::__cpuid(0x4000_0010).ecx & 3,
+                0,
+                "no hypercall offered"
+            );
+            // Forked children and threads keep it.
+            assert_eq!(
+                fork_and_wait(|| i32::from(hypervisor_name() != b"VMwareVMware")),
+                0
+            );
+            assert!(std::thread::spawn(|| hypervisor_name() == b"VMwareVMware")
+                .join()
+                .unwrap());
+        })
+        .unwrap();
     ok(&run);
     assert!(run.traps.cpuid >= 6, "{:?}", run.traps);
 
     // After execve, directly and through a shell.
-    let run = HostConfig::default()
-        .run_command(&mut guest_command("cpuid"))
-        .unwrap();
-    ok(&run);
+    ok(&vmware().run_command(&mut guest_command("cpuid")).unwrap());
     let guest = guest_command("");
     let mut shell = std::process::Command::new("/bin/sh");
     shell
@@ -761,21 +760,24 @@ fn cpuid_names_vmware_where_it_can_fault() {
         .arg(guest.get_program())
         .args(guest.get_args());
     shell.env(GUEST_ENV, "cpuid");
-    ok(&HostConfig::default().run_command(&mut shell).unwrap());
+    ok(&vmware().run_command(&mut shell).unwrap());
 
-    // Off on bare metal, and on request.
-    let run = sim(HostConfig::default().mode(Mode::NotVmware), move || {
+    // Off by default and on bare metal.
+    let real = hypervisor_name();
+    let run = sim(HostConfig::default(), move || {
         assert_eq!(hypervisor_name(), real)
     });
     ok(&run);
     assert_eq!(run.traps.cpuid, 0);
     let real = hypervisor_name();
     let run = HostConfig::default()
+        .mode(Mode::NotVmware)
         .sim()
-        .vmware_cpuid(false)
+        .vmware_cpuid(true)
         .run(move || assert_eq!(hypervisor_name(), real))
         .unwrap();
     ok(&run);
+    assert_eq!(run.traps.cpuid, 0);
 }
 
 #[test]

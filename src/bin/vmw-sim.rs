@@ -53,8 +53,9 @@ Machine:
   --iopl ok|eperm|enosys     what the guest's iopl/ioperm calls do: succeed (default),
                              fail with EPERM (no CAP_SYS_RAWIO, lockdown) or ENOSYS
                              (kernel without CONFIG_X86_IOPL_IOPERM)
-  --real-cpuid               leave CPUID alone (by default, where the CPU supports
-                             CPUID faulting, it names the hypervisor VMwareVMware)
+  --vmware-cpuid             make CPUID name the hypervisor VMwareVMware, for tools
+                             that check it (vmware-checkvm, vmware-rpctool); needs CPUID
+                             faulting, and makes every trap slower inside a VM
 
 Output (written when COMMAND has exited):
   --stats FILE               the host's counters as one JSON object
@@ -82,7 +83,7 @@ mod cli {
     struct Options {
         config: HostConfig,
         iopl: IoplPolicy,
-        real_cpuid: bool,
+        vmware_cpuid: bool,
         stats: Option<OsString>,
         vmx_log: Option<OsString>,
         dump_guestinfo: Option<OsString>,
@@ -133,7 +134,7 @@ mod cli {
             .config
             .sim()
             .iopl(opts.iopl)
-            .vmware_cpuid(!opts.real_cpuid);
+            .vmware_cpuid(opts.vmware_cpuid);
         let run = match sim.run_command(&mut cmd) {
             Ok(run) => run,
             Err(e) => {
@@ -194,7 +195,7 @@ mod cli {
     fn parse(args: Vec<OsString>) -> Result<Parsed, String> {
         let mut config = HostConfig::default();
         let mut iopl = IoplPolicy::Allow;
-        let mut real_cpuid = false;
+        let mut vmware_cpuid = false;
         let (mut stats, mut vmx_log, mut dump_guestinfo) = (None, None, None);
         let mut mode: Option<Mode> = None;
         let mut args = args.into_iter();
@@ -213,7 +214,7 @@ mod cli {
                 return finish(Options {
                     config,
                     iopl,
-                    real_cpuid,
+                    vmware_cpuid,
                     stats,
                     vmx_log,
                     dump_guestinfo,
@@ -266,7 +267,7 @@ mod cli {
                 }
                 "--cpt-every" => config = config.cpt_every(number(name, &value("a number")?)?),
                 "--deny-guestinfo" => config = config.deny_guestinfo(),
-                "--real-cpuid" => real_cpuid = true,
+                "--vmware-cpuid" => vmware_cpuid = true,
                 "--tclo" => config = config.tclo(value("a command")?.as_bytes()),
                 "--iopl" => {
                     let v = value("ok, eperm or enosys")?;
@@ -294,7 +295,7 @@ mod cli {
         finish(Options {
             config,
             iopl,
-            real_cpuid,
+            vmware_cpuid,
             stats,
             vmx_log,
             dump_guestinfo,

@@ -57,8 +57,9 @@
 //!   with `_exit`).
 //! - Only the calling thread may run the tracer; one run per thread at a time, any number of
 //!   threads in parallel.
-//! - CPUID shows a VMware VM only where the CPU supports CPUID faulting
-//!   ([`Sim::vmware_cpuid`]); elsewhere `is_vmware_cpu()`-style checks see the real CPU.
+//! - CPUID is the real CPU's unless [`Sim::vmware_cpuid`] asks for a VMware one (which
+//!   needs CPUID faulting and slows every trap down): by default `is_vmware_cpu()`-style
+//!   checks see the real CPU.
 //! - VMCALL is only emulated where the CPU delivers it to the guest as a signal (not inside
 //!   a KVM guest, where the outer hypervisor answers it); VMMCALL likewise.
 
@@ -199,7 +200,7 @@ impl Sim {
         Sim {
             config,
             iopl: IoplPolicy::Allow,
-            vmware_cpuid: true,
+            vmware_cpuid: false,
         }
     }
 
@@ -209,14 +210,19 @@ impl Sim {
         self
     }
 
-    /// Whether the guest's CPUID shows a VMware VM (default: yes, where the CPU supports
-    /// CPUID faulting; never in [`Mode::NotVmware`]).
+    /// Whether the guest's CPUID shows a VMware VM (default: no). Needs a CPU with CPUID
+    /// faulting; never applies in [`Mode::NotVmware`].
     ///
     /// With it, leaf 1 has the hypervisor bit, leaf 0x40000000 names `VMwareVMware` and leaf
     /// 0x40000010 offers no hypercall, so CPUID-based checks (`is_vmware_cpu()`,
-    /// `vmware-checkvm`, `vmware-rpctool`) pass; every other leaf is the real CPU's. Each
-    /// CPUID then costs a trap. Without CPUID faulting (older CPUs, some hypervisors) CPUID
-    /// stays the real one whatever this says.
+    /// `vmware-checkvm`, `vmware-rpctool`) pass; every other leaf is the real CPU's. Without
+    /// CPUID faulting (older CPUs, some hypervisors) CPUID stays the real one whatever this
+    /// says.
+    ///
+    /// The cost is not the CPUID traps but the context switches: the kernel rewrites a
+    /// model-specific register whenever it switches to or from a task with CPUID faulting,
+    /// and inside a virtual machine each such write exits to the hypervisor. Measured inside
+    /// a KVM guest, every backdoor call became about six times slower; hence off by default.
     pub fn vmware_cpuid(mut self, on: bool) -> Sim {
         self.vmware_cpuid = on;
         self
