@@ -229,8 +229,16 @@ mod tests {
 
     #[test]
     fn regs_debug_hides_cookie_registers() {
-        let r = Regs { si: 0xdead_beef, di: 0xcafe_f00d, bp: 0x1357_9bdf, ..Regs::default() };
+        let r = Regs {
+            si: 0xdead_beef,
+            di: 0xcafe_f00d,
+            bp: 0x1357_9bdf,
+            ..Regs::default()
+        };
         let s = format!("{r:?}");
-        assert!(!s.contains("deadbeef") && !s.contains("cafef00d") && !s.contains("13579bdf"), "{s}");
+        assert!(
+            !s.contains("deadbeef") && !s.contains("cafef00d") && !s.contains("13579bdf"),
+            "{s}"
+        );
     }
 }

@@ -1,1 +1,350 @@
-//! The VMware host model (to be written).
+//! A model of the VMware host side of the backdoor, in pure Rust.
+//!
+//! [`Host`] answers the three kinds of backdoor call a guest makes — a low-bandwidth call on
+//! port 0x5658 ([`Host::lb`]), a high-bandwidth `rep outsb` ([`Host::hb_out`]) or
+//! `rep insb` ([`Host::hb_in`]) on port 0x5659 — the way a VMware host does
+//! (see `PROTOCOL.md`): the detection commands (GETVERSION, GETHWVERSION, GETMHZ,
+//! GETBIOSUUID, GETTIME, GETTIMEFULL, GETHZ, GET_VCPU_INFO), the message channel
+//! (command 30) with cookies, checkpoints and the high-bandwidth transfers, the RPCI
+//! commands (`info-get`, `info-set`, `log`, `tools.set.version`, …) and TCLO host commands.
+//!
+//! The model makes no system calls (unless [`HostConfig::system_clock`] is asked for) and
+//! never panics, whatever the registers say. It is driven either by the trap-and-emulate
+//! runner, which feeds it a real guest process's backdoor instructions, or directly through
+//! [`crate::proto::Transport`] by in-memory tests:
+//!
+//! ```
+//! use vmw_backdoor::proto::{cmd, pack, Regs, Transport, LB_PORT, MAGIC};
+//! use vmw_backdoor::sim::host::{Host, HostConfig};
+//!
+//! let mut host = Host::new(HostConfig::default());
+//! let mut regs = Regs {
+//!     ax: MAGIC.into(),
+//!     bx: (!MAGIC).into(),
+//!     cx: cmd::GETVERSION.into(),
+//!     dx: LB_PORT.into(),
+//!     ..Regs::default()
+//! };
+//! host.lb(&mut regs);
+//! assert_eq!((regs.ax, regs.bx, regs.cx), (6, MAGIC.into(), 2));
+//! ```
+//!
+//! Registers the model writes get a 32-bit value (upper halves zero, as a 32-bit register
+//! write leaves them); registers it does not write keep all 64 bits.
+//!
+//! # Message channel
+//!
+//! Every sub-command answers its status in `hi16(ECX)` with `lo16(ECX)` zero; a failure is
+//! ECX = 0 with no other register changed. OPEN answers the channel id in `hi16(EDX)`
+//! (`lo16` zero) and the cookie halves in ESI (high) and EDI (low); ids start at 0 and the
+//! lowest free one is reused. A complete guest message is executed at once and its reply
+//! queued. A new SENDSIZE drops a reply the guest never acknowledged (real hosts tolerate
+//! guests that skip RECVSTATUS). High-bandwidth transfers are served whenever the host
+//! offers them, whether or not the guest looked at the HB status bit.
+//!
+//! Where the sources are silent, the model chooses:
+//!
+//! - OPEN of a protocol other than RPCI or TCLO fails.
+//! - RECVSIZE with nothing pending answers SUCCESS and EBX = 0 and leaves EDX alone;
+//!   RECVSIZE while a send is half done fails (steps out of order).
+//! - RECVSIZE announces the pending reply again, from its start, until RECVSTATUS: a guest
+//!   may restart a receive at any time.
+//! - RECVPAYLOAD with the guest's status bit clear (a guest reporting a failed reception)
+//!   answers SUCCESS with EBX = 0 and drops the reply, as RECVSTATUS with EBX = 0 does.
+//! - A high-bandwidth transfer needs EBX = 0x00010000 (guest status masked to its success
+//!   bit, command 0); a receive needs RCX of at least the reply length and fails otherwise.
+//!
+//! # RPCI replies
+//!
+//! | request | reply |
+//! |---|---|
+//! | `info-get guestinfo.KEY` | `1 VALUE`; `0 No value found` when missing, for a key without the `guestinfo.` prefix, or for no key |
+//! | `info-set guestinfo.KEY VALUE` | `1 `; VALUE is everything after the first space after the key and may be empty |
+//! | `info-set` without a space after the key, or with an empty key | `0 Two and exactly two arguments expected` |
+//! | `info-set` of a key without the `guestinfo.` prefix | `0 Permission denied` |
+//! | `info-set` beyond 16 MiB of guest-added data (a memory guard) | `0 Too much guestinfo data` |
+//! | `info-get` / `info-set` with [`HostConfig::deny_guestinfo`] | `0 Permission denied` |
+//! | `log TEXT` | `1 `; TEXT becomes a VMX log line ([`Host::vmx_log`]) |
+//! | `tools.set.version N`, `tools.set.versiontype N T` | `1 `; recorded as sent ([`Host::tools_version`]) |
+//! | `machine.id.get` | `1 ID` ([`HostConfig::machine_id`]) |
+//! | anything else | `0 Unknown command` |
+//!
+//! Requests are read up to their first NUL; guest-to-host messages are capped at 65,536
+//! bytes, host-to-guest replies are not capped. Keys are compared byte for byte.
+//!
+//! # Time
+//!
+//! GETTIME and GETTIMEFULL report a fixed instant by default ([`HostConfig::time`]) so tests
+//! are deterministic; [`HostConfig::system_clock`] switches to the wall clock.
+
+mod channel;
+mod config;
+mod counters;
+mod faults;
+mod rng;
+mod rpci;
+mod tclo;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+
+pub use config::{Answer, HostConfig, Step};
+pub use counters::Counters;
+
+use crate::proto::{
+    cmd, hi16, lo16, lo32, Regs, Transport, HB_PORT, LB_PORT, MAGIC, VERSION_MAGIC,
+};
+
+/// What EAX reads when no device answers the port (and what unknown commands answer).
+const NO_DEVICE: u64 = 0xFFFF_FFFF;
+
+/// What GETHZ leaves in EBX when the host cannot report frequencies.
+const HZ_UNSUPPORTED: u64 = 0xFFFF_FFFF;
+
+/// Bytes of 0xFF a `rep insb` on a port without a device yields at most per call; the
+/// rest of the guest's count is left to the runner (no allocation sized by a guest's RCX).
+const NO_DEVICE_FILL_LIMIT: u64 = 1 << 20;
+
+/// The machine the guest runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// A VMware VM whose backdoor answers from ring 3 (the default everywhere).
+    #[default]
+    Vmware,
+    /// Not VMware (bare metal, KVM without vmport, …): an unprivileged backdoor access
+    /// faults; a privileged one finds no device, so `in` reads 0xFFFFFFFF.
+    NotVmware,
+    /// VMware with ring-3 backdoor access restricted: the runner makes unprivileged
+    /// accesses fault; privileged ones get the normal VMware answers.
+    RestrictBackdoor,
+}
+
+/// The VMware host model: one VM's backdoor, its channels and its state.
+///
+/// Build it from a [`HostConfig`], drive it with [`Host::lb`], [`Host::hb_out`] and
+/// [`Host::hb_in`] (or through [`Transport`]), then read what the guest did through the
+/// accessors and [`Host::counters`].
+pub struct Host {
+    config: HostConfig,
+    channels: channel::Channels,
+    rpci: rpci::Rpci,
+    tclo: tclo::Tclo,
+    faults: faults::Faults,
+    rng: rng::SplitMix64,
+    counters: Counters,
+}
+
+impl core::fmt::Debug for Host {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        // Short on purpose: guestinfo values may be large, cookies must not be printed.
+        f.debug_struct("Host")
+            .field("mode", &self.config.mode)
+            .field("open_channels", &self.channels.open_count())
+            .field("guestinfo_keys", &self.rpci.guestinfo.len())
+            .field("counters", &self.counters)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Host {
+    /// A host playing `config`.
+    pub fn new(mut config: HostConfig) -> Host {
+        let guestinfo = std::mem::take(&mut config.guestinfo);
+        let machine_id = std::mem::take(&mut config.machine_id);
+        let tclo = std::mem::take(&mut config.tclo);
+        let faults = std::mem::take(&mut config.faults);
+        Host {
+            channels: channel::Channels::new(config.channels),
+            rpci: rpci::Rpci::new(guestinfo, config.deny_guestinfo, machine_id),
+            tclo: tclo::Tclo::new(tclo),
+            faults: faults::Faults::new(faults, config.cpt_every),
+            rng: rng::SplitMix64::new(config.seed),
+            counters: Counters::default(),
+            config,
+        }
+    }
+
+    /// The machine this host plays.
+    pub fn mode(&self) -> Mode {
+        self.config.mode
+    }
+
+    /// Whether the call is meant for the backdoor: a VMware host, the magic in EAX and
+    /// `port` in `lo16(EDX)`.
+    fn addressed(&self, regs: &Regs, port: u16) -> bool {
+        self.config.mode != Mode::NotVmware && lo32(regs.ax) == MAGIC && lo16(regs.dx) == port
+    }
+
+    /// A low-bandwidth call on port 0x5658 (`in` or `out`; the runner checked the port).
+    ///
+    /// Acts only when EAX is the magic and `lo16(EDX)` is 0x5658, and dispatches on
+    /// `lo16(ECX)`. Otherwise, for an unknown command, and always in [`Mode::NotVmware`]:
+    /// EAX = 0xFFFFFFFF and nothing else changes (no device on the port).
+    pub fn lb(&mut self, regs: &mut Regs) {
+        self.counters.lb_calls += 1;
+        if !self.addressed(regs, LB_PORT) {
+            regs.ax = NO_DEVICE;
+            return;
+        }
+        let command = lo16(regs.cx);
+        let sub_command = if command == cmd::MESSAGE {
+            hi16(regs.cx)
+        } else {
+            0
+        };
+        self.counters.count_lb(command, sub_command);
+        let c = &self.config;
+        match command {
+            cmd::GETVERSION => {
+                regs.ax = VERSION_MAGIC.into();
+                regs.bx = MAGIC.into();
+                regs.cx = c.product.into();
+            }
+            cmd::GETHWVERSION => {
+                regs.ax = c.hw_version.into();
+                regs.bx = MAGIC.into();
+            }
+            cmd::GETMHZ => regs.ax = c.mhz.into(),
+            cmd::GETBIOSUUID => {
+                let u = c.bios_uuid;
+                let dword =
+                    |i: usize| u64::from(u32::from_le_bytes([u[i], u[i + 1], u[i + 2], u[i + 3]]));
+                regs.ax = dword(0);
+                regs.bx = dword(4);
+                regs.cx = dword(8);
+                regs.dx = dword(12);
+            }
+            cmd::GETTIME => {
+                let (secs, micros) = c.clock.now();
+                // Seconds that do not fit 32 bits are the command's error value.
+                regs.ax = u32::try_from(secs).unwrap_or(u32::MAX).into();
+                regs.bx = micros.into();
+                regs.cx = c.max_time_lag.into();
+            }
+            cmd::GETTIMEFULL => {
+                let (secs, micros) = c.clock.now();
+                // EAX stays the magic: that is how a guest sees success.
+                regs.si = secs >> 32;
+                regs.dx = secs & 0xFFFF_FFFF;
+                regs.bx = micros.into();
+                regs.cx = c.max_time_lag.into();
+            }
+            cmd::GETHZ => match c.tsc_hz {
+                Some(hz) => {
+                    regs.ax = hz & 0xFFFF_FFFF;
+                    regs.bx = hz >> 32;
+                    regs.cx = c.apic_hz.into();
+                }
+                None => regs.bx = HZ_UNSUPPORTED,
+            },
+            cmd::GET_VCPU_INFO => regs.ax = c.vcpu_info.into(),
+            cmd::MESSAGE => self.message(regs),
+            _ => regs.ax = NO_DEVICE,
+        }
+    }
+
+    /// `rep outsb` on port 0x5659: `data` is what guest memory held at RSI (the runner reads
+    /// min(RCX, [`crate::proto::MAX_GUEST_MESSAGE`] + 1) bytes, so anything over the cap is
+    /// still seen as over).
+    ///
+    /// A message transfer needs EAX = magic, EBX = 0x00010000, ECX = the length SENDSIZE
+    /// announced, `hi16(EDX)` = channel, EDI = cookie low, EBP = cookie high. The answer is in
+    /// EBX: 0x00010000 on success, `status << 16` otherwise. Without a backdoor (wrong magic
+    /// or port, [`Mode::NotVmware`]) the bytes are discarded and no register changes. The
+    /// model does not advance RSI/RCX; that is the runner's part of emulating the string
+    /// instruction.
+    pub fn hb_out(&mut self, regs: &mut Regs, data: &[u8]) {
+        self.counters.hb_out_calls += 1;
+        if self.addressed(regs, HB_PORT) {
+            self.hb_message_out(regs, data);
+        }
+    }
+
+    /// `rep insb` on port 0x5659: returns the bytes to write at RDI (never more than RCX).
+    ///
+    /// A message transfer needs EAX = magic, EBX = 0x00010000, RCX ≥ the length RECVSIZE
+    /// announced, `hi16(EDX)` = channel, ESI = cookie high, EBP = cookie low. The answer is in
+    /// EBX as for [`Host::hb_out`]; on failure no bytes are returned. Without a backdoor
+    /// the port reads as 0xFF bytes (at most 1 MiB per call) and no register changes.
+    pub fn hb_in(&mut self, regs: &mut Regs) -> Vec<u8> {
+        self.counters.hb_in_calls += 1;
+        if self.addressed(regs, HB_PORT) {
+            self.hb_message_in(regs)
+        } else {
+            let n = regs.cx.min(NO_DEVICE_FILL_LIMIT) as usize;
+            vec![0xFF; n]
+        }
+    }
+
+    /// What the guest has done so far.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// The counters as one JSON object (the runner's `--stats` file); see
+    /// [`Counters::to_json`] for the keys.
+    pub fn stats_json(&self) -> String {
+        self.counters.to_json()
+    }
+
+    /// The guestinfo store: configured entries plus what the guest set, keys with their
+    /// `guestinfo.` prefix.
+    pub fn guestinfo(&self) -> &BTreeMap<Vec<u8>, Vec<u8>> {
+        &self.rpci.guestinfo
+    }
+
+    /// Every `log` line the guest sent, in order (the text after `log `). Past 16 MiB of
+    /// text further lines are not kept.
+    pub fn vmx_log(&self) -> &[Vec<u8>] {
+        &self.rpci.vmx_log
+    }
+
+    /// Every non-empty message the guest sent on a TCLO channel (its answers to host
+    /// commands, e.g. `OK ATR toolbox`), in order.
+    pub fn tclo_replies(&self) -> &[Vec<u8>] {
+        &self.tclo.replies
+    }
+
+    /// TCLO commands not yet delivered to the guest.
+    pub fn tclo_pending(&self) -> usize {
+        self.tclo.queued()
+    }
+
+    /// The argument of the last `tools.set.version`, as sent.
+    pub fn tools_version(&self) -> Option<&[u8]> {
+        self.rpci.tools_version.as_deref()
+    }
+
+    /// The argument of the last `tools.set.versiontype`, as sent.
+    pub fn tools_version_type(&self) -> Option<&[u8]> {
+        self.rpci.tools_version_type.as_deref()
+    }
+
+    /// Channels open now.
+    pub fn open_channels(&self) -> usize {
+        self.channels.open_count()
+    }
+}
+
+/// In-memory use: the guest's registers and buffers go straight to the model, no ptrace.
+impl Transport for Host {
+    fn lb(&mut self, regs: &mut Regs) {
+        Host::lb(self, regs);
+    }
+
+    fn hb_out(&mut self, regs: &mut Regs, data: &[u8]) {
+        regs.cx = data.len() as u64;
+        regs.si = data.as_ptr() as usize as u64;
+        Host::hb_out(self, regs, data);
+    }
+
+    fn hb_in(&mut self, regs: &mut Regs, buf: &mut [u8]) {
+        regs.cx = buf.len() as u64;
+        regs.di = buf.as_mut_ptr() as usize as u64;
+        let bytes = Host::hb_in(self, regs);
+        for (dst, src) in buf.iter_mut().zip(bytes) {
+            *dst = src;
+        }
+    }
+}

@@ -1,0 +1,634 @@
+//! The message channel (backdoor command 30): the channel table and the per-channel state
+//! machine behind the seven low-bandwidth sub-commands and the two high-bandwidth transfers.
+//!
+//! A channel holds at most one guest-to-host message being sent ([`Incoming`]) and at most
+//! one host-to-guest message waiting to be fetched ([`Reply`]). A complete guest message is
+//! executed at once (RPCI) or recorded (TCLO), and its answer becomes the pending reply.
+//!
+//! Every step returns the value of its status register: `status << 16` with the low half
+//! zero, in ECX for a low-bandwidth call and in EBX for a high-bandwidth one. A failed step
+//! answers 0 and changes nothing else.
+
+use super::config::{Answer, Step};
+use super::Host;
+use crate::proto::{
+    hi16, lo16, lo32, msg, status, Regs, FLAG_COOKIE, HB_CMD_MESSAGE, MAX_GUEST_MESSAGE,
+    MESSAGE_TYPE_SENDPAYLOAD, MESSAGE_TYPE_SENDSIZE, PROTO_RPCI, PROTO_TCLO,
+};
+
+/// What a channel carries, from the protocol number given at OPEN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Protocol {
+    /// Guest-to-host commands, each answered with a `1 ` / `0 ` reply.
+    Rpci,
+    /// Host-to-guest commands, fetched by a polling guest.
+    Tclo,
+}
+
+/// The two cookie halves of a channel opened with [`FLAG_COOKIE`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) struct Cookie {
+    high: u32,
+    low: u32,
+}
+
+impl core::fmt::Debug for Cookie {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        // Cookies authenticate the channel: never print them.
+        f.write_str("Cookie(..)")
+    }
+}
+
+/// A guest-to-host message between SENDSIZE and its last byte.
+#[derive(Debug)]
+struct Incoming {
+    /// Length announced by SENDSIZE (at most [`MAX_GUEST_MESSAGE`]).
+    expected: usize,
+    /// Bytes received so far; grows as they arrive, never beyond `expected`.
+    bytes: Vec<u8>,
+}
+
+/// A host-to-guest message waiting for the guest.
+#[derive(Debug)]
+struct Reply {
+    bytes: Vec<u8>,
+    /// The length RECVSIZE announced; `None` until RECVSIZE (or after a rewind).
+    announced: Option<usize>,
+    /// Bytes handed to the guest since RECVSIZE.
+    offset: usize,
+}
+
+impl Reply {
+    fn new(bytes: Vec<u8>) -> Self {
+        Reply {
+            bytes,
+            announced: None,
+            offset: 0,
+        }
+    }
+
+    /// Back to "pending, not yet announced": the guest restarts at RECVSIZE.
+    fn rewind(&mut self) {
+        self.announced = None;
+        self.offset = 0;
+    }
+}
+
+/// One open channel.
+#[derive(Debug)]
+pub(super) struct Channel {
+    protocol: Protocol,
+    cookie: Option<Cookie>,
+    incoming: Option<Incoming>,
+    reply: Option<Reply>,
+    /// TCLO: the guest has sent a message since the last command was handed to it, so the
+    /// next one may be delivered.
+    tclo_armed: bool,
+    /// The current operation was already cut by a periodic checkpoint.
+    cpt_spent: bool,
+}
+
+impl Channel {
+    fn new(protocol: Protocol, cookie: Option<Cookie>) -> Self {
+        Channel {
+            protocol,
+            cookie,
+            incoming: None,
+            reply: None,
+            tclo_armed: false,
+            cpt_spent: false,
+        }
+    }
+
+    /// Undoes the half-done operation `step` belongs to.
+    fn cancel(&mut self, step: Step) {
+        if step.is_send() {
+            self.incoming = None;
+        } else if let Some(reply) = self.reply.as_mut() {
+            if matches!(
+                step,
+                Step::RecvSize | Step::RecvPayload | Step::HbIn | Step::RecvStatus
+            ) {
+                reply.rewind();
+            }
+        }
+    }
+}
+
+/// The channel table: ids are slot indexes, the lowest free one is reused first.
+#[derive(Debug)]
+pub(super) struct Channels {
+    slots: Vec<Option<Channel>>,
+    limit: usize,
+    open: usize,
+}
+
+impl Channels {
+    /// An empty table for at most `limit` (≤ 65,536) channels.
+    pub(super) fn new(limit: usize) -> Self {
+        Channels {
+            slots: Vec::new(),
+            limit: limit.min(1 << 16),
+            open: 0,
+        }
+    }
+
+    /// Channels open now.
+    pub(super) fn open_count(&self) -> usize {
+        self.open
+    }
+
+    fn insert(&mut self, channel: Channel) -> Option<u16> {
+        let index = match self.slots.iter().position(Option::is_none) {
+            Some(i) => i,
+            None if self.slots.len() < self.limit => {
+                self.slots.push(None);
+                self.slots.len() - 1
+            }
+            None => return None,
+        };
+        let id = u16::try_from(index).ok()?;
+        *self.slots.get_mut(index)? = Some(channel);
+        self.open += 1;
+        Some(id)
+    }
+
+    fn get_mut(&mut self, id: u16) -> Option<&mut Channel> {
+        self.slots.get_mut(usize::from(id))?.as_mut()
+    }
+
+    fn remove(&mut self, id: u16) -> bool {
+        match self.slots.get_mut(usize::from(id)).and_then(Option::take) {
+            Some(_) => {
+                self.open -= 1;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Status register value for `bits`.
+const fn st(bits: u16) -> u32 {
+    (bits as u32) << 16
+}
+
+const FAIL: u32 = 0;
+const OK: u32 = st(status::SUCCESS);
+
+/// Outcome of the checks every step on an open channel starts with.
+enum Pre {
+    /// Answer this status register value; the step is over.
+    Done(u32),
+    /// The channel is valid: carry on, possibly with a hostile modifier.
+    Go(Option<Answer>),
+}
+
+impl Host {
+    /// SUCCESS plus the HB bit when high-bandwidth transfers are offered.
+    fn ok_hb(&self) -> u32 {
+        if self.config.hb {
+            st(status::SUCCESS | status::HB)
+        } else {
+            OK
+        }
+    }
+
+    /// A low-bandwidth MESSAGE call (`lo16(ECX)` = 30), already counted and checked for
+    /// magic and port.
+    pub(super) fn message(&mut self, regs: &mut Regs) {
+        let step = match hi16(regs.cx) {
+            msg::OPEN => Step::Open,
+            msg::SENDSIZE => Step::SendSize,
+            msg::SENDPAYLOAD => Step::SendPayload,
+            msg::RECVSIZE => Step::RecvSize,
+            msg::RECVPAYLOAD => Step::RecvPayload,
+            msg::RECVSTATUS => Step::RecvStatus,
+            msg::CLOSE => Step::Close,
+            _ => {
+                regs.cx = u64::from(FAIL);
+                return;
+            }
+        };
+        if step == Step::Open {
+            self.open(regs);
+            return;
+        }
+        let id = hi16(regs.dx);
+        // Low-bandwidth layout: ESI = cookie high, EDI = cookie low.
+        let modifier = match self.pre_step(step, id, lo32(regs.si), lo32(regs.di)) {
+            Pre::Done(value) => {
+                regs.cx = u64::from(value);
+                return;
+            }
+            Pre::Go(modifier) => modifier,
+        };
+        let value = match step {
+            Step::SendSize => self.send_size(id, lo32(regs.bx)),
+            Step::SendPayload => self.send_payload(id, lo32(regs.bx)),
+            Step::RecvSize => self.recv_size(id, regs, modifier),
+            Step::RecvPayload => self.recv_payload(id, regs, modifier),
+            Step::RecvStatus => self.recv_status(id),
+            Step::Close => self.close(id),
+            Step::Open | Step::HbOut | Step::HbIn => FAIL,
+        };
+        regs.cx = u64::from(value);
+    }
+
+    /// A high-bandwidth guest-to-host transfer addressed to the backdoor.
+    pub(super) fn hb_message_out(&mut self, regs: &mut Regs, data: &[u8]) {
+        regs.bx = u64::from(self.hb_out_status(regs, data));
+    }
+
+    fn hb_out_status(&mut self, regs: &Regs, data: &[u8]) -> u32 {
+        if !self.config.hb {
+            return FAIL;
+        }
+        let id = hi16(regs.dx);
+        // Send layout: EDI = cookie low, EBP = cookie high.
+        match self.pre_step(Step::HbOut, id, lo32(regs.bp), lo32(regs.di)) {
+            Pre::Done(value) => return value,
+            Pre::Go(_) => {}
+        }
+        if !guest_hb_status_ok(regs.bx) {
+            return FAIL;
+        }
+        let count = regs.cx;
+        let Some(ch) = self.channels.get_mut(id) else {
+            return FAIL;
+        };
+        let Some(incoming) = ch.incoming.as_mut() else {
+            return FAIL;
+        };
+        // It must follow SENDSIZE directly and move exactly the announced length.
+        if !incoming.bytes.is_empty() || count != incoming.expected as u64 {
+            return FAIL;
+        }
+        let Some(bytes) = data.get(..incoming.expected) else {
+            return FAIL;
+        };
+        incoming.bytes = bytes.to_vec();
+        self.counters.bytes_to_host += bytes.len() as u64;
+        self.complete_send(id);
+        OK
+    }
+
+    /// A high-bandwidth host-to-guest transfer addressed to the backdoor: the bytes to write
+    /// at RDI.
+    pub(super) fn hb_message_in(&mut self, regs: &mut Regs) -> Vec<u8> {
+        let (value, bytes) = self.hb_in_status(regs);
+        regs.bx = u64::from(value);
+        bytes
+    }
+
+    fn hb_in_status(&mut self, regs: &Regs) -> (u32, Vec<u8>) {
+        if !self.config.hb {
+            return (FAIL, Vec::new());
+        }
+        let id = hi16(regs.dx);
+        // Receive layout: ESI = cookie high, EBP = cookie low.
+        match self.pre_step(Step::HbIn, id, lo32(regs.si), lo32(regs.bp)) {
+            Pre::Done(value) => return (value, Vec::new()),
+            Pre::Go(_) => {}
+        }
+        if !guest_hb_status_ok(regs.bx) {
+            return (FAIL, Vec::new());
+        }
+        let room = regs.cx;
+        let Some(ch) = self.channels.get_mut(id) else {
+            return (FAIL, Vec::new());
+        };
+        let Some(reply) = ch.reply.as_mut() else {
+            return (FAIL, Vec::new());
+        };
+        // It must follow RECVSIZE directly; the buffer must hold the whole reply, and the
+        // host cannot produce bytes beyond the real reply (after a claimed length).
+        let Some(len) = reply.announced else {
+            return (FAIL, Vec::new());
+        };
+        if reply.offset != 0 || room < len as u64 {
+            return (FAIL, Vec::new());
+        }
+        let Some(bytes) = reply.bytes.get(..len) else {
+            return (FAIL, Vec::new());
+        };
+        let bytes = bytes.to_vec();
+        reply.offset = len;
+        self.counters.bytes_to_guest += len as u64;
+        (OK, bytes)
+    }
+
+    /// Counts the occurrence, applies a one-shot fault or a periodic checkpoint, checks
+    /// the channel id and cookie.
+    fn pre_step(&mut self, step: Step, id: u16, high: u32, low: u32) -> Pre {
+        let forced = self.faults.occurrence(step);
+        let valid = self.channel_ok(id, high, low);
+        if let Some(answer) = forced {
+            self.counters.faults_injected += 1;
+            let value = match answer {
+                Answer::Cpt => {
+                    self.counters.cpts_injected += 1;
+                    st(status::CPT)
+                }
+                Answer::Fail => FAIL,
+                Answer::Raw(value) => value,
+                Answer::CloseChannel => {
+                    if valid && self.channels.remove(id) {
+                        self.note_closed();
+                    }
+                    return Pre::Done(st(status::CLOSED));
+                }
+                modifier => {
+                    return if valid {
+                        Pre::Go(Some(modifier))
+                    } else {
+                        Pre::Done(FAIL)
+                    };
+                }
+            };
+            if let Some(ch) = self.channels.get_mut(id).filter(|_| valid) {
+                ch.cancel(step);
+            }
+            return Pre::Done(value);
+        }
+        if !valid {
+            return Pre::Done(FAIL);
+        }
+        if step.is_payload() {
+            let Some(ch) = self.channels.get_mut(id) else {
+                return Pre::Done(FAIL);
+            };
+            if self.faults.periodic_cpt(ch.cpt_spent) {
+                ch.cpt_spent = true;
+                ch.cancel(step);
+                self.counters.cpts_injected += 1;
+                return Pre::Done(st(status::CPT));
+            }
+        }
+        Pre::Go(None)
+    }
+
+    /// The channel is open and the cookie (if it has one) matches.
+    fn channel_ok(&mut self, id: u16, high: u32, low: u32) -> bool {
+        match self.channels.get_mut(id) {
+            Some(ch) => ch.cookie.map_or(true, |c| c.high == high && c.low == low),
+            None => false,
+        }
+    }
+
+    fn note_closed(&mut self) {
+        self.counters.channels_closed += 1;
+        self.counters.channels_open = self.channels.open_count() as u64;
+    }
+
+    /// OPEN: EBX = protocol | optional cookie flag.
+    fn open(&mut self, regs: &mut Regs) {
+        if let Some(answer) = self.faults.occurrence(Step::Open) {
+            self.counters.faults_injected += 1;
+            let value = match answer {
+                Answer::Cpt => {
+                    self.counters.cpts_injected += 1;
+                    st(status::CPT)
+                }
+                Answer::Raw(value) => value,
+                _ => FAIL,
+            };
+            regs.cx = u64::from(value);
+            return;
+        }
+        let request = lo32(regs.bx);
+        let wants_cookie = request & FLAG_COOKIE != 0;
+        let protocol = match request & !FLAG_COOKIE {
+            PROTO_RPCI => Protocol::Rpci,
+            PROTO_TCLO => Protocol::Tclo,
+            _ => {
+                regs.cx = u64::from(FAIL);
+                return;
+            }
+        };
+        if wants_cookie && !self.config.cookies {
+            regs.cx = u64::from(FAIL);
+            return;
+        }
+        let cookie = if wants_cookie {
+            let r = self.rng.next_u64();
+            Some(Cookie {
+                high: (r >> 32) as u32,
+                low: r as u32,
+            })
+        } else {
+            None
+        };
+        let Some(id) = self.channels.insert(Channel::new(protocol, cookie)) else {
+            regs.cx = u64::from(FAIL);
+            return;
+        };
+        self.counters.channels_opened += 1;
+        self.counters.channels_open = self.channels.open_count() as u64;
+        regs.cx = u64::from(OK);
+        regs.dx = u64::from(id) << 16;
+        regs.si = u64::from(cookie.map_or(0, |c| c.high));
+        regs.di = u64::from(cookie.map_or(0, |c| c.low));
+    }
+
+    /// SENDSIZE: EBX = length of the guest's next message.
+    fn send_size(&mut self, id: u16, len: u32) -> u32 {
+        let ok = self.ok_hb();
+        let Some(ch) = self.channels.get_mut(id) else {
+            return FAIL;
+        };
+        let len = len as usize;
+        if len > MAX_GUEST_MESSAGE {
+            ch.incoming = None;
+            return FAIL;
+        }
+        // A reply the guest never acknowledged is dropped: real hosts let a guest move on
+        // (the published 0.2.4 crate never sends RECVSTATUS).
+        ch.reply = None;
+        ch.incoming = Some(Incoming {
+            expected: len,
+            bytes: Vec::new(),
+        });
+        if len == 0 {
+            self.complete_send(id);
+        }
+        ok
+    }
+
+    /// SENDPAYLOAD: EBX = the next 1..4 bytes, little-endian.
+    fn send_payload(&mut self, id: u16, word: u32) -> u32 {
+        let Some(ch) = self.channels.get_mut(id) else {
+            return FAIL;
+        };
+        let Some(incoming) = ch.incoming.as_mut() else {
+            return FAIL;
+        };
+        let take = incoming
+            .expected
+            .saturating_sub(incoming.bytes.len())
+            .min(4);
+        let word = word.to_le_bytes();
+        let Some(chunk) = word.get(..take).filter(|c| !c.is_empty()) else {
+            return FAIL;
+        };
+        incoming.bytes.extend_from_slice(chunk);
+        let complete = incoming.bytes.len() >= incoming.expected;
+        self.counters.bytes_to_host += take as u64;
+        if complete {
+            self.complete_send(id);
+        }
+        OK
+    }
+
+    /// A guest message is complete: execute it (RPCI) or record it (TCLO).
+    fn complete_send(&mut self, id: u16) {
+        let Some(ch) = self.channels.get_mut(id) else {
+            return;
+        };
+        let Some(incoming) = ch.incoming.take() else {
+            return;
+        };
+        ch.cpt_spent = false;
+        match ch.protocol {
+            Protocol::Rpci => {
+                let answer = self.rpci.execute(&incoming.bytes);
+                self.counters.rpcs += 1;
+                if let Some(ch) = self.channels.get_mut(id) {
+                    ch.reply = Some(Reply::new(answer));
+                }
+            }
+            Protocol::Tclo => {
+                ch.tclo_armed = true;
+                self.counters.tclo_messages += 1;
+                self.tclo.guest_message(incoming.bytes);
+            }
+        }
+    }
+
+    /// RECVSIZE: is a message waiting, and how long is it?
+    fn recv_size(&mut self, id: u16, regs: &mut Regs, modifier: Option<Answer>) -> u32 {
+        let dorecv = st(status::DORECV) | self.ok_hb();
+        let Some(ch) = self.channels.get_mut(id) else {
+            return FAIL;
+        };
+        if ch.incoming.is_some() {
+            // A send is half done: out of order.
+            return FAIL;
+        }
+        if ch.protocol == Protocol::Tclo && ch.tclo_armed && ch.reply.is_none() {
+            if let Some(command) = self.tclo.next_command() {
+                ch.tclo_armed = false;
+                ch.reply = Some(Reply::new(command));
+                self.counters.tclo_commands += 1;
+            }
+        }
+        let phantom = match (&modifier, ch.reply.as_mut()) {
+            (Some(Answer::Phantom(n)), _) | (Some(Answer::ClaimLength(n)), None) => Some(*n),
+            (_, None) => {
+                regs.bx = 0;
+                return OK;
+            }
+            (_, Some(reply)) => {
+                if modifier == Some(Answer::NoPrefix)
+                    && (reply.bytes.starts_with(b"1 ") || reply.bytes.starts_with(b"0 "))
+                {
+                    reply.bytes.drain(..2);
+                }
+                let real = u32::try_from(reply.bytes.len()).unwrap_or(u32::MAX);
+                let len = match modifier {
+                    Some(Answer::ClaimLength(n)) => n,
+                    _ => real,
+                };
+                reply.announced = Some(len as usize);
+                reply.offset = 0;
+                regs.bx = u64::from(len);
+                None
+            }
+        };
+        if let Some(n) = phantom {
+            regs.bx = u64::from(n);
+        }
+        let kind = match modifier {
+            Some(Answer::WrongMessageType(t)) => t,
+            _ => MESSAGE_TYPE_SENDSIZE,
+        };
+        regs.dx = u64::from(kind) << 16;
+        dorecv
+    }
+
+    /// RECVPAYLOAD: EBX in = the guest's status, out = the next 1..4 reply bytes.
+    fn recv_payload(&mut self, id: u16, regs: &mut Regs, modifier: Option<Answer>) -> u32 {
+        let guest_ok = lo32(regs.bx) & u32::from(status::SUCCESS) != 0;
+        let Some(ch) = self.channels.get_mut(id) else {
+            return FAIL;
+        };
+        let Some(reply) = ch.reply.as_mut() else {
+            return FAIL;
+        };
+        let Some(len) = reply.announced else {
+            return FAIL;
+        };
+        if !guest_ok {
+            // The guest reports a failed reception and gives up on this reply.
+            ch.reply = None;
+            ch.cpt_spent = false;
+            regs.bx = 0;
+            return OK;
+        }
+        let take = len.saturating_sub(reply.offset).min(4);
+        if take == 0 {
+            return FAIL;
+        }
+        let mut word = [0u8; 4];
+        for (i, slot) in word.iter_mut().enumerate().take(take) {
+            // Past the real bytes (a claimed length) the host serves zeros.
+            *slot = reply.bytes.get(reply.offset + i).copied().unwrap_or(0);
+        }
+        reply.offset += take;
+        self.counters.bytes_to_guest += take as u64;
+        regs.bx = u64::from(u32::from_le_bytes(word));
+        let kind = match modifier {
+            Some(Answer::WrongMessageType(t)) => t,
+            _ => MESSAGE_TYPE_SENDPAYLOAD,
+        };
+        regs.dx = u64::from(kind) << 16;
+        OK
+    }
+
+    /// RECVSTATUS: the guest acknowledges (EBX = 1) or rejects (EBX = 0) the reply; either
+    /// way the host is done with it.
+    fn recv_status(&mut self, id: u16) -> u32 {
+        let endless = self.config.endless_dorecv;
+        let Some(ch) = self.channels.get_mut(id) else {
+            return FAIL;
+        };
+        match ch.reply.as_mut() {
+            Some(reply) if reply.announced.is_some() => {
+                if endless {
+                    reply.rewind();
+                } else {
+                    ch.reply = None;
+                }
+                ch.cpt_spent = false;
+                OK
+            }
+            _ => FAIL,
+        }
+    }
+
+    /// CLOSE: the id is free again.
+    fn close(&mut self, id: u16) -> u32 {
+        if self.channels.remove(id) {
+            self.note_closed();
+            OK
+        } else {
+            FAIL
+        }
+    }
+}
+
+/// EBX of a high-bandwidth call: command MESSAGE in `lo16`, guest status SUCCESS in `hi16`
+/// (masked to its success bit, as hosts do).
+fn guest_hb_status_ok(bx: u64) -> bool {
+    lo16(bx) == HB_CMD_MESSAGE && hi16(bx) & status::SUCCESS != 0
+}

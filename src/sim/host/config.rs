@@ -1,0 +1,402 @@
+//! [`HostConfig`]: what kind of VMware host the model plays, and which faults it injects.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use super::Mode;
+use crate::proto::{product, MAX_CHANNELS};
+
+/// The key prefix every guest-visible guestinfo entry carries.
+pub(super) const GUESTINFO_PREFIX: &[u8] = b"guestinfo.";
+
+/// Seed of the cookie generator when [`HostConfig::seed`] is not called: runs are
+/// reproducible by default.
+const DEFAULT_SEED: u64 = 0x5EED_0F0F_564D_5868;
+
+/// Fixed host time when neither [`HostConfig::time`] nor [`HostConfig::system_clock`] is
+/// called: 2023-11-14 22:13:20 UTC.
+const DEFAULT_TIME_SECS: u64 = 1_700_000_000;
+
+/// A step of the message-channel protocol, for aiming a one-shot fault with
+/// [`HostConfig::fault`].
+///
+/// Occurrences are counted per step over the whole host (all channels), from 1, and every
+/// call of that step counts, whether or not it would have succeeded (on a host without
+/// high-bandwidth transfers, calls on the high-bandwidth port are not steps and do not count).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Step {
+    /// MESSAGE sub-command 0: opening a channel.
+    Open,
+    /// MESSAGE sub-command 1: announcing a guest-to-host message length.
+    SendSize,
+    /// MESSAGE sub-command 2: four bytes of a guest-to-host message.
+    SendPayload,
+    /// `rep outsb` on the high-bandwidth port: a whole guest-to-host message.
+    HbOut,
+    /// MESSAGE sub-command 3: asking for a pending host-to-guest message.
+    RecvSize,
+    /// MESSAGE sub-command 4: four bytes of a host-to-guest message.
+    RecvPayload,
+    /// `rep insb` on the high-bandwidth port: a whole host-to-guest message.
+    HbIn,
+    /// MESSAGE sub-command 5: acknowledging a received message.
+    RecvStatus,
+    /// MESSAGE sub-command 6: closing a channel.
+    Close,
+}
+
+impl Step {
+    /// Every step, in protocol order.
+    pub const ALL: [Step; 9] = [
+        Step::Open,
+        Step::SendSize,
+        Step::SendPayload,
+        Step::HbOut,
+        Step::RecvSize,
+        Step::RecvPayload,
+        Step::HbIn,
+        Step::RecvStatus,
+        Step::Close,
+    ];
+
+    /// Position in [`Step::ALL`], used to index per-step counters.
+    pub(super) fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Whether the step carries message bytes (or acknowledges them): the steps a
+    /// periodic checkpoint ([`HostConfig::cpt_every`]) can land on.
+    pub(super) fn is_payload(self) -> bool {
+        matches!(
+            self,
+            Step::SendPayload | Step::HbOut | Step::RecvPayload | Step::HbIn | Step::RecvStatus
+        )
+    }
+
+    /// Whether the step belongs to the guest-to-host half of an exchange.
+    pub(super) fn is_send(self) -> bool {
+        matches!(self, Step::SendSize | Step::SendPayload | Step::HbOut)
+    }
+}
+
+/// How the host answers a step hit by a one-shot fault ([`HostConfig::fault`]).
+///
+/// [`Answer::Cpt`] and [`Answer::Fail`] model a well-behaved host having a bad moment; the
+/// others model a hostile or broken host, for testing that a guest stays safe.
+/// Status values below are the `hi16` of ECX (low-bandwidth) or EBX (high-bandwidth).
+/// A hostile answer aimed at a step it does not apply to leaves that step's answer normal;
+/// at OPEN, every answer other than [`Answer::Cpt`] and [`Answer::Raw`] is a plain failure.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// A checkpoint cut the exchange: status CPT without SUCCESS. The in-flight operation is
+    /// cancelled: a partial send is discarded (the guest restarts at SENDSIZE, the request is
+    /// not executed), a receive rewinds (the reply is still pending from RECVSIZE), an OPEN
+    /// opens nothing, a CLOSE leaves the channel open.
+    Cpt,
+    /// A plain failure: status 0, with the same cancellation as [`Answer::Cpt`].
+    Fail,
+    /// Garbage: the status register (all 32 bits of ECX for a low-bandwidth step, of EBX for a
+    /// high-bandwidth one) is set to this value and nothing else happens (no bytes move,
+    /// the operation is cancelled as for [`Answer::Cpt`]).
+    Raw(u32),
+    /// RECVSIZE or RECVPAYLOAD answers normally but reports this message type in `hi16(EDX)`
+    /// instead of 1 (after RECVSIZE) or 2 (after RECVPAYLOAD).
+    WrongMessageType(u16),
+    /// RECVSIZE announces this length instead of the pending reply's. The reply is then served
+    /// as its real bytes followed by zeros up to the claimed length (RECVPAYLOAD); a
+    /// high-bandwidth receive of a claimed length beyond the real bytes fails. Without a
+    /// pending reply this behaves like [`Answer::Phantom`].
+    ClaimLength(u32),
+    /// RECVSIZE serves the pending reply without its two-byte `1 ` / `0 ` status prefix.
+    NoPrefix,
+    /// RECVSIZE answers SUCCESS|DORECV with this length although nothing is pending; the
+    /// payload steps that follow fail.
+    Phantom(u32),
+    /// The host closes the channel under the guest at this step: the id is freed and the
+    /// step answers status CLOSED (without SUCCESS).
+    CloseChannel,
+}
+
+/// Where GETTIME and GETTIMEFULL take the host time from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Clock {
+    /// A fixed instant: seconds since the Unix epoch and microseconds.
+    Fixed { secs: u64, micros: u32 },
+    /// The machine's wall clock (the only place the model reads the OS).
+    System,
+}
+
+impl Clock {
+    /// The host time now, as (seconds since the epoch, microseconds).
+    pub(super) fn now(self) -> (u64, u32) {
+        match self {
+            Clock::Fixed { secs, micros } => (secs, micros),
+            Clock::System => {
+                let since = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default();
+                (since.as_secs(), since.subsec_micros())
+            }
+        }
+    }
+}
+
+/// One armed one-shot fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Fault {
+    pub(super) step: Step,
+    pub(super) nth: u64,
+    pub(super) answer: Answer,
+}
+
+/// The host the model plays: product, features, guestinfo store, host commands and faults.
+///
+/// Build it with the chained methods, then hand it to [`super::Host::new`] (or to the
+/// runner). `HostConfig::default()` is a current ESXi host: GETVERSION reports product ESX,
+/// high-bandwidth transfers and channel cookies are offered, 128 channels, no faults, an
+/// empty guestinfo store, a fixed clock and a fixed cookie seed (so runs are reproducible).
+///
+/// ```
+/// use vmw_backdoor::sim::host::{Answer, HostConfig, Step};
+///
+/// let config = HostConfig::default()
+///     .guestinfo("ignition.config.data", "e30K")
+///     .no_hb()
+///     .channels(8)
+///     .fault(Step::RecvStatus, 1, Answer::Cpt);
+/// # let _ = config;
+/// ```
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    pub(super) mode: Mode,
+    pub(super) product: u32,
+    pub(super) hw_version: u32,
+    pub(super) mhz: u32,
+    pub(super) bios_uuid: [u8; 16],
+    pub(super) clock: Clock,
+    pub(super) max_time_lag: u32,
+    pub(super) tsc_hz: Option<u64>,
+    pub(super) apic_hz: u32,
+    pub(super) vcpu_info: u32,
+    pub(super) hb: bool,
+    pub(super) cookies: bool,
+    pub(super) channels: usize,
+    pub(super) cpt_every: u64,
+    pub(super) deny_guestinfo: bool,
+    pub(super) endless_dorecv: bool,
+    pub(super) seed: u64,
+    pub(super) machine_id: Vec<u8>,
+    pub(super) guestinfo: BTreeMap<Vec<u8>, Vec<u8>>,
+    pub(super) tclo: VecDeque<Vec<u8>>,
+    pub(super) faults: Vec<Fault>,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        HostConfig {
+            mode: Mode::Vmware,
+            product: product::ESX,
+            hw_version: 21,
+            mhz: 2_400,
+            bios_uuid: [
+                0x56, 0x4d, 0x5a, 0x1e, 0x6b, 0x2c, 0x4f, 0x0d, 0x9a, 0x43, 0x7e, 0x11, 0x20, 0x3c,
+                0x58, 0x65,
+            ],
+            clock: Clock::Fixed {
+                secs: DEFAULT_TIME_SECS,
+                micros: 0,
+            },
+            max_time_lag: 0,
+            tsc_hz: Some(2_400_000_000),
+            apic_hz: 66_000_000,
+            vcpu_info: (1 << 1) | (1 << 3),
+            hb: true,
+            cookies: true,
+            channels: MAX_CHANNELS,
+            cpt_every: 0,
+            deny_guestinfo: false,
+            endless_dorecv: false,
+            seed: DEFAULT_SEED,
+            machine_id: Vec::new(),
+            guestinfo: BTreeMap::new(),
+            tclo: VecDeque::new(),
+            faults: Vec::new(),
+        }
+    }
+}
+
+impl HostConfig {
+    /// Sets a guestinfo entry, as `govc vm.change -e guestinfo.KEY=VALUE` does on a real VM.
+    ///
+    /// `key` may be given with or without the `guestinfo.` prefix; it is stored with it.
+    /// The value is arbitrary bytes of any size: host-to-guest replies have no size cap.
+    pub fn guestinfo(mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Self {
+        let key = key.as_ref();
+        let full = if key.starts_with(GUESTINFO_PREFIX) {
+            key.to_vec()
+        } else {
+            [GUESTINFO_PREFIX, key].concat()
+        };
+        self.guestinfo.insert(full, value.as_ref().to_vec());
+        self
+    }
+
+    /// Models a host without high-bandwidth transfers: SENDSIZE and RECVSIZE never report
+    /// the HB status bit, and calls on the high-bandwidth port answer status 0.
+    pub fn no_hb(mut self) -> Self {
+        self.hb = false;
+        self
+    }
+
+    /// Models an old host without channel cookies: an OPEN with the cookie flag fails
+    /// (status 0), an OPEN without it succeeds with zero cookies.
+    pub fn no_cookies(mut self) -> Self {
+        self.cookies = false;
+        self
+    }
+
+    /// How many channels may be open at once (default 128, hosts before 2022 had 8).
+    /// OPEN fails when all are taken. Values above 65,536 (ids are 16-bit) are clamped.
+    pub fn channels(mut self, n: usize) -> Self {
+        self.channels = n.min(1 << 16);
+        self
+    }
+
+    /// The product type GETVERSION reports in ECX ([`crate::proto::product`]; default ESX = 2,
+    /// Workstation = 4).
+    pub fn product(mut self, p: u32) -> Self {
+        self.product = p;
+        self
+    }
+
+    /// What machine the guest runs on ([`Mode`]; default VMware).
+    pub fn mode(mut self, m: Mode) -> Self {
+        self.mode = m;
+        self
+    }
+
+    /// Injects a checkpoint at every `n`-th payload step (SENDPAYLOAD, high-bandwidth out,
+    /// RECVPAYLOAD, high-bandwidth in, RECVSTATUS) counted over the whole host; 0 turns it off.
+    ///
+    /// The step answers status CPT and cancels the operation as [`Answer::Cpt`] describes.
+    /// Each operation is cut at most once, so a guest that retries always gets through, even
+    /// when a message needs more than `n` steps (a real checkpoint is rare, not periodic).
+    pub fn cpt_every(mut self, n: u64) -> Self {
+        self.cpt_every = n;
+        self
+    }
+
+    /// Models a VMX with `guest_rpc.rpci.auth.cmd.info-get/info-set = "TRUE"`: both commands
+    /// answer `0 Permission denied` over the backdoor.
+    pub fn deny_guestinfo(mut self) -> Self {
+        self.deny_guestinfo = true;
+        self
+    }
+
+    /// Queues a host-to-guest TCLO command (e.g. `reset`, `ping`, `OS_Halt`). Commands are
+    /// delivered in order, one per RECVSIZE on a TCLO channel, each after the guest has sent
+    /// its previous (possibly empty) message.
+    pub fn tclo(mut self, command: impl AsRef<[u8]>) -> Self {
+        self.tclo.push_back(command.as_ref().to_vec());
+        self
+    }
+
+    /// Seeds the generator of channel cookies (default: a fixed seed, so runs repeat).
+    pub fn seed(mut self, s: u64) -> Self {
+        self.seed = s;
+        self
+    }
+
+    /// The virtual hardware version GETHWVERSION reports (default 21, ESXi 8.0 U2).
+    pub fn hw_version(mut self, v: u32) -> Self {
+        self.hw_version = v;
+        self
+    }
+
+    /// The processor speed GETMHZ reports (default 2400).
+    pub fn mhz(mut self, mhz: u32) -> Self {
+        self.mhz = mhz;
+        self
+    }
+
+    /// The BIOS UUID GETBIOSUUID reports, as 16 bytes in memory order (served as four
+    /// little-endian dwords in EAX, EBX, ECX, EDX).
+    pub fn bios_uuid(mut self, uuid: [u8; 16]) -> Self {
+        self.bios_uuid = uuid;
+        self
+    }
+
+    /// Fixes the host time GETTIME and GETTIMEFULL report: seconds since the Unix epoch and
+    /// microseconds (clamped to 999,999). The default is a fixed instant,
+    /// 1,700,000,000 s, so tests are deterministic.
+    pub fn time(mut self, secs: u64, micros: u32) -> Self {
+        self.clock = Clock::Fixed {
+            secs,
+            micros: micros.min(999_999),
+        };
+        self
+    }
+
+    /// Makes GETTIME and GETTIMEFULL report the machine's wall clock instead of a fixed time.
+    /// This is the only way the model ever consults the operating system.
+    pub fn system_clock(mut self) -> Self {
+        self.clock = Clock::System;
+        self
+    }
+
+    /// The "maximum allowed time lag" GETTIME and GETTIMEFULL report in ECX (default 0).
+    pub fn max_time_lag(mut self, lag: u32) -> Self {
+        self.max_time_lag = lag;
+        self
+    }
+
+    /// The TSC and APIC bus frequencies GETHZ reports, in Hz (defaults 2.4 GHz and 66 MHz).
+    pub fn hz(mut self, tsc_hz: u64, apic_hz: u32) -> Self {
+        self.tsc_hz = Some(tsc_hz);
+        self.apic_hz = apic_hz;
+        self
+    }
+
+    /// Models a host that cannot report frequencies: GETHZ sets EBX = 0xFFFFFFFF, the value
+    /// guests read as "unsupported", and changes nothing else.
+    pub fn no_gethz(mut self) -> Self {
+        self.tsc_hz = None;
+        self
+    }
+
+    /// The bits GET_VCPU_INFO reports in EAX (default bits 1 SYNC_VTSCS and 3
+    /// LEGACY_X2APIC_OK). Bit 31 means "not implemented"; see [`HostConfig::no_vcpu_info`].
+    pub fn vcpu_info(mut self, bits: u32) -> Self {
+        self.vcpu_info = bits;
+        self
+    }
+
+    /// Models a host without GET_VCPU_INFO: EAX = bit 31 ("not implemented").
+    pub fn no_vcpu_info(mut self) -> Self {
+        self.vcpu_info = 1 << 31;
+        self
+    }
+
+    /// The VM's `machine.id` config value, served by the RPCI `machine.id.get` as
+    /// `1 <id>` (default empty: `1 `).
+    pub fn machine_id(mut self, id: impl AsRef<[u8]>) -> Self {
+        self.machine_id = id.as_ref().to_vec();
+        self
+    }
+
+    /// Arms a one-shot fault: the `nth` occurrence (counted from 1 over the whole host) of
+    /// `step` gets `answer` instead of the normal one. Several faults may be armed; a fault
+    /// aimed at an occurrence that already passed, or `nth` = 0, never fires.
+    pub fn fault(mut self, step: Step, nth: u64, answer: Answer) -> Self {
+        self.faults.push(Fault { step, nth, answer });
+        self
+    }
+
+    /// Models a hostile host whose replies never go away: RECVSTATUS answers SUCCESS but the
+    /// reply stays pending, so every RECVSIZE reports DORECV again. A guest must bound any
+    /// "drain while DORECV" loop.
+    pub fn endless_dorecv(mut self) -> Self {
+        self.endless_dorecv = true;
+        self
+    }
+}

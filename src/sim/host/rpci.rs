@@ -1,0 +1,261 @@
+//! The RPCI command interpreter: guest-to-host text commands and their `1 ` / `0 ` replies.
+//!
+//! A request is read up to its first NUL (guests variously send none, one, or a zero-padded
+//! buffer). The command name is everything before the first space, the argument everything
+//! after it. Replies the sources do not pin down are chosen here and documented on
+//! [`Rpci::execute`].
+
+use std::collections::BTreeMap;
+
+use super::config::GUESTINFO_PREFIX;
+
+/// Bytes of guestinfo (keys plus values) the guest may add beyond what the host configured:
+/// a memory guard, far above the 1 MiB a real VMX allows by default.
+const GUEST_STORE_BUDGET: usize = 16 << 20;
+
+/// Bytes of `log` text kept; later lines are counted but not kept.
+const LOG_BUDGET: usize = 16 << 20;
+
+const OK: &[u8] = b"1 ";
+const NO_VALUE: &[u8] = b"0 No value found";
+const DENIED: &[u8] = b"0 Permission denied";
+const UNKNOWN: &[u8] = b"0 Unknown command";
+const SET_ARGS: &[u8] = b"0 Two and exactly two arguments expected";
+const STORE_FULL: &[u8] = b"0 Too much guestinfo data";
+
+/// The state RPCI commands read and write.
+#[derive(Debug)]
+pub(super) struct Rpci {
+    pub(super) guestinfo: BTreeMap<Vec<u8>, Vec<u8>>,
+    pub(super) vmx_log: Vec<Vec<u8>>,
+    pub(super) vmx_log_dropped: u64,
+    pub(super) tools_version: Option<Vec<u8>>,
+    pub(super) tools_version_type: Option<Vec<u8>>,
+    deny_guestinfo: bool,
+    machine_id: Vec<u8>,
+    store_bytes: usize,
+    store_limit: usize,
+    log_bytes: usize,
+}
+
+/// Splits at the first space: (before, Some(after)) or (all, None).
+fn split_space(bytes: &[u8]) -> (&[u8], Option<&[u8]>) {
+    match bytes.iter().position(|&b| b == b' ') {
+        Some(i) => {
+            let (head, tail) = bytes.split_at(i);
+            (head, tail.get(1..))
+        }
+        None => (bytes, None),
+    }
+}
+
+fn reply(status: &[u8], payload: &[u8]) -> Vec<u8> {
+    [status, payload].concat()
+}
+
+impl Rpci {
+    /// An interpreter over the configured store.
+    pub(super) fn new(
+        guestinfo: BTreeMap<Vec<u8>, Vec<u8>>,
+        deny_guestinfo: bool,
+        machine_id: Vec<u8>,
+    ) -> Self {
+        let store_bytes = guestinfo
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>();
+        Rpci {
+            guestinfo,
+            vmx_log: Vec::new(),
+            vmx_log_dropped: 0,
+            tools_version: None,
+            tools_version_type: None,
+            deny_guestinfo,
+            machine_id,
+            store_bytes,
+            store_limit: store_bytes.saturating_add(GUEST_STORE_BUDGET),
+            log_bytes: 0,
+        }
+    }
+
+    /// Runs one request and returns the reply.
+    ///
+    /// | request | reply |
+    /// |---|---|
+    /// | `info-get guestinfo.KEY` | `1 VALUE`, or `0 No value found` (also for a key without the `guestinfo.` prefix or an empty key) |
+    /// | `info-set guestinfo.KEY VALUE` | `1 `; VALUE is everything after the first space after the key and may be empty; no space after the key or an empty key: `0 Two and exactly two arguments expected`; a key without the prefix: `0 Permission denied`; the guest's additions beyond 16 MiB: `0 Too much guestinfo data` |
+    /// | either, with [`super::HostConfig::deny_guestinfo`] | `0 Permission denied` |
+    /// | `log TEXT` | `1 `; TEXT (possibly empty) becomes a VMX log line |
+    /// | `tools.set.version N`, `tools.set.versiontype N T` | `1 `; the argument is recorded as sent |
+    /// | `machine.id.get` | `1 ID` |
+    /// | anything else | `0 Unknown command` |
+    pub(super) fn execute(&mut self, request: &[u8]) -> Vec<u8> {
+        let request = request.split(|&b| b == 0).next().unwrap_or_default();
+        let (name, arg) = split_space(request);
+        match name {
+            b"info-get" => self.info_get(arg.unwrap_or_default()),
+            b"info-set" => self.info_set(arg),
+            b"log" => {
+                self.log(arg.unwrap_or_default());
+                OK.to_vec()
+            }
+            b"tools.set.version" => {
+                self.tools_version = Some(arg.unwrap_or_default().to_vec());
+                OK.to_vec()
+            }
+            b"tools.set.versiontype" => {
+                self.tools_version_type = Some(arg.unwrap_or_default().to_vec());
+                OK.to_vec()
+            }
+            b"machine.id.get" => reply(OK, &self.machine_id),
+            _ => UNKNOWN.to_vec(),
+        }
+    }
+
+    fn info_get(&self, key: &[u8]) -> Vec<u8> {
+        if self.deny_guestinfo {
+            return DENIED.to_vec();
+        }
+        match self.guestinfo.get(key) {
+            Some(value) if key.starts_with(GUESTINFO_PREFIX) => reply(OK, value),
+            _ => NO_VALUE.to_vec(),
+        }
+    }
+
+    fn info_set(&mut self, arg: Option<&[u8]>) -> Vec<u8> {
+        if self.deny_guestinfo {
+            return DENIED.to_vec();
+        }
+        let (key, value) = match arg.map(split_space) {
+            Some((key, Some(value))) if !key.is_empty() => (key, value),
+            _ => return SET_ARGS.to_vec(),
+        };
+        if !key.starts_with(GUESTINFO_PREFIX) {
+            return DENIED.to_vec();
+        }
+        let old = self.guestinfo.get(key).map_or(0, |v| key.len() + v.len());
+        let new_total = self
+            .store_bytes
+            .saturating_sub(old)
+            .saturating_add(key.len() + value.len());
+        if new_total > self.store_limit {
+            return STORE_FULL.to_vec();
+        }
+        self.store_bytes = new_total;
+        self.guestinfo.insert(key.to_vec(), value.to_vec());
+        OK.to_vec()
+    }
+
+    fn log(&mut self, text: &[u8]) {
+        if self.log_bytes.saturating_add(text.len()) > LOG_BUDGET {
+            self.vmx_log_dropped = self.vmx_log_dropped.saturating_add(1);
+            return;
+        }
+        self.log_bytes += text.len();
+        self.vmx_log.push(text.to_vec());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rpci() -> Rpci {
+        let mut store = BTreeMap::new();
+        store.insert(b"guestinfo.present".to_vec(), b"yes".to_vec());
+        Rpci::new(store, false, b"vm-42".to_vec())
+    }
+
+    #[test]
+    fn info_get_serves_stored_values_and_misses_cleanly() {
+        let mut r = rpci();
+        assert_eq!(r.execute(b"info-get guestinfo.present"), b"1 yes");
+        assert_eq!(r.execute(b"info-get guestinfo.present\0"), b"1 yes");
+        assert_eq!(
+            r.execute(b"info-get guestinfo.present\0\0\0garbage"),
+            b"1 yes"
+        );
+        assert_eq!(r.execute(b"info-get guestinfo.absent"), b"0 No value found");
+        assert_eq!(r.execute(b"info-get present"), b"0 No value found");
+        assert_eq!(r.execute(b"info-get"), b"0 No value found");
+        assert_eq!(r.execute(b"info-get "), b"0 No value found");
+    }
+
+    #[test]
+    fn info_set_takes_everything_after_the_key_as_value() {
+        let mut r = rpci();
+        assert_eq!(r.execute(b"info-set guestinfo.a hello world "), b"1 ");
+        assert_eq!(
+            r.guestinfo.get(&b"guestinfo.a"[..]).unwrap(),
+            b"hello world "
+        );
+        assert_eq!(r.execute(b"info-set guestinfo.empty "), b"1 ");
+        assert_eq!(r.execute(b"info-get guestinfo.empty"), b"1 ");
+        assert_eq!(
+            r.execute(b"info-set guestinfo.bin \xff\x01\0ignored"),
+            b"1 "
+        );
+        assert_eq!(r.guestinfo.get(&b"guestinfo.bin"[..]).unwrap(), b"\xff\x01");
+        assert_eq!(r.execute(b"info-set guestinfo.novalue"), SET_ARGS);
+        assert_eq!(r.execute(b"info-set"), SET_ARGS);
+        assert_eq!(r.execute(b"info-set  v"), SET_ARGS);
+        assert_eq!(r.execute(b"info-set other.key v"), b"0 Permission denied");
+        assert!(!r.guestinfo.contains_key(&b"other.key"[..]));
+    }
+
+    #[test]
+    fn deny_guestinfo_refuses_both_directions() {
+        let mut r = Rpci::new(BTreeMap::new(), true, Vec::new());
+        assert_eq!(r.execute(b"info-get guestinfo.x"), b"0 Permission denied");
+        assert_eq!(r.execute(b"info-set guestinfo.x 1"), b"0 Permission denied");
+        assert!(r.guestinfo.is_empty());
+    }
+
+    #[test]
+    fn log_version_machine_id_and_unknown() {
+        let mut r = rpci();
+        assert_eq!(r.execute(b"log hello from the guest"), b"1 ");
+        assert_eq!(r.execute(b"log"), b"1 ");
+        assert_eq!(
+            r.vmx_log,
+            vec![b"hello from the guest".to_vec(), Vec::new()]
+        );
+        assert_eq!(r.execute(b"tools.set.version 2147483647"), b"1 ");
+        assert_eq!(r.tools_version.as_deref(), Some(&b"2147483647"[..]));
+        assert_eq!(r.execute(b"tools.set.versiontype 12389 4\0"), b"1 ");
+        assert_eq!(r.tools_version_type.as_deref(), Some(&b"12389 4"[..]));
+        assert_eq!(r.execute(b"machine.id.get"), b"1 vm-42");
+        assert_eq!(
+            r.execute(b"tools.capability.statechange "),
+            b"0 Unknown command"
+        );
+        assert_eq!(r.execute(b""), b"0 Unknown command");
+        assert_eq!(
+            r.execute(b"\0info-get guestinfo.present"),
+            b"0 Unknown command"
+        );
+    }
+
+    #[test]
+    fn guest_additions_are_capped_but_host_values_are_not() {
+        let big = vec![b'x'; 1 << 20];
+        let mut store = BTreeMap::new();
+        store.insert(b"guestinfo.big".to_vec(), big.clone());
+        let mut r = Rpci::new(store, false, Vec::new());
+        assert_eq!(r.execute(b"info-get guestinfo.big").len(), 2 + big.len());
+        let value = vec![b'v'; 60_000];
+        let mut accepted = 0;
+        for i in 0..400 {
+            let mut req = format!("info-set guestinfo.k{i} ").into_bytes();
+            req.extend_from_slice(&value);
+            if r.execute(&req) == b"1 " {
+                accepted += 1;
+            } else {
+                assert_eq!(r.execute(&req), STORE_FULL);
+            }
+        }
+        assert!(accepted > 200 && accepted < 300, "{accepted}");
+        // Overwriting an existing key with a smaller value still works when full.
+        assert_eq!(r.execute(b"info-set guestinfo.k0 small"), b"1 ");
+    }
+}
