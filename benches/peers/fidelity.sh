@@ -6,6 +6,7 @@
 # (counters after `bench OP N`) - (counters after `bench OP 0`), divided by N.
 #
 #   benches/peers/fidelity.sh [N]        # N defaults to 10
+#   VMW_SIM=/path/to/vmw-sim benches/peers/fidelity.sh   # use a prebuilt vmw-sim
 #
 # Not part of CI: it needs open-vm-tools from apt and the published crate.
 set -uo pipefail
@@ -15,8 +16,12 @@ root="$(cd "$here/../.." && pwd)"
 n="${1:-10}"
 
 eval "$("$here/build.sh" | grep '_PEER=')"
-(cd "$root" && cargo build --quiet --features sim --bin vmw-sim) || exit 1
-sim="${CARGO_TARGET_DIR:-$root/target}/debug/vmw-sim"
+command -v jq >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q jq >&2
+sim="${VMW_SIM:-}"
+if [ -z "$sim" ]; then
+    (cd "$root" && cargo build --quiet --features sim --bin vmw-sim) || exit 1
+    sim="${CARGO_TARGET_DIR:-$root/target}/debug/vmw-sim"
+fi
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
@@ -24,10 +29,16 @@ trap 'rm -rf "$work"' EXIT
 # A value of exactly 100 bytes for the size-dependent checks.
 value100="$(printf 'v%.0s' $(seq 100))"
 
-# The numeric top-level counters of a --stats file as `key value` lines.
+# A --stats file as `name value` lines: the top-level counters, then the LB calls by
+# command (getversion, msg.open, msg.sendsize, ...).
 counters() {
-    grep -oE '"[a-z_]+"[[:space:]]*:[[:space:]]*[0-9]+' "$1" 2>/dev/null |
-        tr -d '"' | tr -d ' ' | tr ':' ' '
+    jq -r '
+        def sub: ["open","sendsize","sendpayload","recvsize","recvpayload","recvstatus","close"][.] // tostring;
+        (to_entries[] | select(.value | type == "number") | "\(.key) \(.value)"),
+        (.lb_by_command[]? | (if .command == 30 then "msg.\(.subcommand | sub)"
+                              elif .command == 10 then "getversion"
+                              else "lb.\(.command).\(.subcommand)" end) + " \(.calls)")
+    ' "$1" 2>/dev/null
 }
 
 # run LABEL SIM_FLAGS -- PEER ARGS...: one guest run, everything it showed.
@@ -72,8 +83,11 @@ per_op() {
         return
     fi
     local line
-    line="$(join <(counters "$s0" | sort) <(counters "$sn" | sort) |
-        awk -v n="$n" '$3 != $2 { printf "%s=%g ", $1, ($3 - $2) / n }')"
+    # Counters absent from one file count as 0 there.
+    line="$( (counters "$s0" | sed 's/^/0 /'; counters "$sn" | sed 's/^/1 /') |
+        awk -v n="$n" '{ v[$2, $1] = $3; k[$2] = 1 }
+            END { for (x in k) { d = (v[x, 1] - v[x, 0]) / n; if (d != 0) printf "%s=%g\n", x, d } }' |
+        grep -E '^(lb_calls|hb_in_calls|hb_out_calls|rpcs|getversion|msg\.)' | sort | tr '\n' ' ')"
     echo "$label $(basename "$peer") ${args[*]} $mode: per op: ${line:-nothing}"
 }
 
@@ -94,6 +108,22 @@ for host in hb lb; do
     run "$host" "$flags" -- "$OVT_PEER" rpc machine.id.get
     run "$host" "$flags" -- "$OVT_PEER" --via channel get guestinfo.foo
 done
+
+echo "===== other hosts and machines"
+run no-cookies "--no-cookies" -- "$VMW024_PEER" get guestinfo.foo
+run no-cookies "--no-cookies" -- "$OVT_PEER" get guestinfo.foo
+run no-cookies+lb "--no-cookies --no-hb" -- "$OVT_PEER" get guestinfo.foo
+run cpt-every-2 "--cpt-every 2" -- "$VMW024_PEER" get guestinfo.foo
+run cpt-every-2 "--cpt-every 2" -- "$OVT_PEER" get guestinfo.foo
+run cpt-every-3+lb "--cpt-every 3 --no-hb" -- "$OVT_PEER" get guestinfo.foo
+run deny-guestinfo "--deny-guestinfo" -- "$VMW024_PEER" get guestinfo.foo
+run deny-guestinfo "--deny-guestinfo" -- "$OVT_PEER" set guestinfo.foo baz
+run restrict-backdoor "--restrict-backdoor" -- "$VMW024_PEER" get guestinfo.foo
+run restrict-backdoor "--restrict-backdoor" -- "$VMW024_PEER" --access unpriv get guestinfo.foo
+run restrict-backdoor "--restrict-backdoor" -- "$OVT_PEER" get guestinfo.foo
+run not-vmware "--not-vmware" -- "$VMW024_PEER" probe
+run not-vmware "--not-vmware" -- "$OVT_PEER" get guestinfo.foo
+run iopl-enosys "--iopl enosys" -- "$VMW024_PEER" probe
 
 echo "===== backdoor calls per operation (N=$n)"
 for host in hb lb; do
