@@ -24,7 +24,7 @@
 //! At the end of each run: the host's retained data (guestinfo, log, TCLO answers) is within
 //! its documented budgets and the stats JSON agrees with the counters.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use vmw_backdoor::proto::{
     cmd, hi16, lo16, lo32, msg, pack, status, Regs, FLAG_COOKIE, HB_PORT, LB_PORT, MAGIC,
@@ -180,6 +180,9 @@ struct HostRun {
     /// Last request executed undisturbed per channel id, with the host's `rpcs` count right
     /// after it: its reply is checked only if no other request ran since.
     last_request: BTreeMap<u16, (Vec<u8>, u64)>,
+    /// Channel ids a fault fired on since their last undisturbed request: a hostile answer
+    /// may have changed the pending reply for good (e.g. stripped its prefix).
+    tainted: BTreeSet<u16>,
     /// What was checked so far.
     report: Report,
     /// EBX of the last successful RECVSIZE (the default RCX of an HB receive).
@@ -237,6 +240,7 @@ impl HostRun {
             last_announced: 0,
             preset_store,
             report: Report::default(),
+            tainted: BTreeSet::new(),
         }
     }
 
@@ -278,6 +282,9 @@ impl HostRun {
         assert!(c1.bytes_to_host - c0.bytes_to_host <= 4);
         assert!(c1.bytes_to_guest - c0.bytes_to_guest <= 4);
         let d = disturbance(&c0, &c1);
+        if d.faults != 0 {
+            self.tainted.insert(hi16(before.dx));
+        }
         if lo16(before.cx) == cmd::MESSAGE {
             self.check_message(&before, regs, &c0, &c1, d);
         } else {
@@ -309,6 +316,9 @@ impl HostRun {
             return Disturbance { faults: 0, cpts: 0 };
         }
         let d = disturbance(&c0, &c1);
+        if d.faults != 0 {
+            self.tainted.insert(hi16(before.dx));
+        }
         let ok = regs.bx == HB_OK;
         assert!(
             moved == 0 || (ok && moved == before.cx),
@@ -368,6 +378,9 @@ impl HostRun {
             assert!(bytes.is_empty(), "a failed HB in returned bytes");
         }
         let d = disturbance(&c0, &c1);
+        if d.faults != 0 {
+            self.tainted.insert(hi16(before.dx));
+        }
         if d.faults == 0 {
             assert_eq!(
                 lo16(regs.bx),
@@ -781,6 +794,7 @@ impl HostRun {
         let valid = known.is_some_and(|k| k.accepts(t));
         if undisturbed && valid && end.rpcs == start.rpcs + 1 {
             self.last_request.insert(t.id, (request.to_vec(), end.rpcs));
+            self.tainted.remove(&t.id);
         } else {
             self.last_request.remove(&t.id);
         }
@@ -837,7 +851,7 @@ impl HostRun {
         let end = self.host.counters().clone();
         let undisturbed = disturbance(&start, &end) == Disturbance { faults: 0, cpts: 0 };
         let valid = known.is_some_and(|k| k.accepts(t));
-        if !(complete && acked && undisturbed && valid) {
+        if !(complete && acked && undisturbed && valid) || self.tainted.contains(&t.id) {
             return;
         }
         let Some(k) = known else { return };

@@ -7,6 +7,7 @@ pub mod alloc_watch;
 pub mod bytes;
 pub mod host_run;
 pub mod scenario;
+pub mod seeds;
 
 #[global_allocator]
 static ALLOC: alloc_watch::Watch = alloc_watch::Watch;
