@@ -2,33 +2,43 @@
 //! bytes, so targets can assert "memory stays bounded" without a sanitizer (it works with
 //! `--sanitizer none` on stable, where libFuzzer's `-malloc_limit_mb` does nothing).
 //!
-//! Only Rust allocations are seen (libFuzzer's own C++ heap is not), and the fuzz targets
-//! are single-threaded, so relaxed atomics are enough.
+//! Only Rust allocations are seen (libFuzzer's own C++ heap is not). The statistics are per
+//! thread, so `cargo test` can replay inputs on parallel test threads without one test
+//! seeing another's allocations.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::cell::Cell;
 
 /// Forwards to [`System`] and keeps the statistics.
 #[derive(Debug)]
 pub struct Watch;
 
-static LARGEST: AtomicUsize = AtomicUsize::new(0);
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
+thread_local! {
+    // `const` initialisers without destructors: reading them never allocates, so the
+    // allocator may use them.
+    static LARGEST: Cell<usize> = const { Cell::new(0) };
+    static LIVE: Cell<usize> = const { Cell::new(0) };
+    static PEAK: Cell<usize> = const { Cell::new(0) };
+}
 
 fn note_alloc(size: usize) {
-    LARGEST.fetch_max(size, Relaxed);
-    let live = LIVE.fetch_add(size, Relaxed).saturating_add(size);
-    PEAK.fetch_max(live, Relaxed);
+    let _ = LARGEST.try_with(|l| l.set(l.get().max(size)));
+    let _ = LIVE.try_with(|live| {
+        let now = live.get().saturating_add(size);
+        live.set(now);
+        let _ = PEAK.try_with(|p| p.set(p.get().max(now)));
+    });
 }
 
 fn note_free(size: usize) {
-    LIVE.fetch_sub(size, Relaxed);
+    // Memory freed on another thread than it was allocated on can push one thread's count
+    // below zero: saturate rather than wrap.
+    let _ = LIVE.try_with(|live| live.set(live.get().saturating_sub(size)));
 }
 
 // SAFETY: every method forwards to `System` with the caller's arguments unchanged, so the
 // `GlobalAlloc` contract holds exactly as it does for `System`; the bookkeeping only touches
-// atomics and never allocates.
+// const-initialised thread-local cells and never allocates or unwinds.
 unsafe impl GlobalAlloc for Watch {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         note_alloc(layout.size());
@@ -59,25 +69,25 @@ unsafe impl GlobalAlloc for Watch {
 
 /// Starts a new measurement of the largest single allocation.
 pub fn reset_largest() {
-    LARGEST.store(0, Relaxed);
+    LARGEST.with(|l| l.set(0));
 }
 
 /// The largest single allocation (or reallocation target) since [`reset_largest`].
 pub fn largest() -> usize {
-    LARGEST.load(Relaxed)
+    LARGEST.with(Cell::get)
 }
 
 /// Starts a new measurement of peak live bytes, from the live bytes now.
 pub fn reset_peak() {
-    PEAK.store(LIVE.load(Relaxed), Relaxed);
+    PEAK.with(|p| p.set(LIVE.with(Cell::get)));
 }
 
 /// Live heap bytes now.
 pub fn live() -> usize {
-    LIVE.load(Relaxed)
+    LIVE.with(Cell::get)
 }
 
 /// The most live heap bytes since [`reset_peak`].
 pub fn peak() -> usize {
-    PEAK.load(Relaxed)
+    PEAK.with(Cell::get)
 }

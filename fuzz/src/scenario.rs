@@ -284,6 +284,28 @@ impl Scenario {
     /// Decodes any input.
     pub fn decode(data: &[u8]) -> Scenario {
         let mut r = Reader::new(data);
+        let config = ConfigSpec::decode(&mut r);
+        let mut ops = Vec::new();
+        while !r.is_empty() && ops.len() < MAX_OPS {
+            ops.push(read_op(&mut r));
+        }
+        Scenario { config, ops }
+    }
+
+    /// Encodes a scenario so that [`Scenario::decode`] gives it back (for the seed corpus).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        self.config.encode(&mut w);
+        for op in &self.ops {
+            write_op(&mut w, op);
+        }
+        w.out
+    }
+}
+
+impl ConfigSpec {
+    /// Reads a host configuration (the first bytes of every target's input).
+    pub fn decode(r: &mut Reader) -> ConfigSpec {
         let mut config = ConfigSpec {
             flags: r.u8(),
             channels: r.u8(),
@@ -295,7 +317,7 @@ impl Scenario {
             config.faults.push(FaultSpec {
                 step: r.u8(),
                 nth: r.u8(),
-                answer: read_answer(&mut r),
+                answer: read_answer(r),
             });
         }
         for _ in 0..(r.u8() % 4) {
@@ -312,25 +334,22 @@ impl Scenario {
         for _ in 0..(r.u8() % 4) {
             config.tclo.push(r.short_bytes());
         }
-        let mut ops = Vec::new();
-        while !r.is_empty() && ops.len() < MAX_OPS {
-            ops.push(read_op(&mut r));
-        }
-        Scenario { config, ops }
+        config
     }
 
-    /// Encodes a scenario so that [`Scenario::decode`] gives it back (for the seed corpus).
-    pub fn encode(&self) -> Vec<u8> {
-        let mut w = Writer::default();
-        let c = &self.config;
-        w.u8(c.flags).u8(c.channels).u8(c.cpt_every).u8(c.seed);
-        w.u8(c.faults.len() as u8);
-        for f in &c.faults {
+    /// Writes what [`ConfigSpec::decode`] reads.
+    pub fn encode(&self, w: &mut Writer) {
+        w.u8(self.flags)
+            .u8(self.channels)
+            .u8(self.cpt_every)
+            .u8(self.seed);
+        w.u8(self.faults.len() as u8);
+        for f in &self.faults {
             w.u8(f.step).u8(f.nth);
-            write_answer(&mut w, f.answer);
+            write_answer(w, f.answer);
         }
-        w.u8(c.guestinfo.len() as u8);
-        for (key, value) in &c.guestinfo {
+        w.u8(self.guestinfo.len() as u8);
+        for (key, value) in &self.guestinfo {
             w.short_bytes(key);
             match value {
                 ValueSpec::Bytes(b) => {
@@ -341,14 +360,10 @@ impl Scenario {
                 }
             }
         }
-        w.u8(c.tclo.len() as u8);
-        for t in &c.tclo {
+        w.u8(self.tclo.len() as u8);
+        for t in &self.tclo {
             w.short_bytes(t);
         }
-        for op in &self.ops {
-            write_op(&mut w, op);
-        }
-        w.out
     }
 }
 

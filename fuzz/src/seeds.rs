@@ -474,3 +474,342 @@ mod tests {
         }
     }
 }
+
+/// Seeds of the guest-library targets, written byte by byte in the formats
+/// `guest_run::run_reply` and `guest_run::run_request` read.
+#[cfg(feature = "guest")]
+pub mod guest {
+    use super::{fault, step};
+    use crate::bytes::Writer;
+    use crate::scenario::{AnswerSpec, ConfigSpec, ValueSpec};
+
+    /// A `reply_parser` operation.
+    enum R<'a> {
+        /// get of configured key `i` (with the prefix).
+        GetKnown(u8),
+        Get(&'a [u8]),
+        SetKnown(u8, &'a [u8]),
+        Rpc(&'a [u8]),
+        Log(&'a [u8]),
+        Close,
+        Open,
+    }
+
+    fn reply(config: ConfigSpec, cap_kib: u8, ops: &[R]) -> Vec<u8> {
+        let mut w = Writer::default();
+        config.encode(&mut w);
+        w.u8(cap_kib);
+        for op in ops {
+            match op {
+                R::GetKnown(i) => w.u8(0).u8(0x80 | i),
+                R::Get(k) => w.u8(0).u8(0).short_bytes(k),
+                R::SetKnown(i, v) => w.u8(1).u8(0x80 | i).short_bytes(v),
+                R::Rpc(q) => w.u8(2).short_bytes(q),
+                R::Log(t) => w.u8(3).short_bytes(t),
+                R::Close => w.u8(4),
+                R::Open => w.u8(5),
+            };
+        }
+        w.out
+    }
+
+    fn preset(values: &[(&[u8], ValueSpec)]) -> Vec<(Vec<u8>, ValueSpec)> {
+        values
+            .iter()
+            .map(|(k, v)| (k.to_vec(), v.clone()))
+            .collect()
+    }
+
+    /// `reply_parser` seeds by file name.
+    pub fn reply_parser() -> Vec<(&'static str, Vec<u8>)> {
+        use R::*;
+        let kv = preset(&[
+            (b"k", ValueSpec::Bytes(b"value-7".to_vec())),
+            (b"guestinfo.empty", ValueSpec::Bytes(Vec::new())),
+        ]);
+        vec![
+            (
+                "well_behaved",
+                reply(
+                    ConfigSpec {
+                        channels: 128,
+                        guestinfo: kv.clone(),
+                        ..ConfigSpec::default()
+                    },
+                    64,
+                    &[
+                        GetKnown(0),
+                        GetKnown(1),
+                        Get(b"absent"),
+                        SetKnown(0, b"new value"),
+                        GetKnown(0),
+                        Rpc(b"machine.id.get"),
+                        Rpc(b"no.such.command"),
+                        Log(b"hello"),
+                        Close,
+                        GetKnown(0),
+                    ],
+                ),
+            ),
+            (
+                "lb_checkpoints",
+                reply(
+                    ConfigSpec {
+                        flags: 0x01,
+                        channels: 8,
+                        cpt_every: 3,
+                        faults: vec![
+                            fault(step::RECVPAYLOAD, 2, AnswerSpec::Cpt),
+                            fault(step::RECVSTATUS, 1, AnswerSpec::Cpt),
+                            fault(step::SENDPAYLOAD, 1, AnswerSpec::Cpt),
+                            fault(step::OPEN, 1, AnswerSpec::Cpt),
+                        ],
+                        guestinfo: kv.clone(),
+                        ..ConfigSpec::default()
+                    },
+                    64,
+                    &[GetKnown(0), SetKnown(0, b"abc"), GetKnown(0), GetKnown(1)],
+                ),
+            ),
+            (
+                "hostile",
+                reply(
+                    ConfigSpec {
+                        flags: 0x08,
+                        channels: 128,
+                        faults: vec![
+                            fault(step::RECVSIZE, 1, AnswerSpec::ClaimLength(u32::MAX)),
+                            fault(step::RECVSIZE, 2, AnswerSpec::NoPrefix),
+                            fault(step::RECVSIZE, 3, AnswerSpec::WrongMessageType(9)),
+                            fault(step::RECVSIZE, 4, AnswerSpec::Phantom(100)),
+                            fault(step::SENDSIZE, 5, AnswerSpec::CloseChannel),
+                            fault(step::HBIN, 5, AnswerSpec::Raw(0xFFFF_FFFF)),
+                            fault(step::RECVSIZE, 7, AnswerSpec::ClaimLength(60_000)),
+                        ],
+                        guestinfo: kv.clone(),
+                        ..ConfigSpec::default()
+                    },
+                    255,
+                    &[
+                        GetKnown(0),
+                        GetKnown(0),
+                        GetKnown(0),
+                        GetKnown(0),
+                        GetKnown(0),
+                        GetKnown(0),
+                        GetKnown(0),
+                        GetKnown(0),
+                    ],
+                ),
+            ),
+            (
+                "big_and_capped",
+                reply(
+                    ConfigSpec {
+                        flags: 0x01,
+                        channels: 128,
+                        guestinfo: preset(&[
+                            (
+                                b"big",
+                                ValueSpec::Fill {
+                                    byte: b'x',
+                                    len16: 0xFFFF,
+                                },
+                            ),
+                            (
+                                b"mid",
+                                ValueSpec::Fill {
+                                    byte: b'y',
+                                    len16: 4000,
+                                },
+                            ),
+                        ]),
+                        ..ConfigSpec::default()
+                    },
+                    63,
+                    &[GetKnown(0), GetKnown(1), GetKnown(0)],
+                ),
+            ),
+            (
+                "no_channel",
+                reply(
+                    ConfigSpec {
+                        channels: 0,
+                        flags: 0x04,
+                        ..ConfigSpec::default()
+                    },
+                    1,
+                    &[Open, Get(b"k"), Log(b"x"), Close],
+                ),
+            ),
+        ]
+    }
+
+    /// A `request_builder` operation.
+    enum Q<'a> {
+        /// set (prefix choice, key, value, extra copies of a byte)
+        Set(u8, &'a [u8], &'a [u8], u16, u8),
+        Get(u8, &'a [u8]),
+        Log(&'a [u8], u16),
+        Rpc(&'a [u8], u16),
+        Close,
+    }
+
+    fn padded(w: &mut Writer, v: &[u8], pad: u16, fill: u8) {
+        w.short_bytes(v);
+        if pad == 0 {
+            w.u8(0);
+        } else {
+            w.u8(1).u16(pad).u8(fill);
+        }
+    }
+
+    fn request(flags: u8, ops: &[Q]) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.u8(flags);
+        for op in ops {
+            match op {
+                Q::Set(p, k, v, pad, fill) => {
+                    w.u8(0).u8(*p).short_bytes(k);
+                    padded(&mut w, v, *pad, *fill);
+                }
+                Q::Get(p, k) => {
+                    w.u8(1).u8(*p).short_bytes(k);
+                }
+                Q::Log(t, pad) => {
+                    w.u8(2);
+                    padded(&mut w, t, *pad, b'.');
+                }
+                Q::Rpc(q, pad) => {
+                    w.u8(3);
+                    padded(&mut w, q, *pad, b' ');
+                }
+                Q::Close => {
+                    w.u8(4);
+                }
+            }
+        }
+        w.out
+    }
+
+    /// `request_builder` seeds by file name.
+    pub fn request_builder() -> Vec<(&'static str, Vec<u8>)> {
+        use Q::*;
+        vec![
+            (
+                "round_trips",
+                request(
+                    0,
+                    &[
+                        Set(2, b"key", b"  spaced value \xff\x01 ", 0, 0),
+                        Get(0, b"key"),
+                        Set(1, b"empty", b"", 0, 0),
+                        Get(3, b"empty"),
+                        Set(0, b"guestinfo.twice", b"x", 0, 0),
+                        Get(0, b"absent"),
+                        Log(b"hello from the guest", 0),
+                        Rpc(b"machine.id.get", 0),
+                        Rpc(b"", 0),
+                        Close,
+                        Get(1, b"key"),
+                    ],
+                ),
+            ),
+            (
+                "bad_keys",
+                request(
+                    0x01,
+                    &[
+                        Set(0, b"", b"v", 0, 0),
+                        Set(1, b"", b"v", 0, 0),
+                        Set(0, b"a b", b"v", 0, 0),
+                        Set(0, b"a\0b", b"v", 0, 0),
+                        Set(0, b"a\nb", b"v", 0, 0),
+                        Set(0, b"a\tb", b"v", 0, 0),
+                        Set(0, b"ok", b"nul\0inside", 0, 0),
+                        Get(2, b""),
+                        Get(0, b"x y"),
+                        Set(0, b"a\x0bb", b"vertical tab", 0, 0),
+                        Get(0, b"a\x0bb"),
+                    ],
+                ),
+            ),
+            (
+                "at_the_cap",
+                request(
+                    0x04,
+                    &[
+                        // 9 + 10 + 3 + 1 + 10 + 65,503 = 65,536 bytes: just fits.
+                        Set(1, b"cap", b"0123456789", 65_503, b'v'),
+                        Get(1, b"cap"),
+                        Set(1, b"cap", b"0123456789", 65_504, b'v'),
+                        Log(b"", 65_532),
+                        Log(b"", 65_533),
+                        Rpc(b"", 65_535),
+                        Rpc(b"xy", 65_535),
+                    ],
+                ),
+            ),
+        ]
+    }
+}
+
+#[cfg(all(test, feature = "guest"))]
+mod guest_tests {
+    use std::path::Path;
+
+    use crate::guest_run;
+
+    fn check(target: &str, seeds: Vec<(&'static str, Vec<u8>)>, run: fn(&[u8])) {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("corpus")
+            .join(target);
+        let write = std::env::var_os("VMW_FUZZ_WRITE_SEEDS").is_some();
+        for (name, bytes) in seeds {
+            let path = dir.join(name);
+            if write {
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::write(&path, &bytes).unwrap();
+            }
+            let on_disk = std::fs::read(&path).unwrap_or_default();
+            assert!(
+                on_disk == bytes,
+                "{} is stale: VMW_FUZZ_WRITE_SEEDS=1 cargo test --features guest",
+                path.display()
+            );
+            run(&bytes);
+        }
+        let regressions = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("regressions")
+            .join(target);
+        for d in [dir, regressions] {
+            let Ok(entries) = std::fs::read_dir(&d) else {
+                continue;
+            };
+            for entry in entries {
+                let path = entry.unwrap().path();
+                if path.extension().is_none() {
+                    run(&std::fs::read(&path).unwrap());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn reply_parser_seeds_and_regressions_replay() {
+        check(
+            "reply_parser",
+            super::guest::reply_parser(),
+            guest_run::run_reply,
+        );
+    }
+
+    #[test]
+    fn request_builder_seeds_and_regressions_replay() {
+        check(
+            "request_builder",
+            super::guest::request_builder(),
+            guest_run::run_request,
+        );
+    }
+}
