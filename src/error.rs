@@ -31,6 +31,9 @@ pub enum ErrorKind {
     TooLarge,
     /// This platform has no VMware backdoor (not x86, or no port I/O from user space).
     Unsupported,
+    /// A system call the library relies on failed (creating the probe's child process, or
+    /// allocating a reply buffer); [`VmwError::raw_os_error`] has the errno when there is one.
+    System,
 }
 
 /// VMware backdoor errors.
@@ -59,6 +62,10 @@ impl VmwError {
     }
 
     /// An error caused by a failed system call; `errno` becomes the source.
+    #[cfg_attr(
+        not(all(unix, any(target_arch = "x86", target_arch = "x86_64"))),
+        allow(dead_code)
+    )]
     pub(crate) fn os(kind: ErrorKind, message: impl fmt::Display, errno: i32) -> Self {
         VmwError {
             os: Some(io::Error::from_raw_os_error(errno)),
@@ -66,7 +73,10 @@ impl VmwError {
         }
     }
 
-    /// The host answered `0 TEXT`: keep TEXT.
+    /// The host answered `0 TEXT` to `command`: keep TEXT.
+    ///
+    /// `command` names the request in the message (the RPCI command and key, never a value,
+    /// which may be secret).
     pub(crate) fn host_refused(command: &[u8], text: &[u8]) -> Self {
         VmwError {
             host_reply: Some(text.to_vec()),

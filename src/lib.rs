@@ -1,4 +1,135 @@
-//! VMware guest-host "backdoor" (crate docs to be written with the library; see README.md).
+//! Talk to the VMware hypervisor from inside a guest: detect VMware, read and write
+//! guestinfo, log to the VM's log, send any RPCI command.
+//!
+//! Boot agents read their configuration from guestinfo this way (afterburn-, Bottlerocket-
+//! and Ignition-style tools); guest agents log and report themselves this way; and anything
+//! that shells out to `vmware-rpctool` can call [`EnhancedChan::rpc`] instead. No build script
+//! and no C: the few instructions involved are inline assembly.
+//!
+//! # The protocol in brief
+//!
+//! ## The backdoor: two I/O ports
+//!
+//! A VMware guest reaches the hypervisor through I/O ports that no real device uses. An
+//! access to them traps into the hypervisor, which reads the general-purpose registers as
+//! arguments and writes its answer back into them before the guest resumes:
+//!
+//! - **Low bandwidth (LB)**: one 32-bit `in eax, dx` on port **0x5658**, with the magic
+//!   **0x564D5868** (`"VMXh"`) in EAX and a *command* number in the low half of ECX. A handful
+//!   of registers travel each way. Command 10, GETVERSION, is the detection knock: VMware
+//!   answers version 6 in EAX and echoes the magic into EBX.
+//! - **High bandwidth (HB)**: `rep outsb` / `rep insb` on port **0x5659** moves a whole
+//!   buffer (ESI or EDI points at it, ECX counts it) in one trap.
+//!
+//! The numbers and the register layout are in [`proto`]; the typed LB commands (version,
+//! hardware version, MHz, BIOS UUID, host time, frequencies, vCPU info) are methods of
+//! [`BackdoorGuard`].
+//!
+//! ## The message channel
+//!
+//! Command 30 (MESSAGE) multiplexes *channels* over the LB port; its sub-command sits in the
+//! high half of ECX and the channel id in the high half of EDX. A guest OPENs a channel for a
+//! protocol, then for each message: SENDSIZE announces the length, the bytes follow — by one
+//! HB `rep outsb` if the host set the HB bit in its SENDSIZE answer, otherwise four at a time
+//! with SENDPAYLOAD — then RECVSIZE asks for the reply's length (DORECV set means there is
+//! one), the reply arrives by `rep insb` or RECVPAYLOAD, and RECVSTATUS acknowledges it. Every
+//! step answers a status word (SUCCESS, DORECV, CPT, HB, ...). CLOSE releases the channel; a
+//! host serves 128 at a time (8 before 2022), for all processes of the VM together.
+//!
+//! **Cookies.** An OPEN with flag 0x80000000 gets two random 32-bit cookies back, which every
+//! later call on the channel must present, so another process cannot inject into or read
+//! from it ("enhanced RPC"). Hosts from before cookies refuse the flag; this crate then opens
+//! without. Cookies are never printed by any `Debug` implementation here.
+//!
+//! **Checkpoints.** A snapshot, suspend or migration in the middle of a message cancels it:
+//! the step answers CPT, and the guest must restart the send from SENDSIZE or the receive from
+//! RECVSIZE. This crate does so, a bounded number of times, then reports
+//! [`ErrorKind::Checkpoint`].
+//!
+//! ## RPCI: guest-to-host commands
+//!
+//! On a channel with protocol RPCI (`0x49435052`) each message is a text command and each
+//! reply starts with `1 ` (success, then the payload) or `0 ` (failure, then the host's
+//! reason). The commands this crate wraps:
+//!
+//! | command | method |
+//! |---|---|
+//! | `info-get guestinfo.KEY` | [`EnhancedChan::get_guestinfo`] (`0 No value found` is `Ok(None)`) |
+//! | `info-set guestinfo.KEY VALUE` | [`EnhancedChan::set_guestinfo`] |
+//! | `log TEXT` | [`EnhancedChan::log`] |
+//! | `tools.set.version 2147483647` | [`EnhancedChan::report_agent`] ("unmanaged tools") |
+//! | anything else | [`EnhancedChan::rpc`] |
+//!
+//! A request may be at most 65,536 bytes (the host's limit); replies are capped at
+//! [`erpc::DEFAULT_MAX_REPLY_LEN`] (4 MiB) unless you set another cap.
+//!
+//! ## Privilege, and what happens outside VMware
+//!
+//! VMware lets ring-3 code use the backdoor ports although the I/O permission bitmap denies
+//! them, so no privilege is needed: [`probe_backdoor`]. A VM may restrict that; then (and on
+//! machines that are not VMware) the ring-3 `in` raises a general-protection fault, which
+//! Linux delivers as SIGSEGV. [`probe_backdoor_privileged`] first takes I/O permission for the
+//! thread — `ioperm` on ports 0x5658..=0x565B, else `iopl(3)`, both needing `CAP_SYS_RAWIO`
+//! and a kernel with `CONFIG_X86_IOPL_IOPERM` and without lockdown — and gives it back when
+//! the guard drops. I/O permission belongs to a thread, so guards are not `Send`.
+//!
+//! Either way the detection knock runs in a short-lived child process: when it faults, the
+//! child dies instead of your program, and you get [`ErrorKind::NotVmware`].
+//!
+//! | platform | unprivileged access | privileged access | outside VMware |
+//! |---|---|---|---|
+//! | Linux x86_64, i686 | yes | `ioperm`, else `iopl(3)` | `NotVmware` error, knock contained in a `clone` child |
+//! | other Unix on x86 | yes | `Unsupported` error | `NotVmware` error, knock contained in a `fork` child |
+//! | other x86 OSes | yes, if CPUID names VMware | `Unsupported` error | `NotVmware` error, no knock |
+//! | not x86 (aarch64, ...) | `Unsupported` error | `Unsupported` error | `Unsupported` error |
+//!
+//! # Usage
+//!
+//! ```no_run
+//! # fn main() -> Result<(), vmw_backdoor::VmwError> {
+//! // Privileged access where the kernel allows it, else ring 3 (which VMware allows).
+//! let mut guard = vmw_backdoor::probe_backdoor_privileged()
+//!     .or_else(|_| vmw_backdoor::probe_backdoor())?;
+//! println!("host: {}", guard.get_version()?.product);
+//!
+//! let mut chan = vmw_backdoor::EnhancedChan::open(&mut guard)?;
+//! match chan.get_guestinfo(b"guestinfo.metadata")? {
+//!     Some(value) => println!("{} bytes of metadata", value.len()),
+//!     None => println!("no metadata"),
+//! }
+//! chan.set_guestinfo(b"agent.state", b"configured")?;
+//! chan.log("agent: configuration applied")?;
+//! # Ok(()) }
+//! ```
+//!
+//! Errors carry a kind to branch on; outside VMware, for instance:
+//!
+//! ```
+//! use vmw_backdoor::ErrorKind;
+//!
+//! match vmw_backdoor::probe_backdoor() {
+//!     Ok(mut guard) => println!("VMware {:?}", guard.get_version()),
+//!     Err(e) if e.kind() == ErrorKind::NotVmware => println!("not VMware: {e}"),
+//!     Err(e) if e.kind() == ErrorKind::Unsupported => println!("no backdoor here: {e}"),
+//!     Err(e) => println!("backdoor error: {e}"),
+//! }
+//! // Still running: the probe never kills its caller.
+//! ```
+//!
+//! # Migrating from 0.2
+//!
+//! Every public name of 0.2.4 keeps its signature, so existing code compiles unchanged. What
+//! changes: probing outside VMware returns an error instead of killing the process;
+//! [`BackdoorGuard`] and [`EnhancedChan`] are no longer `Send`/`Sync` (they never could be used
+//! safely from another thread); [`VmwError`] has a [`kind`](VmwError::kind) and keeps the
+//! host's text; and the functions exist on every target, returning
+//! [`ErrorKind::Unsupported`] where there is no backdoor.
+//!
+//! # Testing without VMware
+//!
+//! With the `sim` feature (Linux x86_64), `vmw_backdoor::sim` provides a model of the VMware
+//! host and a runner that executes a guest program under `ptrace`, answering its backdoor
+//! instructions from the model, so all of the above runs on any Linux machine.
 
 #![deny(missing_docs)]
 #![deny(missing_debug_implementations)]
@@ -11,4 +142,15 @@ pub mod proto;
 #[cfg(all(feature = "sim", target_os = "linux", target_arch = "x86_64"))]
 pub mod sim;
 
+pub use backdoor::{
+    access_backdoor, access_backdoor_privileged, is_vmware_cpu, probe_backdoor,
+    probe_backdoor_privileged, BackdoorGuard, BiosUuid, Frequencies, HostTime, Product, VcpuInfo,
+    Version,
+};
+pub use erpc::EnhancedChan;
 pub use error::{ErrorKind, VmwError};
+
+// The README's examples are compiled (and the runnable ones run) as doc-tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

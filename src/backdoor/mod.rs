@@ -1,1 +1,324 @@
-//! Backdoor access (to be written).
+//! Backdoor access: I/O privilege, the detection knock, and the low-bandwidth commands.
+//!
+//! Everything starts with a [`BackdoorGuard`], obtained from one of four functions:
+//!
+//! | function | I/O privilege | knocks now |
+//! |---|---|---|
+//! | [`probe_backdoor`] | none (ring 3, which VMware allows by default) | yes |
+//! | [`probe_backdoor_privileged`] | `ioperm` on 0x5658..=0x565B, else `iopl(3)` | yes |
+//! | [`access_backdoor`] | none | on first use |
+//! | [`access_backdoor_privileged`] | `ioperm`, else `iopl(3)` | on first use |
+//!
+//! The knock (GETVERSION) runs in a short-lived child process, so a machine that is not
+//! VMware, or a VMware host that restricts ring-3 access, gives an
+//! [`ErrorKind::NotVmware`] error instead of killing the caller
+//! with SIGSEGV. Once the backdoor has answered, calls go straight to the port.
+
+mod asm;
+mod cmd;
+mod detect;
+#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+mod knock;
+mod privilege;
+
+use core::marker::PhantomData;
+
+pub(crate) use asm::Asm;
+pub use cmd::{BiosUuid, Frequencies, HostTime, Product, VcpuInfo, Version};
+pub use detect::is_vmware_cpu;
+use privilege::Privilege;
+
+use crate::{EnhancedChan, ErrorKind, VmwError};
+
+/// Takes I/O privilege for the calling thread, without knocking.
+///
+/// Tries `ioperm(0x5658, 4, 1)` (a 32-bit `in` on 0x5658 touches four ports; the range also
+/// covers the high-bandwidth port 0x5659), then `iopl(3)`. The backdoor is knocked on, in a
+/// contained child process, the first time the guard is used. Linux x86 only; needs
+/// `CAP_SYS_RAWIO` and a kernel with `CONFIG_X86_IOPL_IOPERM` and without lockdown.
+///
+/// # Errors
+///
+/// [`ErrorKind::Privilege`] when the kernel refuses both calls (the errno is the source:
+/// `EPERM` for missing capability or lockdown, `ENOSYS` for a kernel without the feature);
+/// [`ErrorKind::Unsupported`] on other platforms. The unprivileged [`access_backdoor`] works
+/// on VMware in either case.
+pub fn access_backdoor_privileged() -> Result<BackdoorGuard, VmwError> {
+    supported()?;
+    Ok(BackdoorGuard::new(privilege::raise()?))
+}
+
+/// Gets a guard for unprivileged (ring-3) backdoor access, without knocking.
+///
+/// VMware answers ring-3 backdoor calls unless the VM is configured to restrict them. The
+/// first use of the guard knocks, contained, so no call on it can die of a signal.
+///
+/// # Errors
+///
+/// [`ErrorKind::Unsupported`] on targets without x86 port I/O.
+pub fn access_backdoor() -> Result<BackdoorGuard, VmwError> {
+    supported()?;
+    Ok(BackdoorGuard::new(Privilege::None))
+}
+
+/// Takes I/O privilege (as [`access_backdoor_privileged`]) and checks that the VMware
+/// backdoor answers.
+///
+/// # Errors
+///
+/// Those of [`access_backdoor_privileged`], and [`ErrorKind::NotVmware`] when nothing
+/// answers on the port. The privilege is given back before returning an error.
+pub fn probe_backdoor_privileged() -> Result<BackdoorGuard, VmwError> {
+    let mut guard = access_backdoor_privileged()?;
+    guard.probe_vmware_backdoor()?;
+    Ok(guard)
+}
+
+/// Checks, without privilege, that the VMware backdoor answers, and returns a guard for it.
+///
+/// # Errors
+///
+/// [`ErrorKind::NotVmware`] when this is not a VMware guest, or ring-3 backdoor access is
+/// restricted (then try [`probe_backdoor_privileged`]); [`ErrorKind::Unsupported`] on targets
+/// without x86 port I/O.
+pub fn probe_backdoor() -> Result<BackdoorGuard, VmwError> {
+    let mut guard = access_backdoor()?;
+    guard.probe_vmware_backdoor()?;
+    Ok(guard)
+}
+
+fn supported() -> Result<(), VmwError> {
+    if cfg!(any(target_arch = "x86", target_arch = "x86_64")) {
+        Ok(())
+    } else {
+        Err(unsupported())
+    }
+}
+
+fn unsupported() -> VmwError {
+    VmwError::new(
+        ErrorKind::Unsupported,
+        format_args!(
+            "the VMware backdoor is reached through x86 port I/O, which this target ({}) does \
+             not have",
+            std::env::consts::ARCH
+        ),
+    )
+}
+
+/// Access to the VMware backdoor from the current thread.
+///
+/// Every backdoor operation goes through a guard: the low-bandwidth commands are methods
+/// here, and [`EnhancedChan`] borrows the guard mutably for its lifetime. A privileged guard
+/// gives its I/O privilege back when dropped (or by [`release_access`](Self::release_access)).
+///
+/// # Threads
+///
+/// A guard is neither `Send` nor `Sync`. Linux grants I/O privilege (`ioperm`, `iopl`) to
+/// one thread (and to threads and processes it creates while holding it), so a privileged
+/// guard moved to another thread would issue port I/O the new thread may not do, and would
+/// give back privilege on a thread that never had it. Create one guard per thread that needs
+/// the backdoor; guards of one thread share its privilege, and the last one dropped gives it
+/// back:
+///
+/// ```compile_fail
+/// let guard = vmw_backdoor::access_backdoor().unwrap();
+/// std::thread::spawn(move || drop(guard)); // error: `*mut ()` cannot be sent between threads
+/// ```
+#[derive(Debug)]
+pub struct BackdoorGuard {
+    privilege: Privilege,
+    /// Set once a knock was answered with this guard's access.
+    probed: bool,
+    /// I/O privilege belongs to the thread that took it: neither `Send` nor `Sync`.
+    _this_thread_only: PhantomData<*mut ()>,
+}
+
+impl BackdoorGuard {
+    fn new(privilege: Privilege) -> BackdoorGuard {
+        BackdoorGuard {
+            privilege,
+            probed: false,
+            _this_thread_only: PhantomData,
+        }
+    }
+
+    /// Checks that the VMware backdoor answers (the GETVERSION knock, run in a contained
+    /// child process).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::NotVmware`] when nothing answered or the access faulted.
+    pub fn probe_vmware_backdoor(&mut self) -> Result<(), VmwError> {
+        self.knock().map(drop)
+    }
+
+    /// Whether this guard holds I/O privilege (`ioperm` or `iopl`).
+    pub fn is_privileged(&self) -> bool {
+        self.privilege != Privilege::None
+    }
+
+    /// Gives back the I/O privilege this guard took, if any, and consumes it.
+    ///
+    /// On failure the guard comes back unchanged, still privileged; dropping it tries once
+    /// more.
+    pub fn release_access(mut self) -> Result<(), Self> {
+        match privilege::release(self.privilege) {
+            Ok(()) => {
+                self.privilege = Privilege::None;
+                Ok(())
+            }
+            Err(e) => {
+                log::warn!("{e}");
+                Err(self)
+            }
+        }
+    }
+
+    /// Opens an enhanced-RPC channel on this guard; see [`EnhancedChan::open`].
+    ///
+    /// # Errors
+    ///
+    /// As [`EnhancedChan::open`].
+    pub fn open_enhanced_chan(&mut self) -> Result<EnhancedChan<'_>, VmwError> {
+        EnhancedChan::open(self)
+    }
+
+    /// The backdoor version and the host's product family (GETVERSION).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::NotVmware`] when the backdoor does not answer.
+    pub fn get_version(&mut self) -> Result<Version, VmwError> {
+        if !self.probed {
+            return self.knock();
+        }
+        cmd::get_version(&mut self.transport()?)
+    }
+
+    /// The virtual hardware version of the VM (GETHWVERSION), or `None` if the host does
+    /// not report it.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::NotVmware`] when the backdoor does not answer.
+    pub fn hardware_version(&mut self) -> Result<Option<u32>, VmwError> {
+        Ok(cmd::hardware_version(&mut self.transport()?))
+    }
+
+    /// The processor speed in MHz (GETMHZ), or `None` if the host does not report it.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::NotVmware`] when the backdoor does not answer.
+    pub fn cpu_mhz(&mut self) -> Result<Option<u32>, VmwError> {
+        Ok(cmd::cpu_mhz(&mut self.transport()?))
+    }
+
+    /// The VM's BIOS UUID (GETBIOSUUID), or `None` if the host does not implement it.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::NotVmware`] when the backdoor does not answer.
+    pub fn bios_uuid(&mut self) -> Result<Option<BiosUuid>, VmwError> {
+        Ok(cmd::bios_uuid(&mut self.transport()?))
+    }
+
+    /// The host's clock (GETTIMEFULL), or `None` if the host does not implement it.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::NotVmware`] when the backdoor does not answer;
+    /// [`ErrorKind::Protocol`] when the answer is malformed.
+    pub fn host_time(&mut self) -> Result<Option<HostTime>, VmwError> {
+        cmd::host_time(&mut self.transport()?)
+    }
+
+    /// The TSC and APIC bus frequencies (GETHZ), or `None` if the host does not report them.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::NotVmware`] when the backdoor does not answer.
+    pub fn frequencies(&mut self) -> Result<Option<Frequencies>, VmwError> {
+        Ok(cmd::frequencies(&mut self.transport()?))
+    }
+
+    /// vCPU feature bits (GET_VCPU_INFO), or `None` if the host does not implement it.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::NotVmware`] when the backdoor does not answer.
+    pub fn vcpu_info(&mut self) -> Result<Option<VcpuInfo>, VmwError> {
+        Ok(cmd::vcpu_info(&mut self.transport()?))
+    }
+
+    /// The instructions, once the backdoor is known to answer this guard (knocking first if
+    /// it has not yet).
+    pub(crate) fn transport(&mut self) -> Result<Asm, VmwError> {
+        if !self.probed {
+            self.knock()?;
+        }
+        #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+        {
+            // SAFETY: `probed` is set only after a knock with this guard's access was
+            // answered, and the guard, which still holds that access, is borrowed for as long
+            // as the caller uses the value.
+            Ok(unsafe { Asm::new() })
+        }
+        #[cfg(not(any(target_arch = "x86", target_arch = "x86_64")))]
+        {
+            Err(unsupported())
+        }
+    }
+
+    /// The GETVERSION knock, contained; marks the guard probed when answered.
+    fn knock(&mut self) -> Result<Version, VmwError> {
+        #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+        {
+            let version = match knock::knock(cmd::knock_regs())? {
+                knock::Knock::Completed(r) => cmd::knock_answer(&r).ok_or_else(|| {
+                    VmwError::new(
+                        ErrorKind::NotVmware,
+                        "no VMware backdoor answered on port 0x5658: not a VMware guest",
+                    )
+                })?,
+                knock::Knock::Faulted(signal) => return Err(self.faulted(signal)),
+                knock::Knock::Skipped => {
+                    return Err(VmwError::new(
+                        ErrorKind::NotVmware,
+                        "CPUID does not name VMware, and on this OS a faulting backdoor knock \
+                         cannot be contained, so none was tried: not a VMware guest",
+                    ))
+                }
+            };
+            self.probed = true;
+            Ok(version)
+        }
+        #[cfg(not(any(target_arch = "x86", target_arch = "x86_64")))]
+        {
+            Err(unsupported())
+        }
+    }
+
+    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+    fn faulted(&self, signal: Option<i32>) -> VmwError {
+        let signal = signal.map_or(String::new(), |s| format!(" (signal {s})"));
+        let message = if self.is_privileged() {
+            format!("backdoor access faulted{signal} despite I/O privilege: not a VMware guest")
+        } else {
+            format!(
+                "backdoor access faulted{signal}: not VMware, or ring-3 backdoor access \
+                 restricted; try probe_backdoor_privileged"
+            )
+        };
+        VmwError::new(ErrorKind::NotVmware, message)
+    }
+}
+
+impl Drop for BackdoorGuard {
+    fn drop(&mut self) {
+        if let Err(e) = privilege::release(self.privilege) {
+            log::warn!("dropping the backdoor guard: {e}");
+        }
+    }
+}

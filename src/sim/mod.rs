@@ -1,7 +1,272 @@
-//! VMware host simulator (feature `sim`, Linux x86_64): to be written.
+//! A VMware host you can run anywhere (feature `sim`, Linux x86_64).
 //!
-//! `host` is the pure host model (owned by the host-model work); `runner` is the ptrace
-//! trap-and-emulate runner and the test API (owned by the runner work).
+//! Two pieces:
+//!
+//! - [`host`]: a model of the VMware host side of the backdoor (low-level commands, the
+//!   message channel, RPCI, TCLO), pure Rust, usable in memory through
+//!   [`Transport`](crate::proto::Transport).
+//! - the trap-and-emulate runner: the guest runs as an ordinary traced process; its
+//!   backdoor instructions (`in`/`out` on port 0x5658, `rep outsb`/`rep insb` on 0x5659)
+//!   fault because it has no I/O privilege, and the runner answers them from the host
+//!   model, so unmodified guest code runs as it would inside a VMware VM. `iopl` and
+//!   `ioperm` are answered virtually ([`IoplPolicy`]); every other signal reaches the guest
+//!   unchanged; threads, `fork` and `exec` are followed.
+//!
+//! # Running guest code in tests
+//!
+//! [`HostConfig::run`] forks, runs a closure as the guest in the traced child, and returns
+//! how it ended together with the host's final state:
+//!
+//! ```
+//! use vmw_backdoor::sim::{GuestExit, HostConfig};
+//!
+//! let run = HostConfig::default()
+//!     .run(|| {
+//!         // GETVERSION, by hand: what any backdoor client does first.
+//!         let (mut eax, mut ecx) = (0x564D_5868u32, 10u32);
+//!         let ebx: u32;
+//!         // SAFETY: the instruction only touches the named registers; under the
+//!         // simulator it is answered by the host model.
+//!         unsafe {
+//!             std::arch::asm!(
+//!                 "xchg {b:r}, rbx", "in eax, dx", "xchg {b:r}, rbx",
+//!                 b = inout(reg) 0u64 => _,
+//!                 inout("eax") eax, inout("ecx") ecx, in("edx") 0x5658u32,
+//!                 lateout("esi") _, lateout("edi") _,
+//!             );
+//!         }
+//!         assert_eq!(eax, 6, "VMware backdoor version");
+//!     })
+//!     .expect("start the guest");
+//! assert_eq!(run.exit, GuestExit::Exited(0));
+//! assert_eq!(run.host.counters().lb_calls, 1);
+//! ```
+//!
+//! A panic in the guest comes back as [`GuestExit::Panicked`] with its message;
+//! [`SimRun::expect_success`] turns anything but a clean exit into a test failure. To run
+//! another program instead of a closure, use [`HostConfig::run_command`]; for the
+//! `iopl`/`ioperm` knob, [`HostConfig::sim`] and [`Sim::iopl`]. From a shell, the `vmw-sim`
+//! binary does the same for any command.
+//!
+//! # Limits
+//!
+//! - The guest closure runs in a `fork` of the calling process. If the caller has other
+//!   threads (the test harness does), keep the closure to what is safe after `fork`: it
+//!   should not wait on locks another thread might have held at that moment (stdout's, the
+//!   environment's). Output printed without a trailing newline may be lost (the child exits
+//!   with `_exit`).
+//! - Only the calling thread may run the tracer; one run per thread at a time, any number of
+//!   threads in parallel.
+//! - CPUID is the real CPU's unless [`Sim::vmware_cpuid`] asks for a VMware one (which
+//!   needs CPUID faulting and slows every trap down): by default `is_vmware_cpu()`-style
+//!   checks see the real CPU.
+//! - VMCALL is only emulated where the CPU delivers it to the guest as a signal (not inside
+//!   a KVM guest, where the outer hypervisor answers it); VMMCALL likewise.
 
 pub mod host;
-pub mod runner;
+pub(crate) mod runner;
+
+use std::fmt;
+use std::io;
+use std::process::Command;
+
+pub use host::{Answer, Counters, Host, HostConfig, Mode, Step};
+
+/// How the guest (the root process of the run) ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GuestExit {
+    /// It exited with this status.
+    Exited(i32),
+    /// This signal killed it (11 for SIGSEGV: a fault the simulated machine did not absorb).
+    Signaled(i32),
+    /// The guest closure panicked with this message (it then exited with status 101).
+    Panicked(String),
+}
+
+impl GuestExit {
+    /// The status a shell would report: the exit status, `128 + N` for signal N, 101 for a
+    /// panic (what a Rust program that panics in `main` exits with).
+    pub fn code(&self) -> i32 {
+        match self {
+            GuestExit::Exited(code) => *code,
+            GuestExit::Signaled(sig) => 128 + sig,
+            GuestExit::Panicked(_) => runner::launch::PANIC_EXIT,
+        }
+    }
+
+    /// Whether the guest exited with status 0.
+    pub fn success(&self) -> bool {
+        *self == GuestExit::Exited(0)
+    }
+}
+
+impl fmt::Display for GuestExit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GuestExit::Exited(code) => write!(f, "exited with status {code}"),
+            GuestExit::Signaled(sig) => write!(f, "killed by signal {sig}"),
+            GuestExit::Panicked(msg) => write!(f, "panicked: {msg}"),
+        }
+    }
+}
+
+/// The outcome of a simulated run: how the guest ended and the host's final state.
+#[derive(Debug)]
+pub struct SimRun {
+    /// How the guest ended.
+    pub exit: GuestExit,
+    /// The host model after the run: counters, guestinfo store, VMX log, TCLO replies.
+    pub host: Host,
+    /// What the runner did (instructions emulated, signals delivered, ...).
+    pub traps: TrapStats,
+}
+
+impl SimRun {
+    /// The host, if the guest exited with status 0; otherwise panics with how it ended
+    /// (for tests: `let host = config.run(guest)?.expect_success();`).
+    #[track_caller]
+    pub fn expect_success(self) -> Host {
+        assert!(self.exit.success(), "guest under vmw-sim {}", self.exit);
+        self.host
+    }
+}
+
+/// What the runner did during one run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TrapStats {
+    /// Port I/O instructions emulated (backdoor calls and empty-port accesses).
+    pub port_io: u64,
+    /// VMCALL / VMMCALL backdoor calls emulated.
+    pub hypercalls: u64,
+    /// Port I/O the guest was not allowed to make: its SIGSEGV was delivered.
+    pub faults_delivered: u64,
+    /// Signals passed on to the guest (including those faults).
+    pub signals_delivered: u64,
+    /// `iopl`/`ioperm` calls answered virtually.
+    pub io_syscalls: u64,
+    /// CPUID instructions answered (see [`Sim::vmware_cpuid`]).
+    pub cpuid: u64,
+    /// Processes and threads traced, the first guest included.
+    pub tracees: u64,
+    /// Successful `execve` calls.
+    pub execs: u64,
+}
+
+/// How the virtual `iopl`/`ioperm` answer a guest.
+///
+/// Either way the guest's real I/O privilege never changes; only the runner's record of it,
+/// which decides what its port accesses do (see [`Mode`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IoplPolicy {
+    /// They succeed, with the kernel's argument checks (EINVAL for `iopl(4)` or a range past
+    /// port 65535): a root process on a kernel with `CONFIG_X86_IOPL_IOPERM`.
+    #[default]
+    Allow,
+    /// Raising privilege fails with EPERM (no CAP_SYS_RAWIO, or kernel lockdown);
+    /// lowering it still works.
+    Eperm,
+    /// Both fail with ENOSYS: a kernel built without `CONFIG_X86_IOPL_IOPERM`.
+    Enosys,
+}
+
+/// A configured simulation: the host plus the runner's own knobs.
+///
+/// ```
+/// use vmw_backdoor::sim::{HostConfig, IoplPolicy};
+///
+/// let run = HostConfig::default()
+///     .sim()
+///     .iopl(IoplPolicy::Enosys)
+///     .run(|| {
+///         // SAFETY: iopl has no memory effects.
+///         let r = unsafe { libc::iopl(3) };
+///         assert_eq!(r, -1);
+///         assert_eq!(std::io::Error::last_os_error().raw_os_error(), Some(libc::ENOSYS));
+///     })
+///     .unwrap();
+/// run.expect_success();
+/// ```
+#[derive(Debug, Clone)]
+pub struct Sim {
+    config: HostConfig,
+    iopl: IoplPolicy,
+    vmware_cpuid: bool,
+}
+
+impl Sim {
+    /// A simulation of the host `config` describes, with `iopl`/`ioperm` allowed.
+    pub fn new(config: HostConfig) -> Sim {
+        Sim {
+            config,
+            iopl: IoplPolicy::Allow,
+            vmware_cpuid: false,
+        }
+    }
+
+    /// How the guest's `iopl`/`ioperm` calls are answered.
+    pub fn iopl(mut self, policy: IoplPolicy) -> Sim {
+        self.iopl = policy;
+        self
+    }
+
+    /// Whether the guest's CPUID shows a VMware VM (default: no). Needs a CPU with CPUID
+    /// faulting; never applies in [`Mode::NotVmware`].
+    ///
+    /// With it, leaf 1 has the hypervisor bit, leaf 0x40000000 names `VMwareVMware` and leaf
+    /// 0x40000010 offers no hypercall, so CPUID-based checks (`is_vmware_cpu()`,
+    /// `vmware-checkvm`, `vmware-rpctool`) pass; every other leaf is the real CPU's. Without
+    /// CPUID faulting (older CPUs, some hypervisors) CPUID stays the real one whatever this
+    /// says.
+    ///
+    /// The cost is not the CPUID traps but the context switches: the kernel rewrites a
+    /// model-specific register whenever it switches to or from a task with CPUID faulting,
+    /// and inside a virtual machine each such write exits to the hypervisor. Measured inside
+    /// a KVM guest, every backdoor call became about six times slower; hence off by default.
+    pub fn vmware_cpuid(mut self, on: bool) -> Sim {
+        self.vmware_cpuid = on;
+        self
+    }
+
+    /// Forks; the child runs `f` as the guest, traced (its backdoor instructions are
+    /// answered by the host model). Returns when the child and everything it started have
+    /// ended. Errors only when the guest could not be started.
+    pub fn run<F: FnOnce()>(self, f: F) -> io::Result<SimRun> {
+        runner::launch::run(
+            Host::new(self.config),
+            self.iopl,
+            self.vmware_cpuid,
+            runner::launch::Guest::Closure(Box::new(f)),
+        )
+    }
+
+    /// Runs `cmd` as the guest, traced, with every process and thread it starts; returns
+    /// when all have ended. An `exec` failure (program not found, ...) is the error
+    /// `Command::spawn` would give. `cmd`'s arguments, environment, working directory and
+    /// inherited or file stdio apply; `Stdio::piped()` does not give the caller a handle.
+    pub fn run_command(self, cmd: &mut Command) -> io::Result<SimRun> {
+        runner::launch::run(
+            Host::new(self.config),
+            self.iopl,
+            self.vmware_cpuid,
+            runner::launch::Guest::Command(cmd),
+        )
+    }
+}
+
+impl HostConfig {
+    /// This host plus the runner's knobs ([`Sim::iopl`], [`Sim::vmware_cpuid`]).
+    pub fn sim(self) -> Sim {
+        Sim::new(self)
+    }
+
+    /// Runs `f` as a guest of this host: see [`Sim::run`].
+    pub fn run<F: FnOnce()>(self, f: F) -> io::Result<SimRun> {
+        Sim::new(self).run(f)
+    }
+
+    /// Runs `cmd` as a guest of this host: see [`Sim::run_command`].
+    pub fn run_command(self, cmd: &mut Command) -> io::Result<SimRun> {
+        Sim::new(self).run_command(cmd)
+    }
+}

@@ -1,0 +1,27 @@
+//! Writes one line to the VM's log (`vmware.log` on the host).
+//!
+//! ```text
+//! log TEXT...
+//! ```
+//!
+//! The arguments are joined with spaces.
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let text = std::env::args().skip(1).collect::<Vec<_>>().join(" ");
+    if text.is_empty() {
+        eprintln!("usage: log TEXT...");
+        return ExitCode::from(2);
+    }
+    let result = vmw_backdoor::probe_backdoor_privileged()
+        .or_else(|_| vmw_backdoor::probe_backdoor())
+        .and_then(|mut guard| guard.open_enhanced_chan()?.log(&text));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("log: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

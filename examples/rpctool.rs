@@ -1,0 +1,54 @@
+//! Sends one raw RPCI command, like `vmware-rpctool`.
+//!
+//! ```text
+//! rpctool "info-get guestinfo.KEY"
+//! rpctool machine.id.get
+//! ```
+//!
+//! Several arguments are joined with spaces. The payload of the host's `1 …` reply goes to
+//! stdout as raw bytes; on a `0 …` reply its text goes to stderr and the exit status is 1.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<Vec<u8>> = std::env::args_os().skip(1).map(bytes).collect();
+    if args.is_empty() {
+        eprintln!("usage: rpctool COMMAND [ARGUMENT...]");
+        return ExitCode::from(2);
+    }
+    let request = args.join(&b' ');
+    match run(&request) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            match e.host_reply() {
+                Some(text) => eprintln!("{}", String::from_utf8_lossy(text)),
+                None => eprintln!("rpctool: {e}"),
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(request: &[u8]) -> Result<(), vmw_backdoor::VmwError> {
+    let mut guard =
+        vmw_backdoor::probe_backdoor_privileged().or_else(|_| vmw_backdoor::probe_backdoor())?;
+    let mut chan = guard.open_enhanced_chan()?;
+    let payload = chan.rpc(request)?;
+    let mut out = std::io::stdout().lock();
+    // A closed stdout is not the host's failure; nothing useful to do about it here.
+    let _ = out.write_all(&payload).and_then(|()| out.flush());
+    Ok(())
+}
+
+/// Arguments as bytes: commands need not be UTF-8.
+fn bytes(arg: std::ffi::OsString) -> Vec<u8> {
+    #[cfg(unix)]
+    {
+        std::os::unix::ffi::OsStringExt::into_vec(arg)
+    }
+    #[cfg(not(unix))]
+    {
+        arg.to_string_lossy().into_owned().into_bytes()
+    }
+}

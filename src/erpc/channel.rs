@@ -1,0 +1,395 @@
+//! The message channel (backdoor command 0x1E): open, send, receive, close.
+//!
+//! Written against [`Transport`], so the same code drives the real instructions and the
+//! in-memory host model. Each exchange is one send then one receive:
+//!
+//! ```text
+//! send:    SENDSIZE(len) ─┬─ HB bit ──> rep outsb (whole message)
+//!                         └─ else ────> SENDPAYLOAD × ⌈len/4⌉
+//! receive: RECVSIZE ─ DORECV, len ─┬─ HB bit ──> rep insb (whole reply)
+//!                                  └─ else ────> RECVPAYLOAD × ⌈len/4⌉
+//!          RECVSTATUS(1)            (always, even for an empty reply)
+//! ```
+//!
+//! A checkpoint (status CPT) at any step restarts the send from SENDSIZE or the receive from
+//! RECVSIZE, at most [`CPT_TRIES`] times. Any other failure leaves the host's side of the
+//! channel in an unknown state, so the channel is closed and reopened before its next use.
+
+use core::fmt;
+
+use crate::proto::{
+    self, cmd, hi16, lo32, msg, pack, status, Regs, Transport, FLAG_COOKIE, HB_CMD_MESSAGE,
+    HB_PORT, LB_PORT, MAGIC, MAX_GUEST_MESSAGE, MESSAGE_TYPE_SENDPAYLOAD, MESSAGE_TYPE_SENDSIZE,
+};
+use crate::{ErrorKind, VmwError};
+
+/// How many times one phase (open, send, receive, close) is started before a run of
+/// checkpoints is reported as [`ErrorKind::Checkpoint`]. A checkpoint is a rare event
+/// (snapshot, suspend, migration); several in a row within one exchange mean trouble.
+pub(crate) const CPT_TRIES: u32 = 8;
+
+/// An open (or once-open) message channel: the host's id and cookies.
+pub(crate) struct Channel {
+    protocol: u32,
+    id: u16,
+    /// ESI on LB calls; the second cookie half of HB calls.
+    cookie_high: u32,
+    /// EDI on LB calls; the second cookie half of HB calls.
+    cookie_low: u32,
+    cookies: bool,
+    /// The host holds this channel for us: CLOSE is owed, exactly once.
+    open: bool,
+}
+
+impl fmt::Debug for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The cookies authenticate the channel: say whether there are any, never what.
+        f.debug_struct("Channel")
+            .field("protocol", &format_args!("{:#010x}", self.protocol))
+            .field("id", &self.id)
+            .field("cookies", &self.cookies)
+            .field("open", &self.open)
+            .finish()
+    }
+}
+
+/// Why one phase failed: worth reopening and resending, or not.
+pub(crate) enum Failure {
+    /// SENDSIZE was refused (not a checkpoint): nothing was delivered, and a channel the host
+    /// dropped (idle timeout, reset after restore) answers exactly this way.
+    SendRefused(VmwError),
+    /// Anything else.
+    Other(VmwError),
+}
+
+impl From<Failure> for VmwError {
+    fn from(f: Failure) -> VmwError {
+        match f {
+            Failure::SendRefused(e) | Failure::Other(e) => e,
+        }
+    }
+}
+
+/// The error for a request the host would refuse for its size (checked before sending).
+pub(crate) fn request_too_large(len: usize) -> VmwError {
+    VmwError::new(
+        ErrorKind::TooLarge,
+        format_args!("the request is {len} bytes; VMware hosts accept at most {MAX_GUEST_MESSAGE}"),
+    )
+}
+
+fn protocol_error(message: impl fmt::Display) -> VmwError {
+    VmwError::new(ErrorKind::Protocol, message)
+}
+
+fn checkpoints(phase: &str) -> VmwError {
+    VmwError::new(
+        ErrorKind::Checkpoint,
+        format_args!(
+            "{phase}: {CPT_TRIES} checkpoints in a row interrupted every try; retry the call \
+             once the VM has finished its snapshot, suspend or migration"
+        ),
+    )
+}
+
+impl Channel {
+    /// Opens a channel for `protocol` (RPCI or TCLO): with cookies first, then without, for
+    /// hosts that predate them.
+    pub(crate) fn open<T: Transport + ?Sized>(t: &mut T, protocol: u32) -> Result<Self, VmwError> {
+        let mut last = 0;
+        for flags in [FLAG_COOKIE, 0] {
+            for _ in 0..CPT_TRIES {
+                let mut r = Regs {
+                    ax: MAGIC.into(),
+                    bx: (protocol | flags).into(),
+                    cx: pack(msg::OPEN, cmd::MESSAGE),
+                    dx: LB_PORT.into(),
+                    ..Regs::default()
+                };
+                t.lb(&mut r);
+                last = hi16(r.cx);
+                if last & status::SUCCESS != 0 {
+                    return Ok(Channel {
+                        protocol,
+                        id: hi16(r.dx),
+                        cookie_high: lo32(r.si),
+                        cookie_low: lo32(r.di),
+                        cookies: flags != 0,
+                        open: true,
+                    });
+                }
+                if last & status::CPT == 0 {
+                    break;
+                }
+            }
+        }
+        if last & status::CPT != 0 {
+            return Err(checkpoints("OPEN"));
+        }
+        Err(VmwError::new(
+            ErrorKind::NoChannel,
+            format_args!(
+                "the host refused to open a message channel (status {last:#06x}): all its \
+                 channels may be in use; close channels you no longer need and retry"
+            ),
+        ))
+    }
+
+    /// The cookie halves (high, low), for tests that check they are never printed.
+    #[cfg(test)]
+    pub(crate) fn cookies(&self) -> (u32, u32) {
+        (self.cookie_high, self.cookie_low)
+    }
+
+    /// Whether the host holds this channel (so it can be used, and will be closed).
+    pub(crate) fn is_open(&self) -> bool {
+        self.open
+    }
+
+    /// Opens a fresh channel in place of this closed one.
+    pub(crate) fn reopen<T: Transport + ?Sized>(&mut self, t: &mut T) -> Result<(), VmwError> {
+        debug_assert!(!self.open, "reopen of an open channel would leak it");
+        *self = Channel::open(t, self.protocol)?;
+        Ok(())
+    }
+
+    /// Closes the channel. Never sends CLOSE twice: afterwards the channel counts as closed
+    /// whatever the host said.
+    pub(crate) fn close<T: Transport + ?Sized>(&mut self, t: &mut T) -> Result<(), VmwError> {
+        if !self.open {
+            return Ok(());
+        }
+        self.open = false;
+        for _ in 0..CPT_TRIES {
+            let st = lb_status(&self.call(t, msg::CLOSE, 0));
+            if st & status::SUCCESS != 0 {
+                return Ok(());
+            }
+            if st & status::CPT == 0 {
+                return Err(self.failed("CLOSE", st));
+            }
+        }
+        Err(checkpoints("CLOSE"))
+    }
+
+    /// One request and its reply: sends `request`, returns the reply (at most `max_reply`
+    /// bytes). A closed channel is reopened first; a channel the host refuses a SENDSIZE on
+    /// is reopened and the request sent once more; after any other failure the channel is
+    /// closed, to be reopened by the next exchange.
+    pub(crate) fn exchange<T: Transport + ?Sized>(
+        &mut self,
+        t: &mut T,
+        request: &[u8],
+        max_reply: usize,
+    ) -> Result<Vec<u8>, VmwError> {
+        if request.len() > MAX_GUEST_MESSAGE {
+            return Err(request_too_large(request.len()));
+        }
+        if !self.open {
+            self.reopen(t)?;
+        }
+        let mut result = self.send(t, request);
+        if let Err(Failure::SendRefused(e)) = &result {
+            log::debug!("reopening the channel after: {e}");
+            self.abandon(t);
+            self.reopen(t)?;
+            result = self.send(t, request);
+        }
+        let reply = result.and_then(|()| self.receive(t, max_reply));
+        if reply.is_err() {
+            self.abandon(t);
+        }
+        reply.map_err(VmwError::from)
+    }
+
+    /// The error for `step` answering status `st`. A host that says CLOSED has freed the id
+    /// (and may hand it to someone else): the channel counts as closed, no CLOSE is owed.
+    fn failed(&mut self, step: &str, st: u16) -> VmwError {
+        if st & status::CLOSED != 0 {
+            self.open = false;
+            return VmwError::new(
+                ErrorKind::ChannelClosed,
+                format_args!("{step}: the host closed the channel (status {st:#06x})"),
+            );
+        }
+        protocol_error(format_args!("{step} failed (status {st:#06x})"))
+    }
+
+    /// Closes after a failed exchange; the exchange's error is what the caller reports.
+    fn abandon<T: Transport + ?Sized>(&mut self, t: &mut T) {
+        if let Err(e) = self.close(t) {
+            log::debug!("closing the channel after a failed exchange: {e}");
+        }
+    }
+
+    /// One LB message call: sub-command `sub`, argument `bx`, this channel's id and cookies.
+    fn call<T: Transport + ?Sized>(&self, t: &mut T, sub: u16, bx: u32) -> Regs {
+        let mut r = Regs {
+            ax: MAGIC.into(),
+            bx: bx.into(),
+            cx: pack(sub, cmd::MESSAGE),
+            dx: pack(self.id, LB_PORT),
+            si: self.cookie_high.into(),
+            di: self.cookie_low.into(),
+            ..Regs::default()
+        };
+        t.lb(&mut r);
+        r
+    }
+
+    /// Registers for an HB transfer; the cookie halves sit where the instruction leaves room.
+    fn hb_regs(&self, direction: proto::HbDirection) -> Regs {
+        let (si, di, bp) = match direction {
+            proto::HbDirection::ToHost => (0, self.cookie_low, self.cookie_high),
+            proto::HbDirection::ToGuest => (self.cookie_high, 0, self.cookie_low),
+        };
+        Regs {
+            ax: MAGIC.into(),
+            bx: pack(status::SUCCESS, HB_CMD_MESSAGE),
+            dx: pack(self.id, HB_PORT),
+            si: si.into(),
+            di: di.into(),
+            bp: bp.into(),
+            ..Regs::default()
+        }
+    }
+
+    fn send<T: Transport + ?Sized>(&mut self, t: &mut T, message: &[u8]) -> Result<(), Failure> {
+        // `exchange` checked the length against the host's 64 KiB cap.
+        let len = u32::try_from(message.len()).unwrap_or(u32::MAX);
+        'attempt: for _ in 0..CPT_TRIES {
+            let st = lb_status(&self.call(t, msg::SENDSIZE, len));
+            if st & status::SUCCESS == 0 {
+                if st & status::CPT != 0 {
+                    continue;
+                }
+                return Err(Failure::SendRefused(self.failed("SENDSIZE", st)));
+            }
+            if message.is_empty() {
+                return Ok(());
+            }
+            if st & status::HB != 0 {
+                let mut r = self.hb_regs(proto::HbDirection::ToHost);
+                t.hb_out(&mut r, message);
+                match hb_status(&r) {
+                    s if s & status::SUCCESS != 0 => return Ok(()),
+                    s if s & status::CPT != 0 => continue,
+                    s => return Err(Failure::Other(self.failed("high-bandwidth send", s))),
+                }
+            }
+            for chunk in message.chunks(4) {
+                let mut word = [0u8; 4];
+                for (w, b) in word.iter_mut().zip(chunk) {
+                    *w = *b;
+                }
+                let st = lb_status(&self.call(t, msg::SENDPAYLOAD, u32::from_le_bytes(word)));
+                if st & status::SUCCESS == 0 {
+                    if st & status::CPT != 0 {
+                        continue 'attempt;
+                    }
+                    return Err(Failure::Other(self.failed("SENDPAYLOAD", st)));
+                }
+            }
+            return Ok(());
+        }
+        Err(Failure::Other(checkpoints("sending the request")))
+    }
+
+    fn receive<T: Transport + ?Sized>(
+        &mut self,
+        t: &mut T,
+        max_reply: usize,
+    ) -> Result<Vec<u8>, Failure> {
+        let mut reply = Vec::new();
+        'attempt: for _ in 0..CPT_TRIES {
+            let r = self.call(t, msg::RECVSIZE, 0);
+            let st = lb_status(&r);
+            if st & status::SUCCESS == 0 {
+                if st & status::CPT != 0 {
+                    continue;
+                }
+                return Err(Failure::Other(self.failed("RECVSIZE", st)));
+            }
+            if st & status::DORECV == 0 {
+                return Err(Failure::Other(protocol_error(
+                    "the host sent no reply (RECVSIZE without DORECV)",
+                )));
+            }
+            if hi16(r.dx) != MESSAGE_TYPE_SENDSIZE {
+                return Err(Failure::Other(protocol_error(format_args!(
+                    "RECVSIZE answered message type {} instead of {MESSAGE_TYPE_SENDSIZE}",
+                    hi16(r.dx)
+                ))));
+            }
+            let len = usize::try_from(lo32(r.bx)).unwrap_or(usize::MAX);
+            if len > max_reply {
+                return Err(Failure::Other(VmwError::new(
+                    ErrorKind::TooLarge,
+                    format_args!(
+                        "the host's reply is {len} bytes, over the {max_reply}-byte cap; raise \
+                         it with EnhancedChan::set_max_reply_len if you expect replies this big"
+                    ),
+                )));
+            }
+            reply.clear();
+            if reply.try_reserve_exact(len).is_err() {
+                return Err(Failure::Other(VmwError::new(
+                    ErrorKind::System,
+                    format_args!("cannot allocate {len} bytes for the host's reply"),
+                )));
+            }
+            reply.resize(len, 0);
+            if len > 0 {
+                if st & status::HB != 0 {
+                    let mut r = self.hb_regs(proto::HbDirection::ToGuest);
+                    t.hb_in(&mut r, &mut reply);
+                    match hb_status(&r) {
+                        s if s & status::SUCCESS != 0 => {}
+                        s if s & status::CPT != 0 => continue,
+                        s => return Err(Failure::Other(self.failed("high-bandwidth receive", s))),
+                    }
+                } else {
+                    for chunk in reply.chunks_mut(4) {
+                        let r = self.call(t, msg::RECVPAYLOAD, status::SUCCESS.into());
+                        let st = lb_status(&r);
+                        if st & status::SUCCESS == 0 {
+                            if st & status::CPT != 0 {
+                                continue 'attempt;
+                            }
+                            return Err(Failure::Other(self.failed("RECVPAYLOAD", st)));
+                        }
+                        if hi16(r.dx) != MESSAGE_TYPE_SENDPAYLOAD {
+                            return Err(Failure::Other(protocol_error(format_args!(
+                                "RECVPAYLOAD answered message type {} instead of \
+                                 {MESSAGE_TYPE_SENDPAYLOAD}",
+                                hi16(r.dx)
+                            ))));
+                        }
+                        // The last chunk may be 1..=3 bytes: take only those.
+                        for (b, w) in chunk.iter_mut().zip(lo32(r.bx).to_le_bytes()) {
+                            *b = w;
+                        }
+                    }
+                }
+            }
+            let st = lb_status(&self.call(t, msg::RECVSTATUS, status::SUCCESS.into()));
+            if st & status::SUCCESS != 0 {
+                return Ok(reply);
+            }
+            if st & status::CPT == 0 {
+                return Err(Failure::Other(self.failed("RECVSTATUS", st)));
+            }
+        }
+        Err(Failure::Other(checkpoints("receiving the reply")))
+    }
+}
+
+/// The status of an LB message call, `hi16(ECX)`.
+fn lb_status(r: &Regs) -> u16 {
+    hi16(r.cx)
+}
+
+/// The status of an HB transfer, `hi16(EBX)`.
+fn hb_status(r: &Regs) -> u16 {
+    hi16(r.bx)
+}

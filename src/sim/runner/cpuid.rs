@@ -1,0 +1,167 @@
+//! CPUID as a VMware VM shows it, where the CPU supports CPUID faulting.
+//!
+//! With `arch_prctl(ARCH_SET_CPUID, 0)` a thread's CPUID raises #GP (SIGSEGV, like a
+//! port access); the runner then answers from the real CPU with the hypervisor leaves
+//! replaced: leaf 1 has the hypervisor bit, leaf 0x40000000 names `VMwareVMware`, leaf
+//! 0x40000010 offers no hypercall (so guests use the I/O ports). The setting is inherited by
+//! threads and `fork`, and cleared by `execve`, so the runner re-arms it after every exec by
+//! running a two-instruction stub at the new program's entry point.
+
+use libc::pid_t;
+
+use super::sys::{self, Status, UserRegs};
+use super::Tracer;
+use crate::sim::GuestExit;
+
+/// `arch_prctl` code that turns CPUID faulting on (argument 0) or off (1).
+const ARCH_SET_CPUID: u64 = 0x1012;
+/// `arch_prctl` on x86_64.
+const NR_ARCH_PRCTL: u32 = 158;
+/// The hypervisor leaves a VMware VM reports (0x40000000 up to 0x40000010).
+const HV_BASE: u32 = 0x4000_0000;
+const HV_FEATURES: u32 = 0x4000_0010;
+/// Stops the re-arm may see (two single steps plus stray signals) before giving up.
+const ARM_STOPS: usize = 8;
+
+/// Turns CPUID faulting on for the calling thread (the forked guest, before it runs guest
+/// code). Raw system call only. False when the CPU or kernel cannot.
+pub(crate) fn arm_self() -> bool {
+    // SAFETY: arch_prctl with integer arguments; no memory is passed.
+    unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_SET_CPUID, 0) == 0 }
+}
+
+/// Whether this CPU and kernel can fault CPUID for a process: tried on the calling thread
+/// and undone at once.
+pub(crate) fn supported() -> bool {
+    // SAFETY: arch_prctl with integer arguments; turning faulting off again right away
+    // leaves the caller as it was (nothing runs CPUID in between).
+    unsafe {
+        libc::syscall(libc::SYS_arch_prctl, ARCH_SET_CPUID, 0) == 0
+            && libc::syscall(libc::SYS_arch_prctl, ARCH_SET_CPUID, 1) == 0
+    }
+}
+
+/// EAX, EBX, ECX, EDX of CPUID `leaf`/`subleaf` on a VMware VM running on this CPU.
+pub(crate) fn leaf(leaf: u32, subleaf: u32) -> [u32; 4] {
+    match leaf {
+        // "VMwa" "reVM" "ware" as little-endian words in EBX, ECX, EDX.
+        HV_BASE => [HV_FEATURES, 0x6177_4d56, 0x4d56_6572, 0x6572_6177],
+        // Frequencies unknown (guests ask GETHZ), no VMCALL/VMMCALL bits.
+        0x4000_0001..=0x4000_00ff => [0; 4],
+        _ => {
+            // The tracer itself never runs with CPUID faulting.
+            let r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
+            let ecx = if leaf == 1 { r.ecx | 1 << 31 } else { r.ecx };
+            [r.eax, r.ebx, ecx, r.edx]
+        }
+    }
+}
+
+/// Answers a faulting CPUID in `regs`.
+pub(crate) fn emulate(regs: &mut UserRegs) {
+    let [a, b, c, d] = leaf(regs.rax as u32, regs.rcx as u32);
+    regs.rax = a.into();
+    regs.rbx = b.into();
+    regs.rcx = c.into();
+    regs.rdx = d.into();
+}
+
+impl Tracer<'_> {
+    /// After `execve` (tracee stopped at its exec event, single-threaded): turns CPUID
+    /// faulting back on by running `mov eax, 158; syscall` (arch_prctl) at the entry point,
+    /// then restoring the code and registers. Best effort: on failure CPUID stays real.
+    pub(super) fn rearm_cpuid(&mut self, pid: pid_t) -> bool {
+        let Ok(saved) = sys::get_regs(pid) else {
+            return false;
+        };
+        let entry = saved.rip;
+        let Ok(code) = sys::peek8(pid, entry) else {
+            return false;
+        };
+        let [.., keep] = code;
+        let stub = [0xb8, NR_ARCH_PRCTL as u8, 0, 0, 0, 0x0f, 0x05, keep];
+        if sys::poke8(pid, entry, stub).is_err() {
+            return false;
+        }
+        let mut regs = saved;
+        regs.rdi = ARCH_SET_CPUID;
+        regs.rsi = 0;
+        // Step until RIP is past the stub: leaving the exec system call may report one
+        // extra step stop before the first instruction runs.
+        let mut armed = false;
+        if sys::set_regs(pid, &regs).is_ok() {
+            for _ in 0..4 {
+                if !self.step(pid) {
+                    break;
+                }
+                match sys::get_regs(pid) {
+                    Ok(r) if r.rip == entry + 7 => {
+                        armed = r.rax == 0;
+                        break;
+                    }
+                    Ok(r) if (entry..entry + 7).contains(&r.rip) => {}
+                    _ => break,
+                }
+            }
+        }
+        // Put everything back as execve left it (RAX: execve's 0).
+        let restored = sys::poke8(pid, entry, code).is_ok()
+            && sys::set_regs(pid, &UserRegs { rax: 0, ..saved }).is_ok();
+        armed && restored
+    }
+
+    /// Runs one instruction of `pid`; false if it did not come back stopped by the step.
+    /// Signals that arrive meanwhile are kept for delivery when it resumes.
+    fn step(&mut self, pid: pid_t) -> bool {
+        for _ in 0..ARM_STOPS {
+            if sys::single_step(pid).is_err() {
+                return false;
+            }
+            match sys::wait_for(pid) {
+                Ok(Some((
+                    _,
+                    Status::Stopped {
+                        sig: libc::SIGTRAP,
+                        event: 0,
+                    },
+                ))) => return true,
+                Ok(Some((_, Status::Stopped { sig, event: 0 }))) => self.deferred.push((pid, sig)),
+                Ok(Some((_, Status::Stopped { .. }))) => {}
+                Ok(Some((_, Status::Exited(code)))) => {
+                    self.gone(pid, GuestExit::Exited(code));
+                    return false;
+                }
+                Ok(Some((_, Status::Killed(sig)))) => {
+                    self.gone(pid, GuestExit::Signaled(sig));
+                    return false;
+                }
+                Ok(None) | Err(_) => return false,
+            }
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vmware_signature_and_hypervisor_bit() {
+        let [max, b, c, d] = leaf(HV_BASE, 0);
+        assert_eq!(max, HV_FEATURES);
+        let mut name = Vec::new();
+        for w in [b, c, d] {
+            name.extend_from_slice(&w.to_le_bytes());
+        }
+        assert_eq!(name, b"VMwareVMware");
+        assert_eq!(leaf(HV_FEATURES, 0)[2] & 3, 0, "no hypercall offered");
+        assert_ne!(leaf(1, 0)[2] & (1 << 31), 0);
+        let real = core::arch::x86_64::__cpuid(0);
+        assert_eq!(
+            leaf(0, 0),
+            [real.eax, real.ebx, real.ecx, real.edx],
+            "others are real"
+        );
+    }
+}

@@ -1,0 +1,233 @@
+//! Starting a guest under the runner: fork, prepare the child, attach, serve, collect the
+//! outcome.
+//!
+//! The child installs the seccomp filter, then blocks on a pipe until the parent has seized
+//! it with ptrace, so not one guest instruction runs untraced. `PTRACE_SEIZE` (rather than
+//! `PTRACE_TRACEME`) is what lets group-stops work: a guest stopped by SIGSTOP stays stopped
+//! until SIGCONT, as it would without the runner. The child reports a panic message or an
+//! `exec` failure through a second pipe, read once every tracee is gone.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::panic::{self, AssertUnwindSafe};
+use std::process::Command;
+
+use super::{cpuid, seccomp, sys, Tracer};
+use crate::sim::{GuestExit, Host, IoplPolicy, SimRun};
+
+/// The longest panic message carried back (well under a pipe's buffer, so the child's write
+/// never blocks).
+const MAX_REPORT: usize = 4096;
+/// Exit code of a guest closure that panicked.
+pub(crate) const PANIC_EXIT: i32 = 101;
+/// Exit code of a child whose set-up or `exec` failed.
+const SETUP_EXIT: i32 = 127;
+
+// Report tags: what the child writes before it exits abnormally.
+const TAG_PANIC: u8 = b'P';
+const TAG_EXEC: u8 = b'X';
+const TAG_SETUP: u8 = b'S';
+
+/// What the forked child runs once it is traced.
+pub(crate) enum Guest<'a> {
+    /// A closure of the calling program.
+    Closure(Box<dyn FnOnce() + 'a>),
+    /// A program to `exec`.
+    Command(&'a mut Command),
+}
+
+/// Runs `guest` in a traced child served by `host`; returns once the child and every
+/// process and thread it created are gone.
+pub(crate) fn run(
+    mut host: Host,
+    policy: IoplPolicy,
+    vmware_cpuid: bool,
+    guest: Guest<'_>,
+) -> io::Result<SimRun> {
+    // Only a VMware machine names itself in CPUID, and only CPUID faulting lets it.
+    let cpuid = vmware_cpuid && host.mode() != crate::sim::Mode::NotVmware && cpuid::supported();
+    let (go_read, go_write) = pipe(0)?;
+    let (report_read, report_write) = pipe(libc::O_NONBLOCK)?;
+    // SAFETY: fork has no memory-safety preconditions. The child only makes raw system
+    // calls until it runs the guest; the guest closure then runs in a copy of this
+    // process, which is the documented contract of `Sim::run`.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid == 0 {
+        drop(go_write);
+        drop(report_read);
+        child(go_read, report_write, cpuid, guest);
+    }
+    drop(go_read);
+    drop(report_write);
+
+    if let Err(e) = sys::seize(pid) {
+        // SAFETY: pid is our own child; killing and reaping it has no other effect.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+            libc::waitpid(pid, std::ptr::null_mut(), 0);
+        }
+        return Err(read_report(&report_read).map_or(e, |r| r.into_error()));
+    }
+    // Let the child go; from here on it runs traced.
+    // If this fails the child is already gone; the loop below collects its exit.
+    let _ = io::Write::write_all(&mut std::fs::File::from(go_write), b"g");
+
+    let (root, traps) = Tracer::new(&mut host, policy, cpuid, pid).run()?;
+    let exit = match (read_report(&report_read), root) {
+        (Some(Report::Panic(msg)), Some(GuestExit::Exited(PANIC_EXIT))) => GuestExit::Panicked(msg),
+        (
+            Some(report @ (Report::Exec(_) | Report::Setup(_))),
+            Some(GuestExit::Exited(SETUP_EXIT)),
+        ) => return Err(report.into_error()),
+        (_, Some(exit)) => exit,
+        (_, None) => {
+            return Err(io::Error::other(
+                "vmw-sim: the guest's exit status was never reported",
+            ))
+        }
+    };
+    Ok(SimRun { exit, host, traps })
+}
+
+/// The child side: never returns.
+fn child(go: OwnedFd, report: OwnedFd, cpuid: bool, guest: Guest<'_>) -> ! {
+    if let Err(errno) = seccomp::install() {
+        send(&report, TAG_SETUP, &errno.to_le_bytes());
+        exit_now(SETUP_EXIT);
+    }
+    // A program about to exec is re-armed by the tracer at its exec stop instead.
+    if cpuid && matches!(guest, Guest::Closure(_)) {
+        cpuid::arm_self();
+    }
+    // Wait until the parent has seized us; EOF means it died first: run nothing untraced.
+    let mut byte = 0u8;
+    let mut n = -1;
+    for _ in 0..100 {
+        // SAFETY: reading one byte into a local.
+        n = unsafe { libc::read(go.as_raw_fd(), (&mut byte as *mut u8).cast(), 1) };
+        if n >= 0 || errno::errno().0 != libc::EINTR {
+            break;
+        }
+    }
+    if n != 1 {
+        exit_now(SETUP_EXIT);
+    }
+    drop(go);
+    match guest {
+        Guest::Closure(f) => {
+            // SAFETY: getpid has no preconditions.
+            let me = unsafe { libc::getpid() };
+            let result = panic::catch_unwind(AssertUnwindSafe(f));
+            // A process the guest forked that returns from `f` ends here too, silently.
+            // SAFETY: as above.
+            if unsafe { libc::getpid() } != me {
+                exit_now(if result.is_ok() { 0 } else { PANIC_EXIT });
+            }
+            let Err(payload) = result else { exit_now(0) };
+            let msg = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "Box<dyn Any>".to_string());
+            let cut = floor_char_boundary(&msg, MAX_REPORT);
+            send(
+                &report,
+                TAG_PANIC,
+                msg.as_bytes().get(..cut).unwrap_or_default(),
+            );
+            exit_now(PANIC_EXIT);
+        }
+        Guest::Command(cmd) => {
+            // `exec` only returns on failure.
+            let err = cmd.exec();
+            let errno = err.raw_os_error().unwrap_or(libc::ENOEXEC);
+            send(&report, TAG_EXEC, &errno.to_le_bytes());
+            exit_now(SETUP_EXIT);
+        }
+    }
+}
+
+/// Ends the child without running the parent's atexit handlers or flushing its buffers.
+fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit never returns and has no preconditions.
+    unsafe { libc::_exit(code) }
+}
+
+/// Writes one tagged report (best effort: nothing to do if it fails).
+fn send(fd: &OwnedFd, tag: u8, body: &[u8]) {
+    let mut msg = Vec::with_capacity(body.len() + 1);
+    msg.push(tag);
+    msg.extend_from_slice(body);
+    // SAFETY: writing from a live buffer of the given length.
+    unsafe { libc::write(fd.as_raw_fd(), msg.as_ptr().cast(), msg.len()) };
+}
+
+/// What the child reported before exiting.
+enum Report {
+    Panic(String),
+    Exec(i32),
+    Setup(i32),
+}
+
+impl Report {
+    fn into_error(self) -> io::Error {
+        match self {
+            Report::Exec(errno) => io::Error::from_raw_os_error(errno),
+            Report::Setup(errno) => {
+                let e = io::Error::from_raw_os_error(errno);
+                io::Error::new(
+                    e.kind(),
+                    format!("vmw-sim: installing the seccomp filter in the guest failed: {e}"),
+                )
+            }
+            Report::Panic(msg) => io::Error::other(msg),
+        }
+    }
+}
+
+/// Reads the child's report, if any (the pipe is non-blocking: descendants of the guest may
+/// still hold its write end, so EOF cannot be waited for).
+fn read_report(fd: &OwnedFd) -> Option<Report> {
+    let mut buf = vec![0u8; MAX_REPORT + 8];
+    // SAFETY: reading into a live buffer of the given length.
+    let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+    let body = buf.get(1..usize::try_from(n).ok()?)?;
+    let errno = || Some(i32::from_le_bytes(body.get(..4)?.try_into().ok()?));
+    match *buf.first()? {
+        TAG_PANIC => Some(Report::Panic(String::from_utf8_lossy(body).into_owned())),
+        TAG_EXEC => Some(Report::Exec(errno()?)),
+        TAG_SETUP => Some(Report::Setup(errno()?)),
+        _ => None,
+    }
+}
+
+/// A close-on-exec pipe (read end, write end); `read_flags` are added to the read end.
+fn pipe(read_flags: i32) -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills the two-element array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors were just created and are owned by nobody else.
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    if read_flags != 0 {
+        // SAFETY: fcntl on a descriptor we own.
+        unsafe { libc::fcntl(r.as_raw_fd(), libc::F_SETFL, read_flags) };
+    }
+    Ok((r, w))
+}
+
+/// The largest index <= `max` that starts a character of `s`.
+fn floor_char_boundary(s: &str, max: usize) -> usize {
+    if s.len() <= max {
+        return s.len();
+    }
+    (0..=max)
+        .rev()
+        .find(|&i| s.is_char_boundary(i))
+        .unwrap_or(0)
+}

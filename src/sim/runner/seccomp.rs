@@ -1,0 +1,169 @@
+//! The seccomp filter that hands `iopl` and `ioperm` to the runner: a guest's call to either
+//! stops it with `PTRACE_EVENT_SECCOMP` (the runner then answers it virtually); every other
+//! system call is allowed untouched.
+
+use libc::sock_filter;
+
+/// Which I/O-privilege call stopped the guest: the filter's `SECCOMP_RET_DATA`, read back
+/// with `PTRACE_GETEVENTMSG`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum IoCall {
+    /// `iopl` through the 64-bit (or x32) system call table; argument in RDI.
+    Iopl64,
+    /// `ioperm` through the 64-bit (or x32) table; arguments in RDI, RSI, RDX.
+    Ioperm64,
+    /// `iopl` through the i386 table (`int 0x80`, 32-bit processes); argument in EBX.
+    Iopl32,
+    /// `ioperm` through the i386 table; arguments in EBX, ECX, EDX.
+    Ioperm32,
+}
+
+impl IoCall {
+    /// The call a filter data value names.
+    pub(crate) fn from_data(data: u64) -> Option<IoCall> {
+        match data {
+            1 => Some(IoCall::Iopl64),
+            2 => Some(IoCall::Ioperm64),
+            3 => Some(IoCall::Iopl32),
+            4 => Some(IoCall::Ioperm32),
+            _ => None,
+        }
+    }
+}
+
+// Classic BPF opcodes and the seccomp ABI (stable kernel numbers).
+const LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+const JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+const RET_K: u16 = 0x06; // BPF_RET | BPF_K
+const RET_ALLOW: u32 = 0x7fff_0000;
+const RET_TRACE: u32 = 0x7ff0_0000;
+const ARCH_X86_64: u32 = 0xc000_003e;
+const ARCH_I386: u32 = 0x4000_0003;
+const X32_BIT: u32 = 0x4000_0000;
+const OFFSET_NR: u32 = 0; // seccomp_data.nr
+const OFFSET_ARCH: u32 = 4; // seccomp_data.arch
+
+// System call numbers.
+const NR64_IOPL: u32 = 172;
+const NR64_IOPERM: u32 = 173;
+const NR32_IOPL: u32 = 110;
+const NR32_IOPERM: u32 = 101;
+
+const fn stmt(code: u16, k: u32) -> sock_filter {
+    sock_filter {
+        code,
+        jt: 0,
+        jf: 0,
+        k,
+    }
+}
+
+const fn jeq(k: u32, jt: u8, jf: u8) -> sock_filter {
+    sock_filter {
+        code: JEQ_K,
+        jt,
+        jf,
+        k,
+    }
+}
+
+/// The filter program. A jump goes `1 + offset` instructions forward.
+static FILTER: [sock_filter; 17] = [
+    /* 0 */ stmt(LD_W_ABS, OFFSET_ARCH),
+    /* 1 */ jeq(ARCH_X86_64, 1, 0), // -> 3 / 2
+    /* 2 */ jeq(ARCH_I386, 8, 11), // -> 11 (i386 table) / 14 (allow)
+    // 64-bit table (and x32, which numbers the same calls with bit 30 set).
+    /* 3 */
+    stmt(LD_W_ABS, OFFSET_NR),
+    /* 4 */ jeq(NR64_IOPL, 4, 0), // -> 9
+    /* 5 */ jeq(NR64_IOPL | X32_BIT, 3, 0), // -> 9
+    /* 6 */ jeq(NR64_IOPERM, 3, 0), // -> 10
+    /* 7 */ jeq(NR64_IOPERM | X32_BIT, 2, 0), // -> 10
+    /* 8 */ stmt(RET_K, RET_ALLOW),
+    /* 9 */ stmt(RET_K, RET_TRACE | 1),
+    /* 10 */ stmt(RET_K, RET_TRACE | 2),
+    // i386 table.
+    /* 11 */ stmt(LD_W_ABS, OFFSET_NR),
+    /* 12 */ jeq(NR32_IOPL, 2, 0), // -> 15
+    /* 13 */ jeq(NR32_IOPERM, 2, 0), // -> 16
+    /* 14 */ stmt(RET_K, RET_ALLOW),
+    /* 15 */ stmt(RET_K, RET_TRACE | 3),
+    /* 16 */ stmt(RET_K, RET_TRACE | 4),
+];
+
+/// Installs the filter in the calling process (the forked guest, before it runs guest
+/// code). Only raw system calls: safe between `fork` and `exec`. Returns the errno on
+/// failure.
+pub(crate) fn install() -> Result<(), i32> {
+    let prog = libc::sock_fprog {
+        len: FILTER.len() as u16,
+        filter: FILTER.as_ptr() as *mut sock_filter,
+    };
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return Err(errno::errno().0);
+    }
+    // SAFETY: `prog` points to the static FILTER for its whole length; the kernel copies the
+    // program and never writes through the pointer.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            0,
+            &prog as *const libc::sock_fprog,
+        )
+    };
+    if r != 0 {
+        return Err(errno::errno().0);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs the filter the way the kernel does for one system call.
+    fn verdict(arch: u32, nr: u32) -> u32 {
+        let mut acc = 0u32;
+        let mut pc = 0usize;
+        for _ in 0..FILTER.len() {
+            let ins = FILTER[pc];
+            match ins.code {
+                LD_W_ABS => {
+                    acc = match ins.k {
+                        OFFSET_NR => nr,
+                        OFFSET_ARCH => arch,
+                        other => panic!("load of offset {other}"),
+                    };
+                    pc += 1;
+                }
+                JEQ_K => pc += 1 + usize::from(if acc == ins.k { ins.jt } else { ins.jf }),
+                RET_K => return ins.k,
+                other => panic!("opcode {other:#x}"),
+            }
+        }
+        panic!("fell off the filter");
+    }
+
+    #[test]
+    fn traces_exactly_iopl_and_ioperm() {
+        assert_eq!(verdict(ARCH_X86_64, 172), RET_TRACE | 1);
+        assert_eq!(verdict(ARCH_X86_64, 173), RET_TRACE | 2);
+        assert_eq!(verdict(ARCH_X86_64, 172 | X32_BIT), RET_TRACE | 1);
+        assert_eq!(verdict(ARCH_X86_64, 173 | X32_BIT), RET_TRACE | 2);
+        assert_eq!(verdict(ARCH_I386, 110), RET_TRACE | 3);
+        assert_eq!(verdict(ARCH_I386, 101), RET_TRACE | 4);
+        for nr in [0, 1, 59, 101, 110, 174, 231, 435] {
+            assert_eq!(verdict(ARCH_X86_64, nr), RET_ALLOW, "x86_64 {nr}");
+        }
+        for nr in [0, 1, 11, 172, 173, 252] {
+            assert_eq!(verdict(ARCH_I386, nr), RET_ALLOW, "i386 {nr}");
+        }
+        assert_eq!(verdict(0xc000_00b7, 172), RET_ALLOW, "another architecture");
+        for data in 1..=4u32 {
+            assert!(IoCall::from_data(u64::from(data)).is_some());
+        }
+        assert_eq!(IoCall::from_data(0), None);
+    }
+}

@@ -1,0 +1,306 @@
+//! Thin safe wrappers over the raw `ptrace`, `waitpid` and `process_vm_*` calls the runner
+//! makes. Nothing here knows about the backdoor; every function returns `io::Result` and
+//! never panics, whatever the tracee does (a tracee may vanish between any two calls).
+
+use std::io;
+
+use libc::{c_long, c_void, pid_t};
+
+/// Registers of a stopped tracee, as `PTRACE_GETREGS` fills them.
+pub(crate) type UserRegs = libc::user_regs_struct;
+
+/// Size of a page on x86_64; remote memory ranges are split at these boundaries so a
+/// partial transfer reports how far it got instead of failing whole.
+const PAGE: u64 = 4096;
+/// The most page pieces one `process_vm_*` call carries (well under `IOV_MAX`).
+const IOV_PER_CALL: usize = 32;
+
+// ptrace requests and options (stable kernel ABI numbers, x86_64).
+const PTRACE_PEEKDATA: c_long = 2;
+const PTRACE_POKEDATA: c_long = 5;
+const PTRACE_CONT: c_long = 7;
+const PTRACE_SINGLESTEP: c_long = 9;
+const PTRACE_GETREGS: c_long = 12;
+const PTRACE_SETREGS: c_long = 13;
+const PTRACE_GETEVENTMSG: c_long = 0x4201;
+const PTRACE_GETSIGINFO: c_long = 0x4202;
+const PTRACE_SEIZE: c_long = 0x4206;
+const PTRACE_LISTEN: c_long = 0x4208;
+
+/// `PTRACE_O_*` options the runner sets when it seizes the guest.
+pub(crate) const TRACE_OPTIONS: usize = (libc::PTRACE_O_TRACEFORK
+    | libc::PTRACE_O_TRACEVFORK
+    | libc::PTRACE_O_TRACECLONE
+    | libc::PTRACE_O_TRACEEXEC
+    | libc::PTRACE_O_TRACESECCOMP
+    | libc::PTRACE_O_EXITKILL) as usize;
+
+/// One raw ptrace request.
+fn ptrace(request: c_long, pid: pid_t, addr: usize, data: usize) -> io::Result<c_long> {
+    // SAFETY: every caller passes either plain integers or, for requests that write
+    // through `data`, a pointer to a live, writable object of the size that request writes
+    // (`user_regs_struct`, `siginfo_t`, `c_ulong`). The kernel validates the pid itself.
+    let r = unsafe { libc::syscall(libc::SYS_ptrace, request, pid, addr, data) };
+    if r == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+/// Attaches to `pid` with `PTRACE_SEIZE` (no stop is caused) and the runner's options.
+pub(crate) fn seize(pid: pid_t) -> io::Result<()> {
+    ptrace(PTRACE_SEIZE, pid, 0, TRACE_OPTIONS).map(drop)
+}
+
+/// Resumes a stopped tracee, delivering `sig` (0 = none).
+pub(crate) fn cont(pid: pid_t, sig: i32) -> io::Result<()> {
+    ptrace(PTRACE_CONT, pid, 0, usize::try_from(sig).unwrap_or(0)).map(drop)
+}
+
+/// Resumes a stopped tracee for one instruction (it stops again with SIGTRAP).
+pub(crate) fn single_step(pid: pid_t) -> io::Result<()> {
+    ptrace(PTRACE_SINGLESTEP, pid, 0, 0).map(drop)
+}
+
+/// Writes 8 bytes of tracee memory at `addr`, the way a debugger does (read-only code pages
+/// get a private copy).
+pub(crate) fn poke8(pid: pid_t, addr: u64, bytes: [u8; 8]) -> io::Result<()> {
+    let addr = usize::try_from(addr).map_err(|_| io::Error::from_raw_os_error(libc::EFAULT))?;
+    ptrace(
+        PTRACE_POKEDATA,
+        pid,
+        addr,
+        u64::from_le_bytes(bytes) as usize,
+    )
+    .map(drop)
+}
+
+/// Lets a tracee in group-stop stay stopped while still reporting events (`PTRACE_LISTEN`).
+pub(crate) fn listen(pid: pid_t) -> io::Result<()> {
+    ptrace(PTRACE_LISTEN, pid, 0, 0).map(drop)
+}
+
+/// The general-purpose registers of a stopped tracee.
+pub(crate) fn get_regs(pid: pid_t) -> io::Result<UserRegs> {
+    // SAFETY: user_regs_struct is plain integers; all-zero is a valid value.
+    let mut regs: UserRegs = unsafe { std::mem::zeroed() };
+    ptrace(PTRACE_GETREGS, pid, 0, &mut regs as *mut UserRegs as usize)?;
+    Ok(regs)
+}
+
+/// Writes back the general-purpose registers of a stopped tracee.
+pub(crate) fn set_regs(pid: pid_t, regs: &UserRegs) -> io::Result<()> {
+    ptrace(PTRACE_SETREGS, pid, 0, regs as *const UserRegs as usize).map(drop)
+}
+
+/// The message of the last ptrace event (new pid, former tid, seccomp data).
+pub(crate) fn event_msg(pid: pid_t) -> io::Result<u64> {
+    let mut msg: libc::c_ulong = 0;
+    ptrace(
+        PTRACE_GETEVENTMSG,
+        pid,
+        0,
+        &mut msg as *mut libc::c_ulong as usize,
+    )?;
+    Ok(msg)
+}
+
+/// `si_code` of the signal a tracee is stopped with: positive when the kernel raised it
+/// (a fault), zero or negative when a process sent it (`kill`, `tgkill`, `sigqueue`).
+pub(crate) fn signal_code(pid: pid_t) -> io::Result<i32> {
+    // SAFETY: siginfo_t is a plain C union of integers; all-zero is valid.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    ptrace(
+        PTRACE_GETSIGINFO,
+        pid,
+        0,
+        &mut info as *mut libc::siginfo_t as usize,
+    )?;
+    Ok(info.si_code)
+}
+
+/// One aligned 8-byte word of tracee memory, read the way a debugger does (it works on
+/// execute-only pages too).
+fn peek(pid: pid_t, addr: u64) -> io::Result<u64> {
+    let mut word: libc::c_ulong = 0;
+    let addr = usize::try_from(addr).map_err(|_| io::Error::from_raw_os_error(libc::EFAULT))?;
+    ptrace(
+        PTRACE_PEEKDATA,
+        pid,
+        addr,
+        &mut word as *mut libc::c_ulong as usize,
+    )?;
+    Ok(word)
+}
+
+/// Eight bytes of tracee memory at `addr` (any alignment): the cheapest way to fetch the
+/// start of an instruction (one call, no page pinning).
+pub(crate) fn peek8(pid: pid_t, addr: u64) -> io::Result<[u8; 8]> {
+    let mut word: libc::c_ulong = 0;
+    let addr = usize::try_from(addr).map_err(|_| io::Error::from_raw_os_error(libc::EFAULT))?;
+    ptrace(
+        PTRACE_PEEKDATA,
+        pid,
+        addr,
+        &mut word as *mut libc::c_ulong as usize,
+    )?;
+    Ok(word.to_le_bytes())
+}
+
+/// Remote iovecs for `len` bytes at `addr`, cut at page boundaries (at most
+/// [`IOV_PER_CALL`]); returns how many are filled.
+fn remote_pieces(addr: u64, len: usize, out: &mut [libc::iovec; IOV_PER_CALL]) -> usize {
+    let mut n = 0;
+    let mut at = addr;
+    let mut left = len as u64;
+    while left > 0 {
+        let Some(slot) = out.get_mut(n) else { break };
+        let room = PAGE - (at % PAGE);
+        let take = room.min(left);
+        *slot = libc::iovec {
+            iov_base: at as usize as *mut c_void,
+            iov_len: take as usize,
+        };
+        n += 1;
+        at = at.wrapping_add(take);
+        left -= take;
+    }
+    n
+}
+
+/// Which way a `process_vm_*` transfer goes.
+#[derive(Clone, Copy)]
+enum Dir {
+    Read,
+    Write,
+}
+
+/// Moves bytes between `local` and tracee memory at `addr` with `process_vm_readv` or
+/// `process_vm_writev`; returns how many leading bytes moved (stops at the first
+/// unmapped page) or the error when not even the call worked.
+fn transfer(pid: pid_t, addr: u64, local: *mut u8, len: usize, dir: Dir) -> io::Result<usize> {
+    let mut done = 0usize;
+    // Each round moves up to IOV_PER_CALL pages, so this ends after len / (32 * 4 KiB) + 1.
+    while done < len {
+        let mut remote = [libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        }; IOV_PER_CALL];
+        let at = addr.wrapping_add(done as u64);
+        let pieces = remote_pieces(at, len - done, &mut remote);
+        let want: usize = remote.iter().take(pieces).map(|v| v.iov_len).sum();
+        // SAFETY: `local` points to `len` bytes the caller owns (readable for Write,
+        // writable for Read) and done + want <= len.
+        let local_iov = libc::iovec {
+            iov_base: unsafe { local.add(done) }.cast(),
+            iov_len: want,
+        };
+        // SAFETY: both iovec arrays are valid for the lengths given; the remote side is
+        // checked by the kernel, which reports EFAULT or a short count for bad addresses.
+        let r = unsafe {
+            match dir {
+                Dir::Read => {
+                    libc::process_vm_readv(pid, &local_iov, 1, remote.as_ptr(), pieces as _, 0)
+                }
+                Dir::Write => {
+                    libc::process_vm_writev(pid, &local_iov, 1, remote.as_ptr(), pieces as _, 0)
+                }
+            }
+        };
+        if r < 0 {
+            let err = io::Error::last_os_error();
+            return if done > 0 || err.raw_os_error() == Some(libc::EFAULT) {
+                Ok(done)
+            } else {
+                Err(err)
+            };
+        }
+        let moved = r as usize;
+        done += moved;
+        if moved < want {
+            break;
+        }
+    }
+    Ok(done)
+}
+
+/// Reads tracee memory at `addr` into `buf`; returns how many leading bytes could be read.
+///
+/// Falls back to word-wise `PTRACE_PEEKDATA` for what `process_vm_readv` could not read
+/// (execute-only code pages, or a kernel without the call).
+pub(crate) fn read_mem(pid: pid_t, addr: u64, buf: &mut [u8]) -> usize {
+    let mut got = transfer(pid, addr, buf.as_mut_ptr(), buf.len(), Dir::Read).unwrap_or(0);
+    // At most len / 8 + 2 words; stops at the first word that cannot be read.
+    while got < buf.len() {
+        let at = addr.wrapping_add(got as u64);
+        let aligned = at & !7;
+        let Ok(word) = peek(pid, aligned) else { break };
+        let bytes = word.to_le_bytes();
+        let skip = (at - aligned) as usize;
+        for b in bytes.iter().skip(skip) {
+            let Some(slot) = buf.get_mut(got) else { break };
+            *slot = *b;
+            got += 1;
+        }
+    }
+    got
+}
+
+/// Writes `data` into tracee memory at `addr`, as the tracee itself could (a read-only page
+/// is an error, as it would fault the tracee). Returns false when not all bytes landed.
+pub(crate) fn write_mem(pid: pid_t, addr: u64, data: &[u8]) -> bool {
+    // process_vm_writev only reads `data`; the *mut cast is for the shared helper.
+    matches!(transfer(pid, addr, data.as_ptr() as *mut u8, data.len(), Dir::Write), Ok(n) if n == data.len())
+}
+
+/// What `waitpid` reported for one tracee.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Status {
+    /// It exited with this code.
+    Exited(i32),
+    /// A signal killed it.
+    Killed(i32),
+    /// It is stopped: signal number and ptrace event (0 for a signal-delivery-stop).
+    Stopped { sig: i32, event: i32 },
+}
+
+/// Waits for the next state change of any tracee of the calling thread. `None` when there
+/// is none left (ECHILD).
+pub(crate) fn wait_any() -> io::Result<Option<(pid_t, Status)>> {
+    wait_for(-1)
+}
+
+/// Waits for the next state change of `pid` (-1: any tracee of the calling thread).
+pub(crate) fn wait_for(pid: pid_t) -> io::Result<Option<(pid_t, Status)>> {
+    // EINTR only repeats when a signal hits the tracer; bounded so a signal storm errors out.
+    for _ in 0..10_000 {
+        let mut raw = 0;
+        // SAFETY: plain syscall with a valid out-pointer. __WNOTHREAD keeps other threads'
+        // children (a concurrent run in another test thread) out of this wait.
+        let got = unsafe { libc::waitpid(pid, &mut raw, libc::__WALL | libc::__WNOTHREAD) };
+        if got == -1 {
+            let err = io::Error::last_os_error();
+            match err.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::ECHILD) => return Ok(None),
+                _ => return Err(err),
+            }
+        }
+        let status = if libc::WIFEXITED(raw) {
+            Status::Exited(libc::WEXITSTATUS(raw))
+        } else if libc::WIFSIGNALED(raw) {
+            Status::Killed(libc::WTERMSIG(raw))
+        } else if libc::WIFSTOPPED(raw) {
+            Status::Stopped {
+                sig: libc::WSTOPSIG(raw),
+                event: (raw >> 16) & 0xff,
+            }
+        } else {
+            // WIFCONTINUED is not requested; nothing else is defined.
+            continue;
+        };
+        return Ok(Some((got, status)));
+    }
+    Err(io::Error::from_raw_os_error(libc::EINTR))
+}

@@ -1,0 +1,403 @@
+//! The `vmw-sim` command line: options, output files and exit status, with this test binary
+//! as the guest program (see `sim_asm::guest_program`).
+#![cfg(all(feature = "sim", target_os = "linux", target_arch = "x86_64"))]
+
+mod sim_asm;
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use sim_asm::{guest_command, GUEST_ENV};
+
+/// Not a test: the guest program the tests below run under `vmw-sim`.
+#[test]
+#[ignore = "helper: run by other tests as a guest program"]
+fn guest_program() {
+    sim_asm::guest_program();
+}
+
+/// Runs `vmw-sim OPTIONS -- <this binary as a guest doing ACTIONS>`.
+fn vmw_sim(options: &[&str], actions: &str) -> Output {
+    let guest = guest_command(actions);
+    Command::new(env!("CARGO_BIN_EXE_vmw-sim"))
+        .args(options)
+        .arg("--")
+        .arg(guest.get_program())
+        .args(guest.get_args())
+        .env(GUEST_ENV, actions)
+        .output()
+        .expect("run vmw-sim")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A fresh scratch directory for one test.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("vmw-sim-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+fn path(p: &std::path::Path) -> &str {
+    p.to_str().expect("utf-8 temp path")
+}
+
+/// The number after `"key":` in a flat JSON object.
+fn json_number(json: &str, key: &str) -> Option<u64> {
+    let at = json.find(&format!("\"{key}\":"))? + key.len() + 3;
+    let digits: String = json[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+#[test]
+fn stats_file_has_the_agreed_keys() {
+    let dir = scratch("stats");
+    let stats = dir.join("stats.json");
+    let out = vmw_sim(
+        &["--stats", path(&stats)],
+        "getversion;rpc:log one;rpclb:info-get guestinfo.x",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json = std::fs::read_to_string(&stats).unwrap();
+    assert!(
+        json.trim_start().starts_with('{') && json.trim_end().ends_with('}'),
+        "{json}"
+    );
+    for key in [
+        "lb_calls",
+        "hb_in_calls",
+        "hb_out_calls",
+        "bytes_to_host",
+        "bytes_to_guest",
+        "channels_opened",
+        "channels_closed",
+        "channels_open_at_exit",
+        "rpcs",
+        "cpts_injected",
+    ] {
+        assert!(
+            json_number(&json, key).is_some(),
+            "{key} missing from {json}"
+        );
+    }
+    assert_eq!(json_number(&json, "rpcs"), Some(2));
+    assert_eq!(json_number(&json, "channels_opened"), Some(2));
+    assert_eq!(json_number(&json, "channels_open_at_exit"), Some(0));
+    assert_eq!(json_number(&json, "hb_out_calls"), Some(1), "the HB rpc");
+    assert_eq!(json_number(&json, "bytes_to_host"), Some(7 + 20));
+    assert!(json_number(&json, "lb_calls").unwrap() > 10);
+}
+
+#[test]
+fn guestinfo_in_and_out() {
+    let dir = scratch("guestinfo");
+    let value_file = dir.join("value");
+    std::fs::write(&value_file, "from a file\nwith two lines").unwrap();
+    let dump = dir.join("dump.txt");
+    let b = format!("guestinfo.b=@{}", path(&value_file));
+    let out = vmw_sim(
+        &[
+            "-e",
+            "guestinfo.a=1",
+            "-e",
+            &b,
+            "--dump-guestinfo",
+            path(&dump),
+        ],
+        "rpc:info-get guestinfo.a;rpclb:info-get guestinfo.b;rpc:info-set guestinfo.c three 3",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("1 1\n"), "{text}");
+    assert!(text.contains("1 from a file\nwith two lines\n"), "{text}");
+    assert_eq!(
+        std::fs::read_to_string(&dump).unwrap(),
+        "guestinfo.a=1\nguestinfo.b=from a file\nwith two lines\nguestinfo.c=three 3\n"
+    );
+}
+
+#[test]
+fn vmx_log_file() {
+    let dir = scratch("vmxlog");
+    let log = dir.join("vmware.log");
+    let out = vmw_sim(
+        &["--vmx-log", path(&log)],
+        "rpc:log first line;rpclb:log second",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        "first line\nsecond\n"
+    );
+}
+
+#[test]
+fn exit_status_is_the_guests() {
+    assert_eq!(vmw_sim(&[], "getversion").status.code(), Some(0));
+    assert_eq!(vmw_sim(&[], "getversion;exit:3").status.code(), Some(3));
+    assert_eq!(
+        vmw_sim(&[], "segv").status.code(),
+        Some(128 + 11),
+        "a real segfault"
+    );
+    let out = vmw_sim(&["--not-vmware"], "getversion");
+    assert_eq!(out.status.code(), Some(139), "bare metal: the probe dies");
+    let out = Command::new(env!("CARGO_BIN_EXE_vmw-sim"))
+        .args(["--", "/no/such/program"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(127));
+    assert!(
+        stderr(&out).contains("cannot run /no/such/program"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn host_options_change_the_answers() {
+    let out = vmw_sim(&["--product", "workstation"], "getversion");
+    assert!(
+        stdout(&out).contains("version 6 product 4"),
+        "{}",
+        stdout(&out)
+    );
+    let out = vmw_sim(&["--product=esx"], "getversion");
+    assert!(
+        stdout(&out).contains("version 6 product 2"),
+        "{}",
+        stdout(&out)
+    );
+
+    let out = vmw_sim(
+        &["-e", "guestinfo.k=v", "--deny-guestinfo"],
+        "rpc:info-get guestinfo.k",
+    );
+    assert!(
+        stdout(&out).contains("0 Permission denied"),
+        "{}",
+        stdout(&out)
+    );
+
+    let out = vmw_sim(&["--channels", "0"], "rpc:log x");
+    assert_eq!(
+        out.status.code(),
+        Some(11),
+        "no channel can open: {}",
+        stdout(&out)
+    );
+
+    let dir = scratch("hostopts");
+    let stats = dir.join("s.json");
+    let out = vmw_sim(
+        &["--no-hb", "--no-cookies", "--stats", path(&stats)],
+        "rpc:info-get guestinfo.none",
+    );
+    assert!(
+        stdout(&out).contains("0 No value found"),
+        "{}",
+        stdout(&out)
+    );
+    let json = std::fs::read_to_string(&stats).unwrap();
+    assert_eq!(
+        json_number(&json, "hb_out_calls"),
+        Some(0),
+        "LB only without HB"
+    );
+
+    let out = vmw_sim(&["--cpt-every", "1", "--stats", path(&stats)], "rpc:log x");
+    assert_eq!(
+        out.status.code(),
+        Some(11),
+        "this guest does not retry: {}",
+        stdout(&out)
+    );
+    assert_eq!(
+        json_number(&std::fs::read_to_string(&stats).unwrap(), "cpts_injected"),
+        Some(1)
+    );
+
+    let out = vmw_sim(
+        &["--tclo", "reset", "--tclo", "ping", "--stats", path(&stats)],
+        "tclo",
+    );
+    assert!(stdout(&out).contains("tclo reset"), "{}", stdout(&out));
+    assert_eq!(
+        json_number(&std::fs::read_to_string(&stats).unwrap(), "tclo_commands"),
+        Some(1)
+    );
+}
+
+#[test]
+fn machine_modes_and_iopl() {
+    assert_eq!(
+        vmw_sim(&["--restrict-backdoor"], "getversion")
+            .status
+            .code(),
+        Some(139)
+    );
+    let out = vmw_sim(&["--restrict-backdoor"], "iopl:3;getversion");
+    assert!(
+        out.status.success() && stdout(&out).contains("iopl: 0\nversion 6"),
+        "{}",
+        stdout(&out)
+    );
+
+    let out = vmw_sim(
+        &["--restrict-backdoor", "--iopl", "eperm"],
+        "iopl:3;getversion",
+    );
+    assert!(stdout(&out).contains("iopl: errno 1\n"), "{}", stdout(&out));
+    assert_eq!(out.status.code(), Some(139));
+
+    let out = vmw_sim(&["--iopl", "enosys"], "iopl:3;getversion");
+    assert!(
+        out.status.success() && stdout(&out).contains("iopl: errno 38\nversion 6"),
+        "{}",
+        stdout(&out)
+    );
+
+    let out = vmw_sim(&["--not-vmware", "--iopl=ok"], "iopl:3;getversion");
+    assert_eq!(
+        out.status.code(),
+        Some(10),
+        "privileged on bare metal: EAX all ones"
+    );
+    assert!(
+        stdout(&out).contains("version 4294967295"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn bad_options_exit_2_with_a_message() {
+    let dir = scratch("badopts");
+    let cases: &[(&[&str], &str)] = &[
+        (&["--bogus", "--", "/bin/true"], "unknown option '--bogus'"),
+        (
+            &["--channels", "many", "--", "/bin/true"],
+            "--channels: expected a number, got 'many'",
+        ),
+        (
+            &["--product", "fusion", "--", "/bin/true"],
+            "--product: expected esx or workstation",
+        ),
+        (
+            &["--iopl", "maybe", "--", "/bin/true"],
+            "--iopl: expected ok, eperm or enosys",
+        ),
+        (
+            &["-e", "foo=bar", "--", "/bin/true"],
+            "only guestinfo.KEY and machine.id",
+        ),
+        (
+            &["-e", "guestinfo.x", "--", "/bin/true"],
+            "expected KEY=VALUE",
+        ),
+        (
+            &["-e", "guestinfo.x=@/no/such/file", "--", "/bin/true"],
+            "cannot read /no/such/file",
+        ),
+        (
+            &["--not-vmware", "--restrict-backdoor", "--", "/bin/true"],
+            "exclude each other",
+        ),
+        (
+            &["--no-hb=yes", "--", "/bin/true"],
+            "--no-hb takes no value",
+        ),
+        (&["--stats"], "--stats needs a file"),
+        (
+            &["--stats", "/no/such/dir/s.json", "--", "/bin/true"],
+            "cannot create /no/such/dir/s.json",
+        ),
+        (&[], "no command given"),
+        (&["--tclo", "reset"], "no command given"),
+    ];
+    for (args, message) in cases {
+        let out = Command::new(env!("CARGO_BIN_EXE_vmw-sim"))
+            .args(*args)
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(stderr(&out).contains(message), "{args:?}: {}", stderr(&out));
+        if !message.starts_with("cannot create") {
+            assert!(
+                stderr(&out).contains("vmw-sim --help"),
+                "{args:?}: {}",
+                stderr(&out)
+            );
+        }
+    }
+}
+
+#[test]
+fn help() {
+    for flag in ["-h", "--help"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_vmw-sim"))
+            .arg(flag)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        let text = stdout(&out);
+        assert!(text.starts_with("vmw-sim: run a program as the guest of a simulated VMware host"));
+        for option in [
+            "Usage: vmw-sim [OPTIONS] -- COMMAND [ARGS...]",
+            "-e guestinfo.KEY=VALUE",
+            "--no-hb",
+            "--no-cookies",
+            "--channels N",
+            "--product esx|workstation",
+            "--not-vmware",
+            "--restrict-backdoor",
+            "--cpt-every N",
+            "--deny-guestinfo",
+            "--tclo COMMAND",
+            "--stats FILE",
+            "--vmx-log FILE",
+            "--dump-guestinfo FILE",
+            "--iopl ok|eperm|enosys",
+            "--vmware-cpuid",
+        ] {
+            assert!(text.contains(option), "help lacks {option}");
+        }
+    }
+}
+
+#[test]
+fn vmware_cpuid_on_request() {
+    if !sim_asm::cpuid_faulting() {
+        eprintln!("no CPUID faulting here: CPUID stays the real one");
+        return;
+    }
+    let out = vmw_sim(&["--vmware-cpuid"], "cpuid");
+    assert!(
+        out.status.success() && stdout(&out).contains("hypervisor VMwareVMware"),
+        "{}",
+        stdout(&out)
+    );
+    let real = format!(
+        "hypervisor {}",
+        String::from_utf8_lossy(&sim_asm::hypervisor_name())
+    );
+    for options in [&[][..], &["--not-vmware", "--vmware-cpuid"][..]] {
+        let out = vmw_sim(options, "cpuid");
+        assert!(
+            stdout(&out).contains(&real),
+            "{options:?}: {} (real: {real})",
+            stdout(&out)
+        );
+    }
+}

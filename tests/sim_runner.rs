@@ -1,0 +1,797 @@
+//! The trap-and-emulate runner: virtual I/O privilege, machine modes, signals, processes,
+//! threads, exec, group-stops and hypercalls, with hand-written guest instructions.
+#![cfg(all(feature = "sim", target_os = "linux", target_arch = "x86_64"))]
+
+mod sim_asm;
+
+use std::arch::asm;
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use sim_asm::*;
+use vmw_backdoor::proto::Regs;
+use vmw_backdoor::sim::{GuestExit, HostConfig, IoplPolicy, Mode, SimRun};
+
+const EINVAL: i32 = libc::EINVAL;
+const SIGSEGV: i32 = libc::SIGSEGV;
+
+/// Not a test: the guest program other tests run (see `sim_asm::guest_program`).
+#[test]
+#[ignore = "helper: run by other tests as a guest program"]
+fn guest_program() {
+    sim_asm::guest_program();
+}
+
+fn sim(config: HostConfig, guest: impl FnOnce()) -> SimRun {
+    config.run(guest).expect("start the guest")
+}
+
+fn ok(run: &SimRun) {
+    assert!(run.exit.success(), "guest {}", run.exit);
+}
+
+/// GETVERSION's EAX, or the guest dies trying.
+fn getversion() -> u64 {
+    lb_cmd(10, 0).ax
+}
+
+#[test]
+fn getversion_is_answered() {
+    let run = sim(HostConfig::default(), || {
+        let r = lb_cmd(10, 0);
+        assert_eq!((r.ax, r.bx, r.cx), (6, MAGIC, 2));
+    });
+    ok(&run);
+    assert_eq!(run.host.counters().lb_calls, 1);
+    assert_eq!((run.traps.port_io, run.traps.faults_delivered), (1, 0));
+}
+
+#[test]
+fn iopl_and_ioperm_are_answered_virtually() {
+    let run = sim(HostConfig::default(), || {
+        assert_eq!(iopl(3), Ok(()));
+        assert_eq!(iopl(4), Err(EINVAL), "level above 3");
+        assert_eq!(iopl(0), Ok(()));
+        assert_eq!(ioperm(0x5658, 2, true), Ok(()));
+        assert_eq!(ioperm(0x5658, 2, false), Ok(()));
+        assert_eq!(
+            ioperm(0xffff, 2, true),
+            Err(EINVAL),
+            "range past port 65535"
+        );
+        assert_eq!(ioperm(0x80, 0, true), Err(EINVAL), "empty range");
+        assert_eq!(ioperm(u64::MAX, 2, true), Err(EINVAL), "wrap-around");
+        assert_eq!(ioperm(0, 65_536, true), Ok(()), "the whole space");
+        // Through the C library too.
+        // SAFETY: iopl has no memory effects.
+        assert_eq!(unsafe { libc::iopl(3) }, 0);
+    });
+    ok(&run);
+    assert_eq!(run.traps.io_syscalls, 10);
+}
+
+#[test]
+fn iopl_can_fail_with_eperm() {
+    let run = HostConfig::default()
+        .sim()
+        .iopl(IoplPolicy::Eperm)
+        .run(|| {
+            assert_eq!(iopl(3), Err(libc::EPERM), "raising needs CAP_SYS_RAWIO");
+            assert_eq!(iopl(0), Ok(()), "lowering does not");
+            assert_eq!(iopl(9), Err(EINVAL), "arguments are checked first");
+            assert_eq!(ioperm(0x5658, 2, true), Err(libc::EPERM));
+            assert_eq!(ioperm(0x5658, 2, false), Ok(()));
+            assert_eq!(ioperm(0x10000, 1, true), Err(EINVAL));
+        })
+        .unwrap();
+    ok(&run);
+}
+
+#[test]
+fn iopl_can_fail_with_enosys() {
+    let run = HostConfig::default()
+        .sim()
+        .iopl(IoplPolicy::Enosys)
+        .run(|| {
+            assert_eq!(iopl(3), Err(libc::ENOSYS));
+            assert_eq!(iopl(0), Err(libc::ENOSYS));
+            assert_eq!(ioperm(0x5658, 4, true), Err(libc::ENOSYS));
+            // The VMware backdoor does not care.
+            assert_eq!(getversion(), 6);
+        })
+        .unwrap();
+    ok(&run);
+}
+
+#[test]
+fn restricted_backdoor_faults_without_privilege() {
+    let run = sim(HostConfig::default().mode(Mode::RestrictBackdoor), || {
+        getversion();
+    });
+    assert_eq!(run.exit, GuestExit::Signaled(SIGSEGV));
+    assert_eq!(run.exit.code(), 139);
+    // Rust's runtime catches the first SIGSEGV (stack-overflow check), restores the default
+    // action and returns; the instruction faults again and that one kills.
+    assert!(run.traps.faults_delivered >= 1);
+    assert_eq!(run.host.counters().lb_calls, 0);
+}
+
+#[test]
+fn restricted_backdoor_answers_with_iopl() {
+    let run = sim(HostConfig::default().mode(Mode::RestrictBackdoor), || {
+        iopl(3).unwrap();
+        assert_eq!(getversion(), 6);
+        assert_eq!(rpc(b"log privileged", true).unwrap(), b"1 ");
+    });
+    ok(&run);
+    assert_eq!(run.host.vmx_log(), [b"privileged".to_vec()]);
+}
+
+#[test]
+fn a_32_bit_in_needs_all_four_ports() {
+    // ioperm(0x5658, 2): the HB port is covered, the 4-byte LB `in` is not.
+    let run = sim(HostConfig::default().mode(Mode::RestrictBackdoor), || {
+        ioperm(0x5658, 2, true).unwrap();
+        let mut buf = [0u8; 4];
+        let r = Chan {
+            id: 0,
+            high: 0,
+            low: 0,
+        }
+        .hb_recv(&mut buf);
+        assert_eq!(r.bx, 0, "HB on 0x5659 reached the host (no such channel)");
+        getversion();
+        unreachable!("the LB in must fault");
+    });
+    assert_eq!(run.exit, GuestExit::Signaled(SIGSEGV));
+    assert_eq!(
+        (
+            run.host.counters().hb_in_calls,
+            run.host.counters().lb_calls
+        ),
+        (1, 0)
+    );
+
+    let run = sim(HostConfig::default().mode(Mode::RestrictBackdoor), || {
+        ioperm(0x5658, 4, true).unwrap();
+        assert_eq!(getversion(), 6);
+    });
+    ok(&run);
+}
+
+#[test]
+fn bare_metal_kills_an_unprivileged_probe() {
+    let run = sim(HostConfig::default().mode(Mode::NotVmware), || {
+        getversion();
+    });
+    assert_eq!(run.exit, GuestExit::Signaled(SIGSEGV));
+}
+
+#[test]
+fn bare_metal_privileged_access_finds_no_device() {
+    let run = sim(HostConfig::default().mode(Mode::NotVmware), || {
+        iopl(3).unwrap();
+        let r = lb_cmd(10, 0x1234);
+        assert_eq!(
+            (r.ax, r.bx, r.cx),
+            (0xffff_ffff, 0x1234, 10),
+            "EAX all ones, EBX unchanged"
+        );
+        let mut buf = [0u8; 16];
+        let mut r = Regs {
+            ax: MAGIC,
+            bx: ST_OK,
+            cx: 16,
+            dx: HB_PORT,
+            ..Regs::default()
+        };
+        r.di = buf.as_mut_ptr() as u64;
+        hb_in(&mut r);
+        assert_eq!(buf, [0xff; 16], "rep insb reads 0xFF");
+        assert_eq!((r.cx, r.di), (0, buf.as_ptr() as u64 + 16));
+        assert_eq!(Chan::open_raw(RPCI).ax, 0xffff_ffff, "no message channel");
+    });
+    ok(&run);
+}
+
+#[test]
+fn bare_metal_long_rep_insb_is_served_in_pieces() {
+    const LEN: usize = 3 << 20;
+    let run = sim(HostConfig::default().mode(Mode::NotVmware), || {
+        iopl(3).unwrap();
+        let mut buf = vec![0u8; LEN];
+        let mut r = Regs {
+            ax: MAGIC,
+            bx: ST_OK,
+            cx: LEN as u64,
+            dx: HB_PORT,
+            ..Regs::default()
+        };
+        r.di = buf.as_mut_ptr() as u64;
+        hb_in(&mut r);
+        assert!(buf.iter().all(|&b| b == 0xff));
+        assert_eq!((r.cx, r.di), (0, buf.as_ptr() as u64 + LEN as u64));
+    });
+    ok(&run);
+    assert!(
+        run.host.counters().hb_in_calls > 1,
+        "re-executed as an interrupted REP"
+    );
+}
+
+#[test]
+fn other_ports_need_privilege_and_find_nothing() {
+    let run = sim(HostConfig::default(), || {
+        // SAFETY: port 0x80 reads are harmless, and without privilege this one faults.
+        unsafe { asm!("in al, 0x80", out("al") _) };
+    });
+    assert_eq!(
+        run.exit,
+        GuestExit::Signaled(SIGSEGV),
+        "no privilege, no device access"
+    );
+
+    let run = sim(HostConfig::default(), || {
+        iopl(3).unwrap();
+        let (mut rax, mut rsi, mut rcx): (u64, u64, u64) = (0x1122_3344_5566_7700, 0x1000, 5);
+        // SAFETY: port I/O on ports without a device, emulated by the runner; `rep outsb`
+        // reads nothing (the runner drops writes without reading memory).
+        unsafe {
+            asm!("in al, 0x80", inout("rax") rax);
+            assert_eq!(rax, 0x1122_3344_5566_77ff, "AL all ones, the rest kept");
+            asm!("in ax, dx", inout("rax") rax, in("dx") 0x3f8u16);
+            assert_eq!(rax, 0x1122_3344_5566_ffff);
+            asm!("in eax, dx", inout("rax") rax, in("dx") 0x3f8u16);
+            assert_eq!(rax, 0xffff_ffff, "a 32-bit write clears the upper half");
+            asm!("out 0x80, al", "out dx, eax", in("eax") 0u32, in("dx") 0x3f8u16);
+            asm!("cld", "rep outsb", inout("rsi") rsi, inout("rcx") rcx, in("dx") 0x3f8u16);
+        }
+        assert_eq!((rsi, rcx), (0x1005, 0));
+        let mut words = [0u16; 3];
+        let (mut rdi, mut rcx) = (words.as_mut_ptr() as u64, 3u64);
+        // SAFETY: writes 6 bytes into `words`.
+        unsafe { asm!("cld", "rep insw", inout("rdi") rdi, inout("rcx") rcx, in("dx") 0x3f8u16) };
+        assert_eq!(
+            (words, rcx, rdi),
+            ([0xffff; 3], 0, words.as_ptr() as u64 + 6)
+        );
+    });
+    ok(&run);
+    assert_eq!(run.traps.port_io, 7);
+    assert_eq!(
+        run.host.counters().lb_calls,
+        0,
+        "nothing reached the backdoor"
+    );
+}
+
+#[test]
+fn backdoor_port_in_other_sizes_is_an_empty_port_on_vmware() {
+    let run = sim(HostConfig::default(), || {
+        let mut rax: u64 = 0x564D_5868;
+        // SAFETY: a byte `in` on the backdoor port; VMware lets ring 3 touch it.
+        unsafe { asm!("in al, dx", inout("rax") rax, in("dx") 0x5658u16) };
+        assert_eq!(rax, 0x564d_58ff);
+    });
+    ok(&run);
+    assert_eq!(run.host.counters().lb_calls, 0);
+}
+
+static SEEN_CODE: AtomicI32 = AtomicI32::new(0);
+static SEEN_COUNT: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn skip_in(_sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    // SAFETY: the kernel passes valid siginfo and ucontext pointers to an SA_SIGINFO handler.
+    unsafe {
+        SEEN_CODE.store((*info).si_code, Ordering::SeqCst);
+        SEEN_COUNT.fetch_add(1, Ordering::SeqCst);
+        let uc = ctx.cast::<libc::ucontext_t>();
+        let rip = &mut (*uc).uc_mcontext.gregs[libc::REG_RIP as usize];
+        // Skip a faulting `in eax, dx` (one byte); a signal sent by kill() resumes as is.
+        if (*info).si_code == 0x80 {
+            *rip += 1;
+        }
+    }
+}
+
+fn catch_sigsegv() {
+    // SAFETY: installs a handler that only touches atomics and the interrupted context.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = skip_in as *const () as usize;
+        sa.sa_flags = libc::SA_SIGINFO;
+        assert_eq!(libc::sigaction(SIGSEGV, &sa, std::ptr::null_mut()), 0);
+    }
+}
+
+#[test]
+fn a_faulting_probe_reaches_the_guests_handler_intact() {
+    // How a careful library probes off VMware: catch the SIGSEGV and carry on.
+    let run = sim(HostConfig::default().mode(Mode::NotVmware), || {
+        catch_sigsegv();
+        let r = lb_cmd(10, 0);
+        assert_eq!(SEEN_COUNT.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            SEEN_CODE.load(Ordering::SeqCst),
+            0x80,
+            "si_code SI_KERNEL, as from #GP"
+        );
+        assert_eq!(r.ax, MAGIC, "nothing answered");
+    });
+    ok(&run);
+    assert_eq!(
+        (run.traps.faults_delivered, run.traps.signals_delivered),
+        (1, 1)
+    );
+}
+
+#[test]
+fn a_sigsegv_sent_by_a_process_is_not_taken_for_a_fault() {
+    let run = sim(HostConfig::default(), || {
+        catch_sigsegv();
+        // SAFETY: raising a signal that has a handler.
+        unsafe { libc::raise(SIGSEGV) };
+        assert_eq!(SEEN_COUNT.load(Ordering::SeqCst), 1);
+        assert_eq!(SEEN_CODE.load(Ordering::SeqCst), libc::SI_TKILL);
+        assert_eq!(
+            getversion(),
+            6,
+            "backdoor still served, handler not involved"
+        );
+        assert_eq!(SEEN_COUNT.load(Ordering::SeqCst), 1);
+    });
+    ok(&run);
+}
+
+#[test]
+fn real_faults_and_signals_pass_through() {
+    let run = sim(HostConfig::default(), || {
+        // SAFETY: deliberately not: a null write must kill the guest.
+        unsafe { std::ptr::null_mut::<u32>().write_volatile(7) };
+    });
+    assert_eq!(run.exit, GuestExit::Signaled(SIGSEGV));
+    assert_eq!(run.traps.faults_delivered, 0, "not port I/O");
+
+    let run = sim(HostConfig::default(), || std::process::abort());
+    assert_eq!(run.exit, GuestExit::Signaled(libc::SIGABRT));
+    assert_eq!(run.exit.code(), 134);
+
+    let run = sim(HostConfig::default(), || {
+        // SAFETY: ud2 raises SIGILL, which must reach the guest and kill it.
+        unsafe { asm!("ud2") };
+    });
+    assert_eq!(run.exit, GuestExit::Signaled(libc::SIGILL));
+}
+
+#[test]
+fn exit_status_and_panics_come_back() {
+    let run = sim(HostConfig::default(), || std::process::exit(3));
+    assert_eq!(run.exit, GuestExit::Exited(3));
+    let run = sim(HostConfig::default(), || panic!("boom {}", 7));
+    assert_eq!(run.exit, GuestExit::Panicked("boom 7".into()));
+    assert_eq!(run.exit.code(), 101);
+}
+
+fn fork_and_wait(child: impl FnOnce() -> i32) -> i32 {
+    // SAFETY: the child runs `child` and _exits; the parent only waits.
+    unsafe {
+        let pid = libc::fork();
+        assert!(pid >= 0);
+        if pid == 0 {
+            let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).unwrap_or(99);
+            libc::_exit(code);
+        }
+        let mut status = 0;
+        assert_eq!(libc::waitpid(pid, &mut status, 0), pid);
+        assert!(libc::WIFEXITED(status), "child status {status:#x}");
+        libc::WEXITSTATUS(status)
+    }
+}
+
+#[test]
+fn forked_children_are_served_and_inherit_privilege() {
+    let run = sim(HostConfig::default().mode(Mode::RestrictBackdoor), || {
+        iopl(3).unwrap();
+        for i in 0..3 {
+            let code = fork_and_wait(|| {
+                if getversion() != 6 {
+                    return 1;
+                }
+                rpc(
+                    format!("info-set guestinfo.child{i} here").as_bytes(),
+                    i % 2 == 0,
+                )
+                .map_or(2, |_| 0)
+            });
+            assert_eq!(code, 0, "child {i}");
+        }
+        assert_eq!(getversion(), 6);
+    });
+    ok(&run);
+    assert_eq!(run.traps.tracees, 4);
+    assert_eq!(run.host.guestinfo().len(), 3);
+}
+
+#[test]
+fn a_child_without_privilege_dies_alone() {
+    let run = sim(HostConfig::default().mode(Mode::RestrictBackdoor), || {
+        // SAFETY: fork, then the child only does a backdoor call and _exits.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            getversion();
+            // SAFETY: ends the child.
+            unsafe { libc::_exit(0) };
+        }
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert!(libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == SIGSEGV);
+    });
+    ok(&run);
+}
+
+#[test]
+fn threads_are_served_with_their_own_privilege() {
+    let run = sim(HostConfig::default(), || {
+        let handles: Vec<_> = (0..4)
+            .map(|_| std::thread::spawn(|| (0..50).all(|_| getversion() == 6)))
+            .collect();
+        assert!(handles.into_iter().all(|h| h.join().unwrap()));
+    });
+    ok(&run);
+    assert_eq!(run.host.counters().lb_calls, 200);
+    assert!(run.traps.tracees >= 5);
+
+    // Privilege is per thread: a thread's iopl does not cover its parent.
+    let run = sim(HostConfig::default().mode(Mode::RestrictBackdoor), || {
+        std::thread::spawn(|| {
+            iopl(3).unwrap();
+            assert_eq!(getversion(), 6);
+        })
+        .join()
+        .unwrap();
+        getversion();
+    });
+    assert_eq!(run.exit, GuestExit::Signaled(SIGSEGV));
+    assert_eq!(run.host.counters().lb_calls, 1);
+
+    // ... but a new thread inherits its creator's.
+    let run = sim(HostConfig::default().mode(Mode::RestrictBackdoor), || {
+        ioperm(0x5658, 4, true).unwrap();
+        assert!(std::thread::spawn(|| getversion() == 6).join().unwrap());
+    });
+    ok(&run);
+}
+
+#[test]
+fn group_stop_really_stops_until_sigcont() {
+    let run = sim(HostConfig::default(), || {
+        // SAFETY: fork; the child stops itself, then makes a backdoor call and _exits.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // SAFETY: plain system calls.
+            unsafe {
+                libc::raise(libc::SIGSTOP);
+                libc::_exit(if getversion() == 6 { 0 } else { 1 });
+            }
+        }
+        let mut status = 0;
+        // SAFETY: waiting for and signalling our own child.
+        unsafe {
+            assert_eq!(libc::waitpid(pid, &mut status, libc::WUNTRACED), pid);
+            assert!(libc::WIFSTOPPED(status) && libc::WSTOPSIG(status) == libc::SIGSTOP);
+            // Still stopped a moment later: nothing resumed it behind our back.
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            assert_eq!(
+                libc::waitpid(pid, &mut status, libc::WNOHANG | libc::WCONTINUED),
+                0
+            );
+            assert_eq!(libc::kill(pid, libc::SIGCONT), 0);
+            assert_eq!(libc::waitpid(pid, &mut status, 0), pid);
+        }
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "{status:#x}"
+        );
+    });
+    ok(&run);
+    assert_eq!(run.host.counters().lb_calls, 1);
+}
+
+#[test]
+fn exec_is_followed() {
+    let run = HostConfig::default()
+        .run_command(&mut std::process::Command::new("/bin/true"))
+        .unwrap();
+    assert_eq!(
+        (run.exit.clone(), run.traps.execs),
+        (GuestExit::Exited(0), 1)
+    );
+
+    let run = HostConfig::default()
+        .run_command(std::process::Command::new("/bin/sh").args(["-c", "/bin/true; exit 3"]))
+        .unwrap();
+    assert_eq!(run.exit, GuestExit::Exited(3));
+    assert!(
+        run.traps.execs >= 2 && run.traps.tracees >= 2,
+        "{:?}",
+        run.traps
+    );
+
+    let err = HostConfig::default()
+        .run_command(&mut std::process::Command::new("/no/such/program"))
+        .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
+
+    // A program making backdoor calls, started directly and through a shell.
+    let run = HostConfig::default()
+        .run_command(&mut guest_command(
+            "getversion;rpc:info-set guestinfo.exec yes",
+        ))
+        .unwrap();
+    ok(&run);
+    assert_eq!(
+        run.host
+            .guestinfo()
+            .get(&b"guestinfo.exec"[..])
+            .map(Vec::as_slice),
+        Some(&b"yes"[..])
+    );
+    let guest = guest_command("");
+    let mut shell = std::process::Command::new("/bin/sh");
+    shell
+        .args(["-c", "\"$0\" \"$@\" && \"$0\" \"$@\""])
+        .arg(guest.get_program())
+        .args(guest.get_args());
+    shell.env(GUEST_ENV, "getversion");
+    let run = HostConfig::default().run_command(&mut shell).unwrap();
+    ok(&run);
+    assert_eq!(
+        run.host.counters().lb_calls,
+        2,
+        "both children of the shell served"
+    );
+}
+
+#[test]
+fn virtual_privilege_survives_exec_even_from_a_thread() {
+    use std::os::unix::process::CommandExt;
+    let run = sim(HostConfig::default().mode(Mode::RestrictBackdoor), || {
+        iopl(3).unwrap();
+        let err = guest_command("getversion").exec();
+        panic!("exec failed: {err}");
+    });
+    ok(&run);
+    assert_eq!(run.host.counters().lb_calls, 1);
+
+    // A non-leader thread execs: it takes over the process id, with its privilege.
+    let run = sim(HostConfig::default().mode(Mode::RestrictBackdoor), || {
+        std::thread::spawn(|| {
+            iopl(3).unwrap();
+            let err = guest_command("getversion").exec();
+            panic!("exec failed: {err}");
+        });
+        loop {
+            std::thread::park();
+        }
+    });
+    ok(&run);
+    assert_eq!(run.host.counters().lb_calls, 1);
+}
+
+#[test]
+fn programs_started_by_the_guest_are_served() {
+    let run = sim(HostConfig::default().guestinfo("who", "child"), || {
+        let out = guest_command("rpc:info-get guestinfo.who")
+            .output()
+            .expect("spawn");
+        assert!(out.status.success());
+        assert!(String::from_utf8_lossy(&out.stdout).contains("1 child"));
+    });
+    ok(&run);
+    assert_eq!(run.host.counters().rpcs, 1);
+}
+
+#[test]
+fn parallel_runs_do_not_mix() {
+    let handles: Vec<_> = (0..4u64)
+        .map(|n| {
+            std::thread::spawn(move || {
+                let run = HostConfig::default()
+                    .run(|| {
+                        for _ in 0..(n + 1) * 10 {
+                            assert_eq!(getversion(), 6);
+                        }
+                    })
+                    .unwrap();
+                (run.exit, run.host.counters().lb_calls)
+            })
+        })
+        .collect();
+    for (n, h) in handles.into_iter().enumerate() {
+        assert_eq!(
+            h.join().unwrap(),
+            (GuestExit::Exited(0), (n as u64 + 1) * 10)
+        );
+    }
+}
+
+static TRAPPED: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn skip_hypercall(_sig: i32, _info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    TRAPPED.store(1, Ordering::SeqCst);
+    // SAFETY: the kernel passes a valid ucontext to an SA_SIGINFO handler.
+    unsafe { (*ctx.cast::<libc::ucontext_t>()).uc_mcontext.gregs[libc::REG_RIP as usize] += 3 };
+}
+
+#[test]
+fn vmmcall_backdoor_where_the_cpu_traps_it() {
+    // Whether this CPU hands VMMCALL to the process as a signal at all (inside a KVM guest on
+    // an AMD host the outer hypervisor may answer it instead): probe with the runner's
+    // bare-metal mode, which never emulates hypercalls.
+    let probe = sim(HostConfig::default().mode(Mode::NotVmware), || {
+        // SAFETY: installs a handler that only skips the 3-byte instruction.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = skip_hypercall as *const () as usize;
+            sa.sa_flags = libc::SA_SIGINFO;
+            libc::sigaction(libc::SIGSEGV, &sa, std::ptr::null_mut());
+            libc::sigaction(libc::SIGILL, &sa, std::ptr::null_mut());
+        }
+        let mut r = Regs {
+            ax: MAGIC,
+            cx: 10,
+            ..Regs::default()
+        };
+        vmmcall(&mut r);
+        std::process::exit(TRAPPED.load(Ordering::SeqCst));
+    });
+    if probe.exit != GuestExit::Exited(1) {
+        eprintln!(
+            "VMMCALL does not trap on this CPU ({}); nothing to emulate",
+            probe.exit
+        );
+        return;
+    }
+    let run = sim(HostConfig::default().guestinfo("hc", "yes"), || {
+        let mut r = Regs {
+            ax: MAGIC,
+            cx: 10,
+            dx: 0,
+            ..Regs::default()
+        };
+        vmmcall(&mut r);
+        assert_eq!(
+            (r.ax, r.bx, r.cx, r.dx),
+            (6, MAGIC, 2, 0),
+            "GETVERSION, flags left in EDX"
+        );
+        // An RPCI exchange: LB steps with flags 0, HB with flags 3 (out) and 1 (in).
+        let mut r = Regs {
+            ax: MAGIC,
+            bx: RPCI | COOKIE,
+            cx: MESSAGE,
+            ..Regs::default()
+        };
+        vmmcall(&mut r);
+        assert_eq!(r.cx, ST_OK);
+        let (id, high, low) = (r.dx >> 16, r.si, r.di);
+        let req = b"info-get guestinfo.hc";
+        let lb = |sub: u64, bx: u64| {
+            let mut r = Regs {
+                ax: MAGIC,
+                bx,
+                cx: (sub << 16) | MESSAGE,
+                dx: id << 16,
+                si: high,
+                di: low,
+                bp: 0,
+            };
+            vmmcall(&mut r);
+            r
+        };
+        assert_eq!(lb(1, req.len() as u64).cx, ST_OK_HB);
+        let mut r = Regs {
+            ax: MAGIC,
+            bx: ST_OK,
+            cx: req.len() as u64,
+            dx: (id << 16) | 3,
+            si: req.as_ptr() as u64,
+            di: low,
+            bp: high,
+        };
+        vmmcall(&mut r);
+        assert_eq!(r.bx, ST_OK);
+        assert_eq!(lb(3, 0).bx, 5);
+        let mut buf = [0u8; 5];
+        let mut r = Regs {
+            ax: MAGIC,
+            bx: ST_OK,
+            cx: 5,
+            dx: (id << 16) | 1,
+            si: high,
+            di: buf.as_mut_ptr() as u64,
+            bp: low,
+        };
+        vmmcall(&mut r);
+        assert_eq!((r.bx, &buf), (ST_OK, b"1 yes"));
+    });
+    ok(&run);
+    assert_eq!(run.traps.hypercalls, 6);
+}
+
+#[test]
+fn cpuid_names_vmware_on_request_where_it_can_fault() {
+    if !cpuid_faulting() {
+        eprintln!("no CPUID faulting here: CPUID stays the real one");
+        return;
+    }
+    let vmware = || HostConfig::default().sim().vmware_cpuid(true);
+    let run = vmware()
+        .run(|| {
+            assert_eq!(hypervisor_name(), b"VMwareVMware");
+            let leaf1 = std::arch::x86_64::__cpuid(1);
+            assert_ne!(leaf1.ecx & (1 << 31), 0, "hypervisor present bit");
+            let max = std::arch::x86_64::__cpuid(0x4000_0000).eax;
+            assert!(max >= 0x4000_0010);
+            assert_eq!(
+                std::arch::x86_64::__cpuid(0x4000_0010).ecx & 3,
+                0,
+                "no hypercall offered"
+            );
+            // Forked children and threads keep it.
+            assert_eq!(
+                fork_and_wait(|| i32::from(hypervisor_name() != b"VMwareVMware")),
+                0
+            );
+            assert!(std::thread::spawn(|| hypervisor_name() == b"VMwareVMware")
+                .join()
+                .unwrap());
+        })
+        .unwrap();
+    ok(&run);
+    assert!(run.traps.cpuid >= 6, "{:?}", run.traps);
+
+    // After execve, directly and through a shell.
+    ok(&vmware().run_command(&mut guest_command("cpuid")).unwrap());
+    let guest = guest_command("");
+    let mut shell = std::process::Command::new("/bin/sh");
+    shell
+        .args(["-c", "\"$0\" \"$@\""])
+        .arg(guest.get_program())
+        .args(guest.get_args());
+    shell.env(GUEST_ENV, "cpuid");
+    ok(&vmware().run_command(&mut shell).unwrap());
+
+    // Off by default and on bare metal.
+    let real = hypervisor_name();
+    let run = sim(HostConfig::default(), move || {
+        assert_eq!(hypervisor_name(), real)
+    });
+    ok(&run);
+    assert_eq!(run.traps.cpuid, 0);
+    let real = hypervisor_name();
+    let run = HostConfig::default()
+        .mode(Mode::NotVmware)
+        .sim()
+        .vmware_cpuid(true)
+        .run(move || assert_eq!(hypervisor_name(), real))
+        .unwrap();
+    ok(&run);
+    assert_eq!(run.traps.cpuid, 0);
+}
+
+#[test]
+fn a_forked_child_returning_from_the_closure_is_not_taken_for_the_guest() {
+    let run = sim(HostConfig::default(), || {
+        // SAFETY: fork; the child returns from the closure (the runner ends it).
+        if unsafe { libc::fork() } == 0 {
+            panic!("the child's panic");
+        }
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        unsafe { libc::wait(&mut status) };
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 101);
+        panic!("the guest's panic");
+    });
+    assert_eq!(run.exit, GuestExit::Panicked("the guest's panic".into()));
+}
