@@ -360,14 +360,6 @@ pub fn run_reply(data: &[u8]) {
 // ---------------------------------------------------------------------------------------
 // request_builder
 
-/// With `VMW_FUZZ_SKIP_KNOWN_BUGS` set, inputs that hit a known open bug (one with a file in
-/// `regressions/`) are skipped, so a long run can look for other bugs. Remove each case once
-/// its bug is fixed.
-fn skip_known_bugs() -> bool {
-    static SKIP: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *SKIP.get_or_init(|| std::env::var_os("VMW_FUZZ_SKIP_KNOWN_BUGS").is_some())
-}
-
 /// A key prefix spelling chosen by the input.
 fn read_prefix(r: &mut Reader) -> &'static [u8] {
     match r.u8() % 4 {
@@ -474,9 +466,6 @@ pub fn run_request(data: &[u8]) {
             }
             2 => {
                 let text = String::from_utf8_lossy(&read_padded(&mut r)).into_owned();
-                if text.contains('\0') && skip_known_bugs() {
-                    continue; // regressions/request_builder/log_line_with_nul
-                }
                 let (result, d) = g.with_chan(|c, h| c.log(h, &text));
                 assert!(d.ran, "a well-behaved host refused a channel");
                 if "log ".len() + text.len() > MAX_GUEST_MESSAGE {

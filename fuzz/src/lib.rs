@@ -5,7 +5,6 @@
 
 pub mod alloc_watch;
 pub mod bytes;
-#[cfg(feature = "guest")]
 pub mod guest_run;
 pub mod host_run;
 pub mod scenario;

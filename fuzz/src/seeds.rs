@@ -477,7 +477,6 @@ mod tests {
 
 /// Seeds of the guest-library targets, written byte by byte in the formats
 /// `guest_run::run_reply` and `guest_run::run_request` read.
-#[cfg(feature = "guest")]
 pub mod guest {
     use super::{fault, step};
     use crate::bytes::Writer;
@@ -754,7 +753,7 @@ pub mod guest {
     }
 }
 
-#[cfg(all(test, feature = "guest"))]
+#[cfg(test)]
 mod guest_tests {
     use std::path::Path;
 
@@ -774,7 +773,7 @@ mod guest_tests {
             let on_disk = std::fs::read(&path).unwrap_or_default();
             assert!(
                 on_disk == bytes,
-                "{} is stale: VMW_FUZZ_WRITE_SEEDS=1 cargo test --features guest",
+                "{} is stale: VMW_FUZZ_WRITE_SEEDS=1 cargo test",
                 path.display()
             );
             run(&bytes);
