@@ -19,7 +19,16 @@ fn main() -> ExitCode {
     }
     let request = args.join(&b' ');
     match run(&request) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(payload) => {
+            let mut out = std::io::stdout().lock();
+            match out.write_all(&payload).and_then(|()| out.flush()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("rpctool: writing the reply: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Err(e) => {
             match e.host_reply() {
                 Some(text) => eprintln!("{}", String::from_utf8_lossy(text)),
@@ -30,15 +39,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(request: &[u8]) -> Result<(), vmw_backdoor::VmwError> {
+fn run(request: &[u8]) -> Result<Vec<u8>, vmw_backdoor::VmwError> {
     let mut guard =
         vmw_backdoor::probe_backdoor_privileged().or_else(|_| vmw_backdoor::probe_backdoor())?;
     let mut chan = guard.open_enhanced_chan()?;
-    let payload = chan.rpc(request)?;
-    let mut out = std::io::stdout().lock();
-    // A closed stdout is not the host's failure; nothing useful to do about it here.
-    let _ = out.write_all(&payload).and_then(|()| out.flush());
-    Ok(())
+    chan.rpc(request)
 }
 
 /// Arguments as bytes: commands need not be UTF-8.

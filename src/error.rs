@@ -21,7 +21,8 @@ pub enum ErrorKind {
     Checkpoint,
     /// The host refused to open a channel: all channels busy, or messages unavailable.
     NoChannel,
-    /// The channel was closed or left unusable by an earlier failure.
+    /// The host reported the channel closed (status CLOSED): it freed the id. The next call
+    /// on the channel opens a fresh one.
     ChannelClosed,
     /// The host answered the command with a failure (`0 …`); the text is kept.
     HostRefused,
@@ -34,6 +35,9 @@ pub enum ErrorKind {
     /// A system call the library relies on failed (creating the probe's child process, or
     /// allocating a reply buffer); [`VmwError::raw_os_error`] has the errno when there is one.
     System,
+    /// An error made from a plain message by application code (`VmwError::from("…")`), as
+    /// 0.2 allowed; the library itself never returns this kind.
+    Other,
 }
 
 /// VMware backdoor errors.
@@ -107,6 +111,21 @@ impl VmwError {
     }
 }
 
+/// Kept from 0.2, whose only error was a message: code that builds errors from text (`Err("…".into())`)
+/// still compiles. The kind is [`ErrorKind::Other`].
+impl From<&str> for VmwError {
+    fn from(message: &str) -> Self {
+        VmwError::new(ErrorKind::Other, message)
+    }
+}
+
+/// As `From<&str>`.
+impl From<String> for VmwError {
+    fn from(message: String) -> Self {
+        VmwError::new(ErrorKind::Other, message)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,6 +143,19 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::Privilege);
         assert_eq!(e.raw_os_error(), Some(libc::EPERM));
         assert!(e.source().is_some());
+    }
+
+    #[test]
+    fn errors_from_text_compile_as_in_0_2_and_say_they_are_other() {
+        fn app() -> Result<(), VmwError> {
+            Err("no config found")?
+        }
+        let e = app().unwrap_err();
+        assert_eq!(
+            (e.kind(), e.to_string()),
+            (ErrorKind::Other, "no config found".into())
+        );
+        assert_eq!(VmwError::from(String::from("x")).kind(), ErrorKind::Other);
     }
 
     #[test]

@@ -118,7 +118,8 @@
 //!
 //! # Migrating from 0.2
 //!
-//! Every public name of 0.2.4 keeps its signature, so existing code compiles unchanged. What
+//! Every public name of 0.2.4 keeps its signature, so existing code compiles unchanged unless
+//! it moves a guard or channel to another thread. What
 //! changes: probing outside VMware returns an error instead of killing the process;
 //! [`BackdoorGuard`] and [`EnhancedChan`] are no longer `Send`/`Sync` (they never could be used
 //! safely from another thread); [`VmwError`] has a [`kind`](VmwError::kind) and keeps the

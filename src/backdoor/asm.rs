@@ -24,11 +24,12 @@ pub(crate) use x86::{hb_in, hb_out, lb};
 /// The real backdoor instructions as a [`Transport`].
 ///
 /// Zero-sized. Only [`Asm::new`] creates one, and only after the backdoor answered, so a
-/// value of this type is evidence that the port is the VMware backdoor and this thread may use it.
+/// value of this type is evidence that the port is the VMware backdoor and this thread may use
+/// it. Not `Send`/`Sync`: the evidence is about this thread's I/O access.
 #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
 #[derive(Debug)]
 pub(crate) struct Asm {
-    _evidence: (),
+    _this_thread_only: core::marker::PhantomData<*mut ()>,
 }
 
 #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
@@ -38,7 +39,9 @@ impl Asm {
     /// A GETVERSION knock on this machine was answered by the VMware backdoor, and this thread
     /// still holds the I/O access the knock ran with (the same guard, not yet released).
     pub(crate) unsafe fn new() -> Asm {
-        Asm { _evidence: () }
+        Asm {
+            _this_thread_only: core::marker::PhantomData,
+        }
     }
 }
 

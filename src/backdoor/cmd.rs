@@ -34,7 +34,8 @@ pub enum Product {
 }
 
 impl Product {
-    /// The product number the host reported in ECX.
+    /// The product for the number GETVERSION reported in ECX ([`Product::Other`] for a number
+    /// this crate does not know).
     pub fn from_raw(raw: u32) -> Product {
         match raw {
             product::UNSET => Product::Unset,

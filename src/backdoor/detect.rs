@@ -21,7 +21,8 @@ pub fn is_vmware_cpu() -> bool {
 
     #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
     {
-        // `__cpuid` is an unsafe fn before Rust 1.87 and safe after; the block serves both.
+        // `__cpuid` is an unsafe fn in older Rust releases and safe in newer ones; the block
+        // serves both.
         #[allow(unused_unsafe)]
         // SAFETY: CPUID exists on every CPU these targets run on (x86_64, and i686 and
         // later); it reads identification registers and has no other effect.

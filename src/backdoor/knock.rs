@@ -67,6 +67,24 @@ unsafe fn knock_in_child(slot: *mut Slot) {
     }
 }
 
+/// Waits for the exited child `pid` with `waitpid` `flags`; returns the signal that killed
+/// it, if one did.
+#[cfg(unix)]
+fn reap(pid: libc::pid_t, flags: libc::c_int) -> Option<i32> {
+    let mut status = 0;
+    loop {
+        // SAFETY: waitpid writes one int to `status`, a live local.
+        let r = unsafe { libc::waitpid(pid, &mut status, flags) };
+        if r == pid {
+            return libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status));
+        }
+        if r < 0 && errno::errno().0 == libc::EINTR {
+            continue;
+        }
+        return None;
+    }
+}
+
 #[cfg(target_os = "linux")]
 mod imp {
     use super::{knock_in_child, Knock, Slot};
@@ -112,28 +130,13 @@ mod imp {
                 errno::errno().0,
             ));
         }
-        let signal = reap(pid);
+        // Exit signal 0 made it a "clone" child, which only __WALL waits for.
+        let signal = super::reap(pid, libc::__WALL);
         drop(stack);
         if slot.done.load(Ordering::Acquire) {
             Ok(Knock::Completed(slot.regs))
         } else {
             Ok(Knock::Faulted(signal))
-        }
-    }
-
-    /// Waits for the (already exited) child; returns the signal that killed it, if one did.
-    fn reap(pid: libc::pid_t) -> Option<i32> {
-        let mut status = 0;
-        loop {
-            // SAFETY: waitpid writes one int to `status`, a live local.
-            let r = unsafe { libc::waitpid(pid, &mut status, libc::__WALL) };
-            if r == pid {
-                return libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status));
-            }
-            if r < 0 && errno::errno().0 == libc::EINTR {
-                continue;
-            }
-            return None;
         }
     }
 }
@@ -190,7 +193,7 @@ mod imp {
                 errno::errno().0,
             ))
         } else {
-            let signal = reap(pid);
+            let signal = super::reap(pid, 0);
             // SAFETY: the child has exited; the slot is initialized and ours again.
             let s = unsafe { &*slot };
             Ok(if s.done.load(Ordering::Acquire) {
@@ -202,21 +205,6 @@ mod imp {
         // SAFETY: unmapping the mapping created above, no longer referenced.
         unsafe { libc::munmap(map, size) };
         result
-    }
-
-    fn reap(pid: libc::pid_t) -> Option<i32> {
-        let mut status = 0;
-        loop {
-            // SAFETY: waitpid writes one int to `status`, a live local.
-            let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-            if r == pid {
-                return libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status));
-            }
-            if r < 0 && errno::errno().0 == libc::EINTR {
-                continue;
-            }
-            return None;
-        }
     }
 }
 

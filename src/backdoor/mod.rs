@@ -267,8 +267,9 @@ impl BackdoorGuard {
         #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
         {
             // SAFETY: `probed` is set only after a knock with this guard's access was
-            // answered, and the guard, which still holds that access, is borrowed for as long
-            // as the caller uses the value.
+            // answered. `Asm` is not `Send`, so it stays on this thread, and every caller in
+            // the crate uses it only inside a method that borrows the guard, which holds that
+            // access until it drops.
             Ok(unsafe { Asm::new() })
         }
         #[cfg(not(any(target_arch = "x86", target_arch = "x86_64")))]

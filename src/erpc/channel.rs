@@ -122,9 +122,11 @@ impl Channel {
                     break;
                 }
             }
-        }
-        if last & status::CPT != 0 {
-            return Err(checkpoints("OPEN"));
+            // Fall back to a cookie-less channel only when the host plainly refused the
+            // flag (a host older than cookies), never because checkpoints cut every try.
+            if last & status::CPT != 0 {
+                return Err(checkpoints("OPEN"));
+            }
         }
         Err(VmwError::new(
             ErrorKind::NoChannel,

@@ -68,8 +68,10 @@ impl<'a> EnhancedChan<'a> {
         Ok(EnhancedChan { guard, rpci })
     }
 
-    /// Closes the channel. Afterwards it is closed whatever the host answered, so CLOSE is
-    /// never sent twice; on an error the channel is handed back (dropping it sends nothing).
+    /// Closes the channel. Once CLOSE was sent the channel counts as closed whatever the host
+    /// answered, so CLOSE is never sent twice. On an error the channel is handed back:
+    /// dropping it then sends nothing more, unless the backdoor itself could not be reached
+    /// (the guard's access is gone), in which case the drop tries the CLOSE once again.
     pub fn close(mut self) -> Result<(), Self> {
         match self.close_channel() {
             Ok(()) => Ok(()),

@@ -32,6 +32,26 @@ fn with_value(config: HostConfig, value: &[u8]) -> HostConfig {
     config.guestinfo("v", value)
 }
 
+/// A call the host may have broken on purpose: fine, or an error a host fault explains
+/// (never one that blames the caller, the platform or the OS).
+fn ok_or_host_fault<T: std::fmt::Debug>(result: Result<T, crate::VmwError>, what: &str) {
+    if let Err(e) = result {
+        let host_fault = [
+            ErrorKind::Protocol,
+            ErrorKind::ChannelClosed,
+            ErrorKind::NoChannel,
+            ErrorKind::TooLarge,
+            ErrorKind::HostRefused,
+            ErrorKind::Checkpoint,
+        ];
+        assert!(
+            host_fault.contains(&e.kind()),
+            "{what}: {:?}: {e}",
+            e.kind()
+        );
+    }
+}
+
 fn pattern(len: usize) -> Vec<u8> {
     // Every byte value, including NUL and bytes that are not UTF-8.
     (0..len).map(|i| (i * 7 + 3) as u8).collect()
@@ -249,12 +269,12 @@ fn after_any_failed_step_the_channel_is_back_in_step() {
                 let what = format!("{name}, {answer:?} at {step:?}");
                 // The fault lands on the second occurrence: in the first or second exchange.
                 for _ in 0..3 {
-                    let _ = rpci.get_guestinfo(&mut host, b"k");
+                    ok_or_host_fault(rpci.get_guestinfo(&mut host, b"k"), &what);
                 }
                 let last = rpci.get_guestinfo(&mut host, b"k");
                 assert_eq!(last.unwrap().as_deref(), Some(&b"v"[..]), "{what}");
                 assert!(host.open_channels() <= 1, "{what}: channels leaked");
-                let _ = rpci.close(&mut host);
+                ok_or_host_fault(rpci.close(&mut host), &what);
                 assert_eq!(host.open_channels(), 0, "{what}");
             }
         }
@@ -396,7 +416,7 @@ fn hostile_answers_give_errors_never_panics_and_the_channel_recovers() {
                 };
                 // The fault lands in one of these; each may fail, none may panic or hang.
                 for _ in 0..3 {
-                    let _ = rpci.get_guestinfo(&mut host, b"k");
+                    ok_or_host_fault(rpci.get_guestinfo(&mut host, b"k"), &what);
                 }
                 let last = rpci.get_guestinfo(&mut host, b"k").unwrap();
                 assert_eq!(last.as_deref(), Some(&b"value"[..]), "{what}");
@@ -404,4 +424,24 @@ fn hostile_answers_give_errors_never_panics_and_the_channel_recovers() {
             }
         }
     }
+}
+
+#[test]
+fn checkpoints_on_every_cookie_open_never_downgrade_to_a_plain_channel() {
+    let mut config = HostConfig::default();
+    for nth in 1..=u64::from(CPT_TRIES) {
+        config = config.fault(Step::Open, nth, Answer::Cpt);
+    }
+    let mut host = Host::new(config);
+    let e = Rpci::open(&mut host).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Checkpoint, "{e}");
+    assert_eq!(
+        host.counters().channels_opened,
+        0,
+        "a cookie-less OPEN was tried"
+    );
+    assert_eq!(message_calls(&host, msg::OPEN), u64::from(CPT_TRIES));
+    // Once the checkpoints are over, the cookie channel opens.
+    let rpci = Rpci::open(&mut host).unwrap();
+    assert!(format!("{rpci:?}").contains("cookies: true"), "{rpci:?}");
 }
