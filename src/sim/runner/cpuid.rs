@@ -49,8 +49,12 @@ pub(crate) fn leaf(leaf: u32, subleaf: u32) -> [u32; 4] {
         // Frequencies unknown (guests ask GETHZ), no VMCALL/VMMCALL bits.
         0x4000_0001..=0x4000_00ff => [0; 4],
         _ => {
-            // The tracer itself never runs with CPUID faulting.
-            let r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
+            // `__cpuid_count` is an unsafe fn in older Rust (including the 1.77 MSRV) and safe
+            // in recent releases; the block serves both.
+            #[allow(unused_unsafe)]
+            // SAFETY: every x86_64 CPU has CPUID; it only reads identification registers.
+            // The tracer itself never runs with CPUID faulting, so it does not trap here.
+            let r = unsafe { core::arch::x86_64::__cpuid_count(leaf, subleaf) };
             let ecx = if leaf == 1 { r.ecx | 1 << 31 } else { r.ecx };
             [r.eax, r.ebx, ecx, r.edx]
         }
@@ -157,7 +161,10 @@ mod tests {
         assert_eq!(name, b"VMwareVMware");
         assert_eq!(leaf(HV_FEATURES, 0)[2] & 3, 0, "no hypercall offered");
         assert_ne!(leaf(1, 0)[2] & (1 << 31), 0);
-        let real = core::arch::x86_64::__cpuid(0);
+        // Unsafe fn in older Rust (the 1.77 MSRV), safe in recent releases.
+        #[allow(unused_unsafe)]
+        // SAFETY: every x86_64 CPU has CPUID; it only reads identification registers.
+        let real = unsafe { core::arch::x86_64::__cpuid(0) };
         assert_eq!(
             leaf(0, 0),
             [real.eax, real.ebx, real.ecx, real.edx],
