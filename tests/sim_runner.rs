@@ -194,6 +194,47 @@ fn bare_metal_privileged_access_finds_no_device() {
 }
 
 #[test]
+fn an_out_no_backdoor_takes_changes_no_register() {
+    let frame = |ax| Regs {
+        ax,
+        bx: 0x1234,
+        cx: 10,
+        dx: LB_PORT,
+        si: 0x5555,
+        di: 0x6666,
+        bp: 0x7777,
+    };
+    let unchanged = |ax| {
+        let mut r = frame(ax);
+        lb_out(&mut r);
+        assert_eq!(r, frame(ax), "`out dx, eax` with EAX {ax:#x}");
+    };
+    // Bare metal, privileged: an empty port, magic or not.
+    let run = sim(HostConfig::default().mode(Mode::NotVmware), move || {
+        iopl(3).unwrap();
+        unchanged(MAGIC);
+        unchanged(0x1111);
+    });
+    ok(&run);
+    // VMware without the magic: the backdoor ignores it (with or without restriction).
+    ok(&sim(HostConfig::default(), move || unchanged(0x1111)));
+    ok(&sim(
+        HostConfig::default().mode(Mode::RestrictBackdoor),
+        move || {
+            iopl(3).unwrap();
+            unchanged(0x1111);
+        },
+    ));
+    // With the magic, VMware answers an `out` like an `in`.
+    let run = sim(HostConfig::default(), || {
+        let mut r = frame(MAGIC);
+        lb_out(&mut r);
+        assert_eq!((r.ax, r.bx), (6, MAGIC));
+    });
+    ok(&run);
+}
+
+#[test]
 fn bare_metal_long_rep_insb_is_served_in_pieces() {
     const LEN: usize = 3 << 20;
     let run = sim(HostConfig::default().mode(Mode::NotVmware), || {
