@@ -1350,6 +1350,16 @@ fn random_register_soup_never_panics_and_keeps_invariants() {
 }
 
 #[test]
+fn debug_output_hides_the_cookie_seed() {
+    let seed: u64 = 0x1234_5678_9abc_def0;
+    let shown = format!("{:?}", HostConfig::default().seed(seed));
+    assert!(shown.contains("seed: Seed(..)"), "{shown}");
+    for form in [format!("{seed}"), format!("{seed:x}"), format!("{seed:X}")] {
+        assert!(!shown.contains(&form), "{shown}");
+    }
+}
+
+#[test]
 fn log_lines_past_the_budget_are_counted_as_dropped() {
     let mut host = Host::new(HostConfig::default());
     let ch = open(&mut host, PROTO_RPCI);
