@@ -9,7 +9,9 @@ use std::fmt::Write as _;
 #[non_exhaustive]
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Counters {
-    /// Every low-bandwidth call (`in` or `out` on port 0x5658), whatever its registers.
+    /// Every low-bandwidth call: each `in` on port 0x5658 whatever its registers, and each
+    /// `out` a live backdoor takes (EAX the magic, on a VMware host; any other `out` is a
+    /// write to an empty port and never reaches the host).
     pub lb_calls: u64,
     /// Low-bandwidth calls addressed to the backdoor (magic and port right, on a VMware
     /// host), unknown commands included, by `(command, sub-command)`; the sub-command is
