@@ -194,6 +194,47 @@ fn bare_metal_privileged_access_finds_no_device() {
 }
 
 #[test]
+fn an_out_no_backdoor_takes_changes_no_register() {
+    let frame = |ax| Regs {
+        ax,
+        bx: 0x1234,
+        cx: 10,
+        dx: LB_PORT,
+        si: 0x5555,
+        di: 0x6666,
+        bp: 0x7777,
+    };
+    let unchanged = |ax| {
+        let mut r = frame(ax);
+        lb_out(&mut r);
+        assert_eq!(r, frame(ax), "`out dx, eax` with EAX {ax:#x}");
+    };
+    // Bare metal, privileged: an empty port, magic or not.
+    let run = sim(HostConfig::default().mode(Mode::NotVmware), move || {
+        iopl(3).unwrap();
+        unchanged(MAGIC);
+        unchanged(0x1111);
+    });
+    ok(&run);
+    // VMware without the magic: the backdoor ignores it (with or without restriction).
+    ok(&sim(HostConfig::default(), move || unchanged(0x1111)));
+    ok(&sim(
+        HostConfig::default().mode(Mode::RestrictBackdoor),
+        move || {
+            iopl(3).unwrap();
+            unchanged(0x1111);
+        },
+    ));
+    // With the magic, VMware answers an `out` like an `in`.
+    let run = sim(HostConfig::default(), || {
+        let mut r = frame(MAGIC);
+        lb_out(&mut r);
+        assert_eq!((r.ax, r.bx), (6, MAGIC));
+    });
+    ok(&run);
+}
+
+#[test]
 fn bare_metal_long_rep_insb_is_served_in_pieces() {
     const LEN: usize = 3 << 20;
     let run = sim(HostConfig::default().mode(Mode::NotVmware), || {
@@ -778,6 +819,86 @@ fn cpuid_names_vmware_on_request_where_it_can_fault() {
         .unwrap();
     ok(&run);
     assert_eq!(run.traps.cpuid, 0);
+}
+
+/// A minimal static i386 ELF program: exits 0 if CPUID leaf 0x40000000 names
+/// `VMwareVMware`, else 1.
+fn i386_vmware_probe() -> Vec<u8> {
+    const BASE: u32 = 0x0804_8000;
+    const HEADERS: u32 = 52 + 32;
+    #[rustfmt::skip]
+    let code: &[u8] = &[
+        0xb8, 0x00, 0x00, 0x00, 0x40, // mov eax, 0x40000000
+        0x0f, 0xa2,                   // cpuid
+        0x81, 0xf3, 0x56, 0x4d, 0x77, 0x61, // xor ebx, "VMwa"
+        0x81, 0xf1, 0x72, 0x65, 0x56, 0x4d, // xor ecx, "reVM"
+        0x81, 0xf2, 0x77, 0x61, 0x72, 0x65, // xor edx, "ware"
+        0x09, 0xcb,                   // or ebx, ecx
+        0x09, 0xd3,                   // or ebx, edx
+        0x74, 0x05,                   // jz exit (status 0)
+        0xbb, 0x01, 0x00, 0x00, 0x00, // mov ebx, 1
+        0xb8, 0x01, 0x00, 0x00, 0x00, // exit: mov eax, 1 (exit)
+        0xcd, 0x80,                   // int 0x80
+    ];
+    let size = HEADERS + code.len() as u32;
+    let mut elf = Vec::new();
+    // ELF header: 32-bit, little-endian, version 1, executable, i386.
+    elf.extend_from_slice(b"\x7fELF\x01\x01\x01\0\0\0\0\0\0\0\0\0");
+    elf.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    elf.extend_from_slice(&3u16.to_le_bytes()); // EM_386
+    elf.extend_from_slice(&1u32.to_le_bytes()); // version
+    elf.extend_from_slice(&(BASE + HEADERS).to_le_bytes()); // entry
+    elf.extend_from_slice(&52u32.to_le_bytes()); // program headers offset
+    elf.extend_from_slice(&0u32.to_le_bytes()); // section headers offset
+    elf.extend_from_slice(&0u32.to_le_bytes()); // flags
+    for half in [52u16, 32, 1, 0, 0, 0] {
+        // header size, program header size and count, no section headers
+        elf.extend_from_slice(&half.to_le_bytes());
+    }
+    // One PT_LOAD of the whole file, readable and executable.
+    for word in [1u32, 0, BASE, BASE, size, size, 5, 0x1000] {
+        elf.extend_from_slice(&word.to_le_bytes());
+    }
+    elf.extend_from_slice(code);
+    elf
+}
+
+#[test]
+fn a_32_bit_program_sees_vmware_cpuid_too() {
+    use std::os::unix::fs::OpenOptionsExt;
+    if !cpuid_faulting() {
+        eprintln!("no CPUID faulting here: CPUID stays the real one");
+        return;
+    }
+    let path = std::env::temp_dir().join(format!("vmw-sim-i386-{}", std::process::id()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o755)
+        .open(&path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, &i386_vmware_probe()))
+        .unwrap();
+    // Another test's fork may briefly hold the file open for writing (ETXTBSY).
+    let run = (0..50)
+        .find_map(|_| {
+            let r = HostConfig::default()
+                .sim()
+                .vmware_cpuid(true)
+                .run_command(&mut std::process::Command::new(&path));
+            match r {
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    None
+                }
+                r => Some(r),
+            }
+        })
+        .expect("exec kept failing with ETXTBSY");
+    let _ = std::fs::remove_file(&path);
+    let run = run.unwrap();
+    assert_eq!(run.exit, GuestExit::Exited(0), "{}", run.exit);
+    assert_eq!(run.traps.cpuid, 1);
 }
 
 #[test]

@@ -198,6 +198,7 @@ mod cli {
         let mut vmware_cpuid = false;
         let (mut stats, mut vmx_log, mut dump_guestinfo) = (None, None, None);
         let mut mode: Option<Mode> = None;
+        let mut command = Vec::new();
         let mut args = args.into_iter();
         // Each round consumes at least one argument.
         while let Some(arg) = args.next() {
@@ -210,16 +211,8 @@ mod cli {
             if !text.starts_with('-') || text == "-" {
                 // The command starts here (the `--` is optional when it cannot be mistaken
                 // for an option).
-                let command: Vec<OsString> = std::iter::once(arg).chain(args).collect();
-                return finish(Options {
-                    config,
-                    iopl,
-                    vmware_cpuid,
-                    stats,
-                    vmx_log,
-                    dump_guestinfo,
-                    command,
-                });
+                command.push(arg);
+                break;
             }
             // `--opt=value` is the same as `--opt value`.
             let (name, inline) = match text.split_once('=') {
@@ -292,15 +285,19 @@ mod cli {
                 return Err(format!("{name} takes no value"));
             }
         }
-        finish(Options {
+        command.extend(args);
+        if command.is_empty() {
+            return Err("no command given (vmw-sim [OPTIONS] -- COMMAND [ARGS...])".into());
+        }
+        Ok(Parsed::Run(Box::new(Options {
             config,
             iopl,
             vmware_cpuid,
             stats,
             vmx_log,
             dump_guestinfo,
-            command: args.collect(),
-        })
+            command,
+        })))
     }
 
     fn takes_value(name: &str) -> bool {
@@ -315,13 +312,6 @@ mod cli {
                 | "--vmx-log"
                 | "--dump-guestinfo"
         )
-    }
-
-    fn finish(opts: Options) -> Result<Parsed, String> {
-        if opts.command.is_empty() {
-            return Err("no command given (vmw-sim [OPTIONS] -- COMMAND [ARGS...])".into());
-        }
-        Ok(Parsed::Run(Box::new(opts)))
     }
 
     /// One `-e KEY=VALUE` setting.

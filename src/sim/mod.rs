@@ -222,7 +222,7 @@ impl Sim {
     /// The cost is not the CPUID traps but the context switches: the kernel rewrites a
     /// model-specific register whenever it switches to or from a task with CPUID faulting,
     /// and inside a virtual machine each such write exits to the hypervisor. Measured inside
-    /// a KVM guest, every backdoor call became about six times slower; hence off by default.
+    /// a KVM guest, every backdoor call became about 4x slower; hence off by default.
     pub fn vmware_cpuid(mut self, on: bool) -> Sim {
         self.vmware_cpuid = on;
         self

@@ -493,6 +493,8 @@ impl Host {
             Protocol::Rpci => {
                 let answer = self.rpci.execute(&incoming.bytes);
                 self.counters.rpcs += 1;
+                // Counted where the log is kept; published with the other counters.
+                self.counters.vmx_log_dropped = self.rpci.vmx_log_dropped;
                 if let Some(ch) = self.channels.get_mut(id) {
                     ch.reply = Some(Reply::new(answer));
                 }

@@ -12,6 +12,17 @@ pub(super) const GUESTINFO_PREFIX: &[u8] = b"guestinfo.";
 /// reproducible by default.
 const DEFAULT_SEED: u64 = 0x5EED_0F0F_564D_5868;
 
+/// The cookie seed, kept out of `Debug` output: like the generator's state, it predicts
+/// every cookie.
+#[derive(Clone, Copy)]
+pub(super) struct Seed(pub(super) u64);
+
+impl core::fmt::Debug for Seed {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("Seed(..)")
+    }
+}
+
 /// Fixed host time when neither [`HostConfig::time`] nor [`HostConfig::system_clock`] is
 /// called: 2023-11-14 22:13:20 UTC.
 const DEFAULT_TIME_SECS: u64 = 1_700_000_000;
@@ -184,7 +195,7 @@ pub struct HostConfig {
     pub(super) cpt_every: u64,
     pub(super) deny_guestinfo: bool,
     pub(super) endless_dorecv: bool,
-    pub(super) seed: u64,
+    pub(super) seed: Seed,
     pub(super) machine_id: Vec<u8>,
     pub(super) guestinfo: BTreeMap<Vec<u8>, Vec<u8>>,
     pub(super) tclo: VecDeque<Vec<u8>>,
@@ -216,7 +227,7 @@ impl Default for HostConfig {
             cpt_every: 0,
             deny_guestinfo: false,
             endless_dorecv: false,
-            seed: DEFAULT_SEED,
+            seed: Seed(DEFAULT_SEED),
             machine_id: Vec::new(),
             guestinfo: BTreeMap::new(),
             tclo: VecDeque::new(),
@@ -303,7 +314,7 @@ impl HostConfig {
 
     /// Seeds the generator of channel cookies (default: a fixed seed, so runs repeat).
     pub fn seed(mut self, s: u64) -> Self {
-        self.seed = s;
+        self.seed = Seed(s);
         self
     }
 

@@ -9,7 +9,9 @@ use std::fmt::Write as _;
 #[non_exhaustive]
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Counters {
-    /// Every low-bandwidth call (`in` or `out` on port 0x5658), whatever its registers.
+    /// Every low-bandwidth call: each `in` on port 0x5658 whatever its registers, and each
+    /// `out` a live backdoor takes (EAX the magic, on a VMware host; any other `out` is a
+    /// write to an empty port and never reaches the host).
     pub lb_calls: u64,
     /// Low-bandwidth calls addressed to the backdoor (magic and port right, on a VMware
     /// host), unknown commands included, by `(command, sub-command)`; the sub-command is
@@ -39,6 +41,9 @@ pub struct Counters {
     pub cpts_injected: u64,
     /// One-shot faults that fired ([`super::HostConfig::fault`]), whatever their answer.
     pub faults_injected: u64,
+    /// `log` lines answered `1 ` but not kept in [`super::Host::vmx_log`] (its memory budget
+    /// was spent).
+    pub vmx_log_dropped: u64,
 }
 
 impl Counters {
@@ -63,10 +68,11 @@ impl Counters {
     ///
     /// Keys: `lb_calls`, `hb_in_calls`, `hb_out_calls`, `bytes_to_host`, `bytes_to_guest`,
     /// `channels_opened`, `channels_closed`, `channels_open_at_exit`, `rpcs`, `tclo_commands`,
-    /// `tclo_messages`, `cpts_injected`, `faults_injected`, and `lb_by_command`, an array of
+    /// `tclo_messages`, `cpts_injected`, `faults_injected`, `vmx_log_dropped`, and
+    /// `lb_by_command`, an array of
     /// `{"command": C, "subcommand": S, "calls": N}`.
     pub fn to_json(&self) -> String {
-        let fields: [(&str, u64); 13] = [
+        let fields: [(&str, u64); 14] = [
             ("lb_calls", self.lb_calls),
             ("hb_in_calls", self.hb_in_calls),
             ("hb_out_calls", self.hb_out_calls),
@@ -80,6 +86,7 @@ impl Counters {
             ("tclo_messages", self.tclo_messages),
             ("cpts_injected", self.cpts_injected),
             ("faults_injected", self.faults_injected),
+            ("vmx_log_dropped", self.vmx_log_dropped),
         ];
         let mut out = String::from("{");
         for (name, value) in fields {
@@ -127,6 +134,7 @@ mod tests {
             "channels_open_at_exit",
             "rpcs",
             "cpts_injected",
+            "vmx_log_dropped",
         ] {
             assert!(j.contains(&format!("\"{key}\":")), "{key} missing in {j}");
         }

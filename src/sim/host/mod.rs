@@ -163,7 +163,7 @@ impl Host {
             rpci: rpci::Rpci::new(guestinfo, config.deny_guestinfo, machine_id),
             tclo: tclo::Tclo::new(tclo),
             faults: faults::Faults::new(faults, config.cpt_every),
-            rng: rng::SplitMix64::new(config.seed),
+            rng: rng::SplitMix64::new(config.seed.0),
             counters: Counters::default(),
             config,
         }

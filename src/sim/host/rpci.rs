@@ -13,7 +13,8 @@ use super::config::GUESTINFO_PREFIX;
 /// a memory guard, far above the 1 MiB a real VMX allows by default.
 const GUEST_STORE_BUDGET: usize = 16 << 20;
 
-/// Bytes of `log` text kept; later lines are counted but not kept.
+/// Bytes of `log` text kept; later lines are counted (`Counters::vmx_log_dropped`) but not
+/// kept.
 const LOG_BUDGET: usize = 16 << 20;
 
 const OK: &[u8] = b"1 ";

@@ -1350,6 +1350,35 @@ fn random_register_soup_never_panics_and_keeps_invariants() {
 }
 
 #[test]
+fn debug_output_hides_the_cookie_seed() {
+    let seed: u64 = 0x1234_5678_9abc_def0;
+    let shown = format!("{:?}", HostConfig::default().seed(seed));
+    assert!(shown.contains("seed: Seed(..)"), "{shown}");
+    for form in [format!("{seed}"), format!("{seed:x}"), format!("{seed:X}")] {
+        assert!(!shown.contains(&form), "{shown}");
+    }
+}
+
+#[test]
+fn log_lines_past_the_budget_are_counted_as_dropped() {
+    let mut host = Host::new(HostConfig::default());
+    let ch = open(&mut host, PROTO_RPCI);
+    let line = [b"log ".as_slice(), &[b'x'; 65_000]].concat();
+    for _ in 0..300 {
+        assert_eq!(rpc(&mut host, ch, &line, true), b"1 ");
+    }
+    let dropped = host.counters().vmx_log_dropped;
+    assert!(dropped > 0, "16 MiB of log is kept, not 19");
+    assert_eq!(host.vmx_log().len() as u64 + dropped, 300);
+    assert!(
+        host.stats_json()
+            .contains(&format!("\"vmx_log_dropped\":{dropped},")),
+        "{}",
+        host.stats_json()
+    );
+}
+
+#[test]
 fn rpci_side_effects_are_visible_through_the_accessors() {
     let mut host = Host::new(
         HostConfig::default()

@@ -5,7 +5,10 @@
 //! replaced: leaf 1 has the hypervisor bit, leaf 0x40000000 names `VMwareVMware`, leaf
 //! 0x40000010 offers no hypercall (so guests use the I/O ports). The setting is inherited by
 //! threads and `fork`, and cleared by `execve`, so the runner re-arms it after every exec by
-//! running a two-instruction stub at the new program's entry point.
+//! running a two-instruction stub at the new program's entry point (`syscall` in a 64-bit
+//! program, `int 0x80` in a 32-bit one).
+
+use std::ops::Range;
 
 use libc::pid_t;
 
@@ -15,8 +18,13 @@ use crate::sim::GuestExit;
 
 /// `arch_prctl` code that turns CPUID faulting on (argument 0) or off (1).
 const ARCH_SET_CPUID: u64 = 0x1012;
-/// `arch_prctl` on x86_64.
+/// `arch_prctl` on x86_64 (`syscall`).
 const NR_ARCH_PRCTL: u32 = 158;
+/// `arch_prctl` in the i386 table (`int 0x80` from a 32-bit program).
+const NR_ARCH_PRCTL_I386: u32 = 384;
+/// Linux user code segments: 64-bit and 32-bit (compat) programs.
+const CS_64: u64 = 0x33;
+const CS_32: u64 = 0x23;
 /// The hypervisor leaves a VMware VM reports (0x40000000 up to 0x40000010).
 const HV_BASE: u32 = 0x4000_0000;
 const HV_FEATURES: u32 = 0x4000_0010;
@@ -49,8 +57,12 @@ pub(crate) fn leaf(leaf: u32, subleaf: u32) -> [u32; 4] {
         // Frequencies unknown (guests ask GETHZ), no VMCALL/VMMCALL bits.
         0x4000_0001..=0x4000_00ff => [0; 4],
         _ => {
-            // The tracer itself never runs with CPUID faulting.
-            let r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
+            // `__cpuid_count` is an unsafe fn in older Rust (including the 1.77 MSRV) and safe
+            // in recent releases; the block serves both.
+            #[allow(unused_unsafe)]
+            // SAFETY: every x86_64 CPU has CPUID; it only reads identification registers.
+            // The tracer itself never runs with CPUID faulting, so it does not trap here.
+            let r = unsafe { core::arch::x86_64::__cpuid_count(leaf, subleaf) };
             let ecx = if leaf == 1 { r.ecx | 1 << 31 } else { r.ecx };
             [r.eax, r.ebx, ecx, r.edx]
         }
@@ -68,51 +80,69 @@ pub(crate) fn emulate(regs: &mut UserRegs) {
 
 impl Tracer<'_> {
     /// After `execve` (tracee stopped at its exec event, single-threaded): turns CPUID
-    /// faulting back on by running `mov eax, 158; syscall` (arch_prctl) at the entry point,
-    /// then restoring the code and registers. Best effort: on failure CPUID stays real.
-    pub(super) fn rearm_cpuid(&mut self, pid: pid_t) -> bool {
+    /// faulting back on by running `arch_prctl(ARCH_SET_CPUID, 0)` from a two-instruction
+    /// stub at the entry point, then restoring the code and registers. Best effort: on
+    /// failure (logged) CPUID stays real for that program.
+    pub(super) fn rearm_cpuid(&mut self, pid: pid_t) {
         let Ok(saved) = sys::get_regs(pid) else {
-            return false;
+            log::warn!("vmw-sim: could not re-arm CPUID faulting after exec in {pid}");
+            return;
         };
+        let Some(stub) = Stub::for_code_segment(saved.cs) else {
+            log::warn!(
+                "vmw-sim: {pid} runs neither 64-bit nor 32-bit code (CS {:#x}): CPUID stays real",
+                saved.cs
+            );
+            return;
+        };
+        if !self.run_stub(pid, &saved, &stub) {
+            log::warn!("vmw-sim: could not re-arm CPUID faulting after exec in {pid}");
+        }
+    }
+
+    /// Runs `stub` at `saved.rip` and puts code and registers back; true if the system call
+    /// ran and succeeded.
+    fn run_stub(&mut self, pid: pid_t, saved: &UserRegs, stub: &Stub) -> bool {
         let entry = saved.rip;
         let Ok(code) = sys::peek8(pid, entry) else {
             return false;
         };
         let [.., keep] = code;
-        let stub = [0xb8, NR_ARCH_PRCTL as u8, 0, 0, 0, 0x0f, 0x05, keep];
-        if sys::poke8(pid, entry, stub).is_err() {
+        let [c0, c1, c2, c3, c4, c5, c6] = stub.code;
+        if sys::poke8(pid, entry, [c0, c1, c2, c3, c4, c5, c6, keep]).is_err() {
             return false;
         }
-        let mut regs = saved;
-        regs.rdi = ARCH_SET_CPUID;
-        regs.rsi = 0;
+        let end = entry + stub.code.len() as u64;
+        let mut regs = *saved;
+        (stub.set_args)(&mut regs);
         // Step until RIP is past the stub: leaving the exec system call may report one
         // extra step stop before the first instruction runs.
         let mut armed = false;
         if sys::set_regs(pid, &regs).is_ok() {
             for _ in 0..4 {
-                if !self.step(pid) {
+                if !self.step(pid, entry..end) {
                     break;
                 }
                 match sys::get_regs(pid) {
-                    Ok(r) if r.rip == entry + 7 => {
+                    Ok(r) if r.rip == end => {
                         armed = r.rax == 0;
                         break;
                     }
-                    Ok(r) if (entry..entry + 7).contains(&r.rip) => {}
+                    Ok(r) if (entry..end).contains(&r.rip) => {}
                     _ => break,
                 }
             }
         }
         // Put everything back as execve left it (RAX: execve's 0).
         let restored = sys::poke8(pid, entry, code).is_ok()
-            && sys::set_regs(pid, &UserRegs { rax: 0, ..saved }).is_ok();
+            && sys::set_regs(pid, &UserRegs { rax: 0, ..*saved }).is_ok();
         armed && restored
     }
 
     /// Runs one instruction of `pid`; false if it did not come back stopped by the step.
-    /// Signals that arrive meanwhile are kept for delivery when it resumes.
-    fn step(&mut self, pid: pid_t) -> bool {
+    /// Signals that arrive meanwhile are kept for delivery when it resumes, except a fault
+    /// raised by the runner's own `stub` code, which the program must never see.
+    fn step(&mut self, pid: pid_t, stub: Range<u64>) -> bool {
         for _ in 0..ARM_STOPS {
             if sys::single_step(pid).is_err() {
                 return false;
@@ -125,7 +155,17 @@ impl Tracer<'_> {
                         event: 0,
                     },
                 ))) => return true,
-                Ok(Some((_, Status::Stopped { sig, event: 0 }))) => self.deferred.push((pid, sig)),
+                Ok(Some((_, Status::Stopped { sig, event: 0 }))) => {
+                    let faulted_in_stub = matches!(
+                        sig,
+                        libc::SIGSEGV | libc::SIGILL | libc::SIGBUS | libc::SIGFPE
+                    ) && sys::get_regs(pid)
+                        .map_or(true, |r| stub.contains(&r.rip));
+                    if faulted_in_stub {
+                        return false;
+                    }
+                    self.deferred.push((pid, sig));
+                }
                 Ok(Some((_, Status::Stopped { .. }))) => {}
                 Ok(Some((_, Status::Exited(code)))) => {
                     self.gone(pid, GuestExit::Exited(code));
@@ -140,6 +180,43 @@ impl Tracer<'_> {
         }
         false
     }
+}
+
+/// The code that calls `arch_prctl(ARCH_SET_CPUID, 0)` in a freshly exec'd program, for
+/// its code segment (the system call instruction and its number depend on the mode).
+struct Stub {
+    /// `mov eax, NR; syscall` or `mov eax, NR; int 0x80` (both 7 bytes).
+    code: [u8; 7],
+    /// Puts the arguments where that calling convention wants them.
+    set_args: fn(&mut UserRegs),
+}
+
+impl Stub {
+    fn for_code_segment(cs: u64) -> Option<Stub> {
+        match cs {
+            CS_64 => Some(Stub {
+                code: mov_eax_then(NR_ARCH_PRCTL, [0x0f, 0x05]), // syscall
+                set_args: |r| {
+                    r.rdi = ARCH_SET_CPUID;
+                    r.rsi = 0;
+                },
+            }),
+            CS_32 => Some(Stub {
+                code: mov_eax_then(NR_ARCH_PRCTL_I386, [0xcd, 0x80]), // int 0x80
+                set_args: |r| {
+                    r.rbx = ARCH_SET_CPUID;
+                    r.rcx = 0;
+                },
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// `mov eax, nr` (same encoding in both modes) followed by a two-byte instruction.
+fn mov_eax_then(nr: u32, [i0, i1]: [u8; 2]) -> [u8; 7] {
+    let [n0, n1, n2, n3] = nr.to_le_bytes();
+    [0xb8, n0, n1, n2, n3, i0, i1]
 }
 
 #[cfg(test)]
@@ -157,7 +234,10 @@ mod tests {
         assert_eq!(name, b"VMwareVMware");
         assert_eq!(leaf(HV_FEATURES, 0)[2] & 3, 0, "no hypercall offered");
         assert_ne!(leaf(1, 0)[2] & (1 << 31), 0);
-        let real = core::arch::x86_64::__cpuid(0);
+        // Unsafe fn in older Rust (the 1.77 MSRV), safe in recent releases.
+        #[allow(unused_unsafe)]
+        // SAFETY: every x86_64 CPU has CPUID; it only reads identification registers.
+        let real = unsafe { core::arch::x86_64::__cpuid(0) };
         assert_eq!(
             leaf(0, 0),
             [real.eax, real.ebx, real.ecx, real.edx],

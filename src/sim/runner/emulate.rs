@@ -113,9 +113,13 @@ impl Tracer<'_> {
         }
     }
 
-    fn decide(&self, pid: pid_t, io: &PortIo, port: u16) -> Action {
+    fn decide(&self, pid: pid_t, io: &PortIo, port: u16, eax: u32) -> Action {
+        // An `out` only returns a result when a live backdoor takes it; any other write
+        // to the port goes nowhere and changes no register, unlike an `in`, which reads.
+        let live = self.host.mode() != Mode::NotVmware && eax == proto::MAGIC;
         let backdoor = match (io.op, io.size, io.rep) {
-            (Op::In | Op::Out, 4, _) if port == LB_PORT => Some(Action::Lb),
+            (Op::In, 4, _) if port == LB_PORT => Some(Action::Lb),
+            (Op::Out, 4, _) if port == LB_PORT && live => Some(Action::Lb),
             (Op::Outs, 1, true) if port == HB_PORT => Some(Action::HbOut),
             (Op::Ins, 1, true) if port == HB_PORT => Some(Action::HbIn),
             _ => None,
@@ -130,7 +134,7 @@ impl Tracer<'_> {
             (Mode::Vmware, Some(call)) => call,
             (Mode::Vmware, None) if backdoor_port || privileged => Action::Empty,
             (Mode::RestrictBackdoor, Some(call)) if privileged => call,
-            // Bare metal: a privileged backdoor access reaches an empty port; the host model
+            // Bare metal: a privileged backdoor read reaches an empty port; the host model
             // answers it as such (EAX all ones, 0xFF bytes) and counts it.
             (Mode::NotVmware, Some(call)) if privileged => call,
             (_, _) if privileged => Action::Empty,
@@ -143,7 +147,7 @@ impl Tracer<'_> {
             PortArg::Dx => proto::lo16(regs.rdx),
             PortArg::Imm(p) => u16::from(p),
         };
-        match self.decide(pid, io, port) {
+        match self.decide(pid, io, port, regs.rax as u32) {
             Action::Fault => Step::Fault,
             Action::Lb => {
                 let mut r = to_proto(regs);

@@ -50,8 +50,9 @@ pub(crate) fn run(
     let (go_read, go_write) = pipe(0)?;
     let (report_read, report_write) = pipe(libc::O_NONBLOCK)?;
     // SAFETY: fork has no memory-safety preconditions. The child only makes raw system
-    // calls until it runs the guest; the guest closure then runs in a copy of this
-    // process, which is the documented contract of `Sim::run`.
+    // calls (no allocation, no locks) until it runs the guest; the guest (the closure, or
+    // `Command::exec`) then runs in a copy of this process, which is the documented
+    // contract of `Sim::run`.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         return Err(io::Error::last_os_error());
@@ -157,13 +158,22 @@ fn exit_now(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-/// Writes one tagged report (best effort: nothing to do if it fails).
+/// Writes one tagged report (best effort: nothing to do if it fails). One `writev`, no
+/// allocation: it runs in the forked child before the guest.
 fn send(fd: &OwnedFd, tag: u8, body: &[u8]) {
-    let mut msg = Vec::with_capacity(body.len() + 1);
-    msg.push(tag);
-    msg.extend_from_slice(body);
-    // SAFETY: writing from a live buffer of the given length.
-    unsafe { libc::write(fd.as_raw_fd(), msg.as_ptr().cast(), msg.len()) };
+    let parts = [
+        libc::iovec {
+            iov_base: (&tag as *const u8).cast_mut().cast(),
+            iov_len: 1,
+        },
+        libc::iovec {
+            iov_base: body.as_ptr().cast_mut().cast(),
+            iov_len: body.len(),
+        },
+    ];
+    // SAFETY: both iovecs describe live buffers (`tag`, `body`) of the given lengths, which
+    // the kernel only reads.
+    unsafe { libc::writev(fd.as_raw_fd(), parts.as_ptr(), parts.len() as libc::c_int) };
 }
 
 /// What the child reported before exiting.

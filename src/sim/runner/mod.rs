@@ -246,8 +246,8 @@ impl<'h> Tracer<'h> {
                     t.decoded.clear();
                 }
                 self.stats.execs += 1;
-                if self.cpuid && !self.rearm_cpuid(pid) {
-                    log::warn!("vmw-sim: could not re-arm CPUID faulting after exec in {pid}");
+                if self.cpuid {
+                    self.rearm_cpuid(pid);
                 }
                 self.resume_with_deferred(pid);
             }

@@ -120,8 +120,8 @@ pub(crate) fn signal_code(pid: pid_t) -> io::Result<i32> {
     Ok(info.si_code)
 }
 
-/// One aligned 8-byte word of tracee memory, read the way a debugger does (it works on
-/// execute-only pages too).
+/// One 8-byte word of tracee memory (any alignment), read the way a debugger does (it
+/// works on execute-only pages too).
 fn peek(pid: pid_t, addr: u64) -> io::Result<u64> {
     let mut word: libc::c_ulong = 0;
     let addr = usize::try_from(addr).map_err(|_| io::Error::from_raw_os_error(libc::EFAULT))?;
@@ -137,15 +137,7 @@ fn peek(pid: pid_t, addr: u64) -> io::Result<u64> {
 /// Eight bytes of tracee memory at `addr` (any alignment): the cheapest way to fetch the
 /// start of an instruction (one call, no page pinning).
 pub(crate) fn peek8(pid: pid_t, addr: u64) -> io::Result<[u8; 8]> {
-    let mut word: libc::c_ulong = 0;
-    let addr = usize::try_from(addr).map_err(|_| io::Error::from_raw_os_error(libc::EFAULT))?;
-    ptrace(
-        PTRACE_PEEKDATA,
-        pid,
-        addr,
-        &mut word as *mut libc::c_ulong as usize,
-    )?;
-    Ok(word.to_le_bytes())
+    peek(pid, addr).map(u64::to_le_bytes)
 }
 
 /// Remote iovecs for `len` bytes at `addr`, cut at page boundaries (at most
