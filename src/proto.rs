@@ -101,6 +101,9 @@ pub const MESSAGE_TYPE_SENDSIZE: u16 = 1;
 /// `hi16(EDX)` after RECVPAYLOAD.
 pub const MESSAGE_TYPE_SENDPAYLOAD: u16 = 2;
 
+/// The prefix of every key a guest may read and write with `info-get`/`info-set`.
+pub const GUESTINFO_PREFIX: &[u8] = b"guestinfo.";
+
 /// The largest message a host accepts from the guest (`GUESTMSG_MAX_IN_SIZE`).
 pub const MAX_GUEST_MESSAGE: usize = 65_536;
 /// Channels a current host serves at once; hosts before 2022 served 8.

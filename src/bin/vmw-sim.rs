@@ -73,7 +73,7 @@ mod cli {
     use std::os::unix::ffi::OsStrExt;
     use std::process::Command;
 
-    use vmw_backdoor::proto::product;
+    use vmw_backdoor::proto::{product, GUESTINFO_PREFIX};
     use vmw_backdoor::sim::{HostConfig, IoplPolicy, Mode, SimRun};
 
     /// Exit status for a usage error.
@@ -337,7 +337,7 @@ mod cli {
         };
         match key {
             b"machine.id" => Ok(config.machine_id(value)),
-            k if k.len() > b"guestinfo.".len() && k.starts_with(b"guestinfo.") => {
+            k if k.len() > GUESTINFO_PREFIX.len() && k.starts_with(GUESTINFO_PREFIX) => {
                 Ok(config.guestinfo(k, value))
             }
             _ => Err(format!(

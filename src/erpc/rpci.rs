@@ -7,11 +7,10 @@ use core::fmt;
 
 use super::channel::{request_too_large, Channel};
 use super::DEFAULT_MAX_REPLY_LEN;
-use crate::proto::{Transport, MAX_GUEST_MESSAGE, PROTO_RPCI};
+use crate::proto::{Transport, GUESTINFO_PREFIX, MAX_GUEST_MESSAGE, PROTO_RPCI};
 use crate::{ErrorKind, VmwError};
 
 /// The prefix every guestinfo key carries on the wire.
-const GUESTINFO: &[u8] = b"guestinfo.";
 /// The host's answer to `info-get` of a key that is not set.
 const NO_VALUE: &[u8] = b"No value found";
 /// `tools.set.version` value meaning "tools not managed by VMware" (0x7FFFFFFF).
@@ -84,7 +83,7 @@ impl Rpci {
         key: &[u8],
     ) -> Result<Option<Vec<u8>>, VmwError> {
         let name = guestinfo_name(key)?;
-        let request = build(&[b"info-get ", GUESTINFO, name])?;
+        let request = build(&[b"info-get ", GUESTINFO_PREFIX, name])?;
         match self.send(t, &request)? {
             Reply::Success(value) => Ok(Some(value)),
             Reply::Refused(text) if trim_nuls(&text) == NO_VALUE => Ok(None),
@@ -106,11 +105,11 @@ impl Rpci {
                 "a guestinfo value cannot contain a NUL byte: the host stops reading there",
             ));
         }
-        let request = build(&[b"info-set ", GUESTINFO, name, b" ", value])?;
+        let request = build(&[b"info-set ", GUESTINFO_PREFIX, name, b" ", value])?;
         self.expect_success(
             t,
             &request,
-            b"info-set ".len() + GUESTINFO.len() + name.len(),
+            b"info-set ".len() + GUESTINFO_PREFIX.len() + name.len(),
         )
     }
 
@@ -204,9 +203,9 @@ fn split_status(mut raw: Vec<u8>) -> Result<Reply, VmwError> {
 
 /// The key's name after `guestinfo.` (the prefix is optional, in any case).
 fn guestinfo_name(key: &[u8]) -> Result<&[u8], VmwError> {
-    let name = match key.get(..GUESTINFO.len()) {
-        Some(prefix) if prefix.eq_ignore_ascii_case(GUESTINFO) => {
-            key.get(GUESTINFO.len()..).unwrap_or_default()
+    let name = match key.get(..GUESTINFO_PREFIX.len()) {
+        Some(prefix) if prefix.eq_ignore_ascii_case(GUESTINFO_PREFIX) => {
+            key.get(GUESTINFO_PREFIX.len()..).unwrap_or_default()
         }
         _ => key,
     };

@@ -3,10 +3,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use super::Mode;
-use crate::proto::{product, MAX_CHANNELS};
-
-/// The key prefix every guest-visible guestinfo entry carries.
-pub(super) const GUESTINFO_PREFIX: &[u8] = b"guestinfo.";
+use crate::proto::{product, GUESTINFO_PREFIX, MAX_CHANNELS};
 
 /// Seed of the cookie generator when [`HostConfig::seed`] is not called: runs are
 /// reproducible by default.

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use super::config::GUESTINFO_PREFIX;
+use crate::proto::GUESTINFO_PREFIX;
 
 /// Bytes of guestinfo (keys plus values) the guest may add beyond what the host configured:
 /// a memory guard, far above the 1 MiB a real VMX allows by default.
