@@ -49,9 +49,14 @@ fn misses(host: HostKind) -> Vec<String> {
                 (false, _) => 1,
                 (true, HostKind::Hb) => 5,
                 (true, HostKind::LbOnly) => {
-                    3 + (op.request().len() as u64).div_ceil(4) + (op.reply_len() as u64).div_ceil(4)
+                    3 + (op.request().len() as u64).div_ceil(4)
+                        + (op.reply_len() as u64).div_ceil(4)
                 }
-            } + if op.is_rpc() && mode == ChanMode::PerOp { 2 } else { 0 };
+            } + if op.is_rpc() && mode == ChanMode::PerOp {
+                2
+            } else {
+                0
+            };
             if m.calls.total() != target {
                 misses.push(format!(
                     "{what}: {} backdoor calls per operation, target {target} ({})",
@@ -108,15 +113,24 @@ fn lb_host_meets_the_call_and_allocation_floor_for_every_size() {
 /// The floor itself, against the numbers the issue states, so the table cannot drift.
 #[test]
 fn floor_matches_the_stated_targets() {
-    assert_eq!(floor(Op::Get(1 << 20), HostKind::Hb, ChanMode::Reused).total(), 5);
+    assert_eq!(
+        floor(Op::Get(1 << 20), HostKind::Hb, ChanMode::Reused).total(),
+        5
+    );
     assert_eq!(floor(Op::Get(0), HostKind::Hb, ChanMode::PerOp).total(), 7);
     // `info-get guestinfo.perf.get.0` is 29 bytes (8 words), the reply `1 ` one word.
     assert_eq!(Op::Get(0).request().len(), 29);
-    assert_eq!(floor(Op::Get(0), HostKind::LbOnly, ChanMode::Reused).total(), 3 + 8 + 1);
+    assert_eq!(
+        floor(Op::Get(0), HostKind::LbOnly, ChanMode::Reused).total(),
+        3 + 8 + 1
+    );
     // A 1 MiB value: a 35-byte request (9 words), 262,145 reply words (`1 ` and the value).
     assert_eq!(
         floor(Op::Get(1 << 20), HostKind::LbOnly, ChanMode::PerOp).total(),
         5 + 9 + 262_145
     );
-    assert_eq!(floor(Op::Version, HostKind::LbOnly, ChanMode::Reused).total(), 1);
+    assert_eq!(
+        floor(Op::Version, HostKind::LbOnly, ChanMode::Reused).total(),
+        1
+    );
 }

@@ -259,35 +259,40 @@ impl Calls {
 
     /// `OPEN 1, SENDSIZE 1, OUTSB 1, ...`: every non-zero count, in protocol order.
     pub fn breakdown(&self) -> String {
-        let mut parts = Vec::new();
-        for ((command, sub), n) in &self.lb {
-            let name = match (*command, *sub) {
-                (cmd::GETVERSION, _) => "GETVERSION".to_string(),
-                (cmd::MESSAGE, s) => msg_name(s).to_string(),
-                (c, s) => format!("cmd {c}.{s}"),
-            };
-            parts.push(format!("{name} {n}"));
+        let lb = |command: u16, sub: u16| self.lb.get(&(command, sub)).copied().unwrap_or(0);
+        let mut parts = vec![
+            ("GETVERSION".to_string(), lb(cmd::GETVERSION, 0)),
+            ("OPEN".to_string(), self.msg(msg::OPEN)),
+            ("SENDSIZE".to_string(), self.msg(msg::SENDSIZE)),
+            ("OUTSB".to_string(), self.hb_out),
+            ("SENDPAYLOAD".to_string(), self.msg(msg::SENDPAYLOAD)),
+            ("RECVSIZE".to_string(), self.msg(msg::RECVSIZE)),
+            ("INSB".to_string(), self.hb_in),
+            ("RECVPAYLOAD".to_string(), self.msg(msg::RECVPAYLOAD)),
+            ("RECVSTATUS".to_string(), self.msg(msg::RECVSTATUS)),
+            ("CLOSE".to_string(), self.msg(msg::CLOSE)),
+        ];
+        let named = [
+            (cmd::GETVERSION, 0),
+            (cmd::MESSAGE, msg::OPEN),
+            (cmd::MESSAGE, msg::SENDSIZE),
+            (cmd::MESSAGE, msg::SENDPAYLOAD),
+            (cmd::MESSAGE, msg::RECVSIZE),
+            (cmd::MESSAGE, msg::RECVPAYLOAD),
+            (cmd::MESSAGE, msg::RECVSTATUS),
+            (cmd::MESSAGE, msg::CLOSE),
+        ];
+        for (&(command, sub), &n) in &self.lb {
+            if !named.contains(&(command, sub)) {
+                parts.push((format!("LB command {command}.{sub}"), n));
+            }
         }
-        if self.hb_out > 0 {
-            parts.push(format!("OUTSB {}", self.hb_out));
-        }
-        if self.hb_in > 0 {
-            parts.push(format!("INSB {}", self.hb_in));
-        }
-        parts.join(", ")
-    }
-}
-
-fn msg_name(sub: u16) -> &'static str {
-    match sub {
-        msg::OPEN => "OPEN",
-        msg::SENDSIZE => "SENDSIZE",
-        msg::SENDPAYLOAD => "SENDPAYLOAD",
-        msg::RECVSIZE => "RECVSIZE",
-        msg::RECVPAYLOAD => "RECVPAYLOAD",
-        msg::RECVSTATUS => "RECVSTATUS",
-        msg::CLOSE => "CLOSE",
-        _ => "MESSAGE(?)",
+        parts
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(name, n)| format!("{name} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -467,7 +472,9 @@ pub fn measure(op: Op, host: HostKind, mode: ChanMode, n: u64) -> Result<Measure
             .checked_sub(a)
             .ok_or_else(|| format!("{name} went down: {a} -> {b}"))?;
         if d % n != 0 {
-            return Err(format!("{name}: {d} over {n} operations is not a whole number"));
+            return Err(format!(
+                "{name}: {d} over {n} operations is not a whole number"
+            ));
         }
         Ok(d / n)
     };
@@ -498,7 +505,12 @@ pub fn measure(op: Op, host: HostKind, mode: ChanMode, n: u64) -> Result<Measure
 
 /// One guest: probe, then `n` operations; returns the host's counters and the fewest and
 /// most allocations of one operation.
-fn guest_run(op: Op, host: HostKind, mode: ChanMode, n: u64) -> Result<(Counters, (u64, u64)), String> {
+fn guest_run(
+    op: Op,
+    host: HostKind,
+    mode: ChanMode,
+    n: u64,
+) -> Result<(Counters, (u64, u64)), String> {
     let shared = Shared::new(2);
     let prepared = op.prepare();
     let run = host
@@ -536,7 +548,12 @@ fn guest_run(op: Op, host: HostKind, mode: ChanMode, n: u64) -> Result<(Counters
         })
         .map_err(|e| format!("starting the guest: {e}"))?;
     if !run.exit.success() {
-        return Err(format!("{op} on {} ({}): guest {}", host.name(), mode.name(), run.exit));
+        return Err(format!(
+            "{op} on {} ({}): guest {}",
+            host.name(),
+            mode.name(),
+            run.exit
+        ));
     }
     Ok((run.host.counters().clone(), (shared.get(0), shared.get(1))))
 }
