@@ -238,12 +238,52 @@ pub struct Calls {
     pub hb_out: u64,
     /// `rep insb` transfers.
     pub hb_in: u64,
+    /// LB calls the host did not accept (wrong magic or port): still a VM exit each.
+    pub lb_rejected: u64,
 }
 
 impl Calls {
     /// Every backdoor call: each LB call and each HB transfer is one VM exit.
     pub fn total(&self) -> u64 {
-        self.lb.values().sum::<u64>() + self.hb_out + self.hb_in
+        self.lb.values().sum::<u64>() + self.lb_rejected + self.hb_out + self.hb_in
+    }
+
+    /// The calls a run made beyond those of a run that stopped earlier (`base`).
+    pub fn between(base: &Counters, with: &Counters) -> Result<Calls, String> {
+        let diff = |name: &str, a: u64, b: u64| {
+            b.checked_sub(a)
+                .ok_or_else(|| format!("{name} went down: {a} -> {b}"))
+        };
+        let rejected = |c: &Counters| c.lb_calls - c.lb_by_command.values().sum::<u64>();
+        let mut calls = Calls {
+            hb_out: diff("OUTSB", base.hb_out_calls, with.hb_out_calls)?,
+            hb_in: diff("INSB", base.hb_in_calls, with.hb_in_calls)?,
+            lb_rejected: diff("rejected LB calls", rejected(base), rejected(with))?,
+            ..Calls::default()
+        };
+        for (key, &count) in &with.lb_by_command {
+            let before = base.lb_by_command.get(key).copied().unwrap_or(0);
+            let d = diff(&format!("LB {key:?}"), before, count)?;
+            if d > 0 {
+                calls.lb.insert(*key, d);
+            }
+        }
+        Ok(calls)
+    }
+
+    /// These calls divided among `n` operations, if every count divides exactly.
+    pub fn per_op(&self, n: u64) -> Option<Calls> {
+        let div = |x: u64| (n > 0 && x % n == 0).then(|| x / n);
+        let mut lb = BTreeMap::new();
+        for (&key, &count) in &self.lb {
+            lb.insert(key, div(count)?);
+        }
+        Some(Calls {
+            lb,
+            hb_out: div(self.hb_out)?,
+            hb_in: div(self.hb_in)?,
+            lb_rejected: div(self.lb_rejected)?,
+        })
     }
 
     /// LB calls to one message sub-command.
@@ -271,6 +311,7 @@ impl Calls {
             ("RECVPAYLOAD".to_string(), self.msg(msg::RECVPAYLOAD)),
             ("RECVSTATUS".to_string(), self.msg(msg::RECVSTATUS)),
             ("CLOSE".to_string(), self.msg(msg::CLOSE)),
+            ("rejected LB".to_string(), self.lb_rejected),
         ];
         let named = [
             (cmd::GETVERSION, 0),
@@ -467,37 +508,21 @@ pub struct Measured {
 pub fn measure(op: Op, host: HostKind, mode: ChanMode, n: u64) -> Result<Measured, String> {
     let (base, _) = guest_run(op, host, mode, 0)?;
     let (with, allocs) = guest_run(op, host, mode, n)?;
-    let per_op = |name: &str, a: u64, b: u64| -> Result<u64, String> {
-        let d = b
-            .checked_sub(a)
-            .ok_or_else(|| format!("{name} went down: {a} -> {b}"))?;
-        if d % n != 0 {
+    let exact = |name: &str, d: u64| -> Result<u64, String> {
+        if n == 0 || d % n != 0 {
             return Err(format!(
                 "{name}: {d} over {n} operations is not a whole number"
             ));
         }
         Ok(d / n)
     };
-    let mut calls = Calls {
-        hb_out: per_op("hb_out_calls", base.hb_out_calls, with.hb_out_calls)?,
-        hb_in: per_op("hb_in_calls", base.hb_in_calls, with.hb_in_calls)?,
-        ..Calls::default()
-    };
-    for (key, &count) in &with.lb_by_command {
-        let before = base.lb_by_command.get(key).copied().unwrap_or(0);
-        let d = per_op(&format!("LB {key:?}"), before, count)?;
-        if d > 0 {
-            calls.lb.insert(*key, d);
-        }
-    }
-    let unaccounted = with.lb_calls - with.lb_by_command.values().sum::<u64>();
-    if unaccounted > 0 {
-        return Err(format!("{unaccounted} LB calls the host did not accept"));
-    }
+    let calls = Calls::between(&base, &with)?;
     Ok(Measured {
-        calls,
-        bytes_to_host: per_op("bytes_to_host", base.bytes_to_host, with.bytes_to_host)?,
-        bytes_to_guest: per_op("bytes_to_guest", base.bytes_to_guest, with.bytes_to_guest)?,
+        calls: calls
+            .per_op(n)
+            .ok_or_else(|| format!("{} calls over {n} operations", calls.breakdown()))?,
+        bytes_to_host: exact("bytes to host", with.bytes_to_host - base.bytes_to_host)?,
+        bytes_to_guest: exact("bytes to guest", with.bytes_to_guest - base.bytes_to_guest)?,
         allocs_min: allocs.0,
         allocs_max: allocs.1,
     })
