@@ -14,6 +14,11 @@
 //! answered by VMware. Criterion's timing, analysis and reports all happen inside the guest,
 //! which writes them to `target/criterion/` as usual. Benchmark ids: `HOST/OP/CHANNEL/SIZE`.
 //!
+//! The tracer's glibc allocation thresholds are pinned first
+//! ([`support::pin_malloc_thresholds`]): the host model allocates a buffer of the message
+//! size per transfer, and whether those come from fresh mappings would otherwise depend on
+//! the tracer's history. The guest, a fork, inherits the setting.
+//!
 //! The absolute times are the simulator's (a ptrace round trip per backdoor call, about
 //! 5 µs on the machine in BENCHMARKS.md), not VMware's; what carries over is how the cost
 //! grows with the calls each operation makes.
@@ -30,6 +35,7 @@ fn main() {
     use criterion::Criterion;
     use support::HostKind;
 
+    support::pin_malloc_thresholds();
     for host in HostKind::ALL {
         // Small samples: two shared cores, and the slowest operation (1 MiB over LB) takes
         // over a second. The command line can still override these.

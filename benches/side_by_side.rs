@@ -25,6 +25,9 @@
 //! - Time: each measurement is repeated ROUNDS times, the three implementations taking
 //!   turns within each round (so load on the shared machine hits them alike); the median of
 //!   the per-operation times is reported, and the ratio ours / theirs of those medians.
+//! - The tracer (this process) pins glibc's allocation thresholds
+//!   (`support::pin_malloc_thresholds`), so the simulator's own buffer allocations cost
+//!   the same in every run; the guests are exec'd with the default allocator settings.
 //! - N is chosen per row so a timed loop makes about 25,000 backdoor calls (at most 5,000
 //!   operations, at least 1), and is the same for the three.
 
@@ -179,6 +182,9 @@ mod driver {
 
     use super::support::{floor, Calls, ChanMode, HostKind, Op};
 
+    /// How the reason of a failed run starts.
+    const FAILS: &str = "fails";
+
     /// Backdoor calls one timed loop aims at.
     const TARGET_CALLS: u64 = 25_000;
     /// Most operations in one timed loop.
@@ -196,7 +202,8 @@ mod driver {
 
     /// What one implementation did for one row.
     enum Outcome {
-        /// Not run: the reason.
+        /// Not run (the API lacks the operation, or the program is not built), or the
+        /// program failed: the reason.
         Cannot(String),
         /// Ran: calls per operation, the per-operation times of every round (ns).
         Ran {
@@ -207,6 +214,8 @@ mod driver {
     }
 
     pub fn main() {
+        // The tracer only: the guests are exec'd and start with glibc's defaults.
+        super::support::pin_malloc_thresholds();
         let rounds: usize = std::env::var("ROUNDS")
             .ok()
             .and_then(|r| r.parse().ok())
@@ -269,6 +278,7 @@ mod driver {
             println!("| operation | channel | N | calls/op: ours | 0.2.4 | libvmtools | µs/op: ours | 0.2.4 | libvmtools | ours / 0.2.4 | ours / libvmtools |");
             println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
             let mut details = Vec::new();
+            let mut failures: Vec<String> = Vec::new();
             for op in Op::all() {
                 let modes: &[Option<ChanMode>] = if op.is_rpc() {
                     &[Some(ChanMode::Reused), Some(ChanMode::PerOp)]
@@ -282,6 +292,16 @@ mod driver {
                     let outcomes = measure_row(&impls, &work, host, op, mode, n, rounds);
                     print_row(op, mode, n, &outcomes);
                     for (i, o) in impls.iter().zip(&outcomes) {
+                        if let Outcome::Cannot(why) = o {
+                            if why.starts_with(FAILS) {
+                                let note = format!("- {}: {why}", i.name);
+                                if !failures.contains(&note) {
+                                    failures.push(note);
+                                }
+                            }
+                        }
+                    }
+                    for (i, o) in impls.iter().zip(&outcomes) {
                         if let Outcome::Ran { calls, n, .. } = o {
                             details.push(format!(
                                 "| {op} | {} | {} | {} |",
@@ -291,6 +311,12 @@ mod driver {
                             ));
                         }
                     }
+                }
+            }
+            if !failures.is_empty() {
+                println!("\nWhere a run failed, what the program said:\n");
+                for f in &failures {
+                    println!("{f}");
                 }
             }
             println!("\nCalls per operation by kind ({} host):\n", host.name());
@@ -403,7 +429,7 @@ mod driver {
         if !run.exit.success() {
             let stderr = fs::read_to_string(&err_path).unwrap_or_default();
             let last = stderr.lines().last().unwrap_or("").trim();
-            return Err(format!("fails: {}: {last}", run.exit));
+            return Err(format!("{FAILS}: {}: {last}", run.exit));
         }
         let line = stdout
             .lines()
@@ -448,6 +474,7 @@ mod driver {
         ];
         for o in outcomes {
             cells.push(match o {
+                Outcome::Cannot(why) if why.starts_with(FAILS) => FAILS.to_string(),
                 Outcome::Cannot(why) => format!("cannot: {why}"),
                 Outcome::Ran { calls, n, .. } => calls_per_op(calls, *n),
             });

@@ -582,3 +582,27 @@ fn guest_run(
     }
     Ok((run.host.counters().clone(), (shared.get(0), shared.get(1))))
 }
+
+/// Makes the simulator's own large buffers come from the heap.
+///
+/// The host model allocates a fresh buffer of the message size for each RPC and each
+/// high-bandwidth transfer. Whether glibc serves a 1 MiB one from its heap or from a fresh
+/// `mmap` (then 256 page faults in the tracer) depends on what the tracer process allocated
+/// and freed before, and moved a 1 MiB HB get between 0.34 and 0.88 ms on the machine of
+/// BENCHMARKS.md. Pinning the thresholds takes the tracer's allocation history out of the
+/// numbers. A closure guest forked afterwards inherits the setting (an exec'd one does not).
+pub fn pin_malloc_thresholds() {
+    // glibc's largest allowed mmap threshold on 64-bit (HEAP_MAX_SIZE / 2).
+    const MMAP_THRESHOLD: libc::c_int = 32 << 20;
+    const TRIM_THRESHOLD: libc::c_int = 256 << 20;
+    // SAFETY: mallopt only changes allocator tuning; called before any guest starts, on the
+    // thread that will trace, with in-range values (it returns 0 and changes nothing
+    // otherwise).
+    let ok = unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
+            && libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
+    };
+    if !ok {
+        eprintln!("warning: mallopt refused the thresholds; 1 MiB timings may vary");
+    }
+}
