@@ -10,6 +10,9 @@
 //! guest doing none, divided by N); allocations are counted by this binary's global
 //! allocator around each operation, inside the guest. `tests/perf_counts.rs` asserts the
 //! same numbers.
+//!
+//! With `PERF_COUNTS_TSV=FILE` it also writes `host op channel size calls allocations`
+//! lines there, for `benches/run.sh` to put calls next to criterion's times.
 
 #[cfg(all(feature = "sim", target_os = "linux", target_arch = "x86_64"))]
 #[path = "support/mod.rs"]
@@ -28,6 +31,7 @@ fn main() {
 
     println!("| operation | host | channel | calls/op | floor | calls | bytes to host / guest | allocations/op | targets |");
     println!("|---|---|---|---:|---:|---|---:|---:|---|");
+    let mut tsv = String::new();
     let mut all_met = true;
     for host in HostKind::ALL {
         for op in Op::all() {
@@ -58,6 +62,15 @@ fn main() {
                 } else {
                     format!("{}–{}", m.allocs_min, m.allocs_max)
                 };
+                tsv.push_str(&format!(
+                    "{}\t{}\t{}\t{}\t{}\t{}\n",
+                    host.name(),
+                    op.name(),
+                    if op.is_rpc() { mode.name() } else { "none" },
+                    op.size(),
+                    m.calls.total(),
+                    m.allocs_max
+                ));
                 println!(
                     "| {op} | {} | {} | {} | {} | {} | {} / {} | {allocs} | {} |",
                     host.name(),
@@ -71,6 +84,9 @@ fn main() {
                 );
             }
         }
+    }
+    if let Some(path) = std::env::var_os("PERF_COUNTS_TSV") {
+        std::fs::write(&path, tsv).expect("write PERF_COUNTS_TSV");
     }
     println!();
     println!(
