@@ -38,11 +38,11 @@ fn main() {
     support::pin_malloc_thresholds();
     for host in HostKind::ALL {
         // Small samples: two shared cores, and the slowest operation (1 MiB over LB) takes
-        // over a second. The command line can still override these.
+        // over a second. `configure` sets the sample size per benchmark.
         let criterion = Criterion::default()
-            .sample_size(10)
+            .sample_size(20)
             .warm_up_time(Duration::from_millis(300))
-            .measurement_time(Duration::from_secs(1))
+            .measurement_time(Duration::from_secs(2))
             .nresamples(20_000)
             .configure_from_args();
         let run = host
@@ -117,9 +117,11 @@ mod guest {
         let slow = host == HostKind::LbOnly && op.size() >= 32 << 10;
         if slow {
             group.sampling_mode(SamplingMode::Flat);
+            group.sample_size(10);
             group.warm_up_time(Duration::from_millis(100));
         } else {
             group.sampling_mode(SamplingMode::Auto);
+            group.sample_size(20);
             group.warm_up_time(Duration::from_millis(300));
         }
     }

@@ -11,7 +11,7 @@
 #
 # Output (default target/perf/, or $PERF_OUT): machine.txt, counts.md, side_by_side.md,
 # criterion.md, and RESULTS.md with all of them. Env: ROUNDS (side-by-side rounds,
-# default 3). Takes about 10 minutes on 2 cores. Needs root for apt (peers, jq).
+# default 5). Takes about 10 minutes on 2 cores. Needs root for apt (peers, jq).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -33,7 +33,7 @@ export VMW024_PEER OVT_PEER
 log "2/6 machine"
 {
     echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
-    echo "command: benches/run.sh (ROUNDS=${ROUNDS:-3})"
+    echo "command: benches/run.sh (ROUNDS=${ROUNDS:-5})"
     echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)')"
     echo "nproc: $(nproc)"
     echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
@@ -51,7 +51,7 @@ cargo test --quiet --features sim --test perf_counts >&2
 log "4/6 counts table"
 PERF_COUNTS_TSV="$out/counts.tsv" cargo bench --quiet --features sim --bench counts >"$out/counts.md"
 
-log "5/6 side by side (ROUNDS=${ROUNDS:-3})"
+log "5/6 side by side (ROUNDS=${ROUNDS:-5})"
 cargo bench --quiet --features sim --bench side_by_side >"$out/side_by_side.md"
 
 log "6/6 criterion"

@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! benches/peers/build.sh                                   # the two peer programs
-//! cargo bench --features sim --bench side_by_side          # ROUNDS=3 by default
+//! cargo bench --features sim --bench side_by_side          # ROUNDS=5 by default
 //! ```
 //!
 //! Method, the same for all three implementations:
@@ -22,9 +22,11 @@
 //!   nanoseconds.
 //! - Calls per operation: the host's counters after `bench … N` minus those after
 //!   `bench … 0`, divided by N.
-//! - Time: each measurement is repeated ROUNDS times, the three implementations taking
-//!   turns within each round (so load on the shared machine hits them alike); the median of
-//!   the per-operation times is reported, and the ratio ours / theirs of those medians.
+//! - Time: the whole table is measured ROUNDS times over (so a burst of load on the shared
+//!   machine lands in one round of many rows, not in every round of one row), the three
+//!   implementations taking turns within each row, starting with a different one each
+//!   round; the median of the per-operation times is reported, and the ratio ours / theirs
+//!   of those medians.
 //! - The tracer (this process) pins glibc's allocation thresholds
 //!   (`support::pin_malloc_thresholds`), so the simulator's own buffer allocations cost
 //!   the same in every run; the guests are exec'd with the default allocator settings.
@@ -57,6 +59,8 @@ mod ours {
         Get(&'a [u8]),
         Set(&'a [u8], &'a [u8]),
         Log(&'a str),
+        /// A raw request (`bench rpc CMD`, as the libvmtools peer has it).
+        Raw(&'a [u8]),
     }
 
     impl Rpc<'_> {
@@ -73,6 +77,7 @@ mod ours {
                     .map(|()| value.len())
                     .map_err(e),
                 Rpc::Log(text) => chan.log(text).map(|()| text.len()).map_err(e),
+                Rpc::Raw(request) => chan.rpc(request).map(|r| black_box(r).len()).map_err(e),
             }
         }
     }
@@ -116,6 +121,13 @@ mod ours {
             ["bench", "log", text, n, mode] => {
                 bench_rpc(&mut guard, "log", &Rpc::Log(text), count(n)?, mode)
             }
+            ["bench", "rpc", request, n, mode] => bench_rpc(
+                &mut guard,
+                "rpc",
+                &Rpc::Raw(request.as_bytes()),
+                count(n)?,
+                mode,
+            ),
             _ => Err(format!("bad arguments {argv:?}")),
         }
     }
@@ -213,14 +225,119 @@ mod driver {
         },
     }
 
+    /// One line of a table: an operation, size, host and channel mode, for every
+    /// implementation.
+    struct Row {
+        host: HostKind,
+        op: Op,
+        mode: Option<ChanMode>,
+        /// Operations per timed loop, the same for every implementation.
+        n: u64,
+        /// Per implementation: the counters of the `bench … 0` run, and the outcome.
+        cells: Vec<(Option<Counters>, Outcome)>,
+    }
+
     pub fn main() {
         // The tracer only: the guests are exec'd and start with glibc's defaults.
         super::support::pin_malloc_thresholds();
         let rounds: usize = std::env::var("ROUNDS")
             .ok()
             .and_then(|r| r.parse().ok())
-            .unwrap_or(3)
+            .unwrap_or(5)
             .max(1);
+        let impls = implementations();
+        let work = std::env::temp_dir().join(format!("vmw-side-by-side-{}", std::process::id()));
+        fs::create_dir_all(&work).expect("create the work directory");
+
+        let mut rows = Vec::new();
+        for host in HostKind::ALL {
+            for op in Op::all() {
+                let modes: &[Option<ChanMode>] = if op.is_rpc() {
+                    &[Some(ChanMode::Reused), Some(ChanMode::PerOp)]
+                } else {
+                    &[None]
+                };
+                for &mode in modes {
+                    let calls = floor(op, host, mode.unwrap_or(ChanMode::Reused)).total();
+                    rows.push(Row {
+                        host,
+                        op,
+                        mode,
+                        n: (TARGET_CALLS / calls).clamp(1, MAX_N),
+                        cells: impls
+                            .iter()
+                            .map(|i| {
+                                let outcome = match (&i.program, (i.lacks)(op)) {
+                                    (_, Some(why)) => Outcome::Cannot(why.to_string()),
+                                    (None, _) => Outcome::Cannot("not built".to_string()),
+                                    (Some(_), None) => Outcome::Ran {
+                                        calls: Calls::default(),
+                                        n: 0,
+                                        times: Vec::new(),
+                                    },
+                                };
+                                (None, outcome)
+                            })
+                            .collect(),
+                    });
+                }
+            }
+        }
+
+        // The untimed baselines (`bench … 0`) for the call counts.
+        eprintln!("side_by_side: baselines");
+        for row in &mut rows {
+            for (i, (base, outcome)) in impls.iter().zip(&mut row.cells) {
+                if let (Outcome::Ran { .. }, Some(program)) = (&*outcome, &i.program) {
+                    match run_guest(program, &work, row.host, row.op, row.mode, 0) {
+                        Ok((counters, _)) => *base = Some(counters),
+                        Err(e) => *outcome = Outcome::Cannot(e),
+                    }
+                }
+            }
+        }
+        // Timed rounds over the whole table, so a burst of load on the shared machine
+        // lands in one round of many rows rather than every round of one; within a row
+        // the implementations take turns, starting with a different one each round.
+        for round in 0..rounds {
+            eprintln!("side_by_side: round {} of {rounds}", round + 1);
+            for row in &mut rows {
+                for k in 0..impls.len() {
+                    let idx = (k + round) % impls.len();
+                    let (Some(i), Some((Some(base), outcome))) =
+                        (impls.get(idx), row.cells.get_mut(idx))
+                    else {
+                        continue;
+                    };
+                    let (Outcome::Ran { calls, n, times }, Some(program)) =
+                        (&mut *outcome, &i.program)
+                    else {
+                        continue;
+                    };
+                    match run_guest(program, &work, row.host, row.op, row.mode, row.n) {
+                        Ok((counters, ns)) => {
+                            if times.is_empty() {
+                                match Calls::between(base, &counters) {
+                                    Ok(c) => (*calls, *n) = (c, row.n),
+                                    Err(e) => {
+                                        *outcome = Outcome::Cannot(e);
+                                        continue;
+                                    }
+                                }
+                            }
+                            times.push(ns);
+                        }
+                        Err(e) => *outcome = Outcome::Cannot(e),
+                    }
+                }
+            }
+        }
+        let _ = fs::remove_dir_all(&work);
+        print_tables(&impls, &rows, rounds);
+    }
+
+    /// Ours (this binary in `guest` mode) and the two peers, where built.
+    fn implementations() -> [Impl; 3] {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let peer = |var: &str, default: &str| -> Option<PathBuf> {
             let path = std::env::var_os(var)
@@ -242,6 +359,7 @@ mod driver {
                     "VMW024_PEER",
                     "benches/peers/vmw024/target/release/vmw024-peer",
                 )
+                // Unprivileged, like the other two (the simulator would grant iopl).
                 .map(|p| (p, vec!["--access".into(), "unpriv".into()])),
                 lacks: |op| match op {
                     Op::Set(_) => Some("no set API"),
@@ -263,10 +381,14 @@ mod driver {
                 ),
             }
         }
-        let work = std::env::temp_dir().join(format!("vmw-side-by-side-{}", std::process::id()));
-        fs::create_dir_all(&work).expect("create the work directory");
+        impls
+    }
 
-        println!("Rounds: {rounds} (median per-operation time). Calls: per operation, from the simulator's counters.\n");
+    fn print_tables(impls: &[Impl], rows: &[Row], rounds: usize) {
+        println!(
+            "Rounds: {rounds} (median per-operation time). Calls: per operation, from the \
+             simulator's counters.\n"
+        );
         for host in HostKind::ALL {
             println!(
                 "### {} host\n",
@@ -279,37 +401,25 @@ mod driver {
             println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
             let mut details = Vec::new();
             let mut failures: Vec<String> = Vec::new();
-            for op in Op::all() {
-                let modes: &[Option<ChanMode>] = if op.is_rpc() {
-                    &[Some(ChanMode::Reused), Some(ChanMode::PerOp)]
-                } else {
-                    &[None]
-                };
-                for &mode in modes {
-                    let n = (TARGET_CALLS
-                        / floor(op, host, mode.unwrap_or(ChanMode::Reused)).total())
-                    .clamp(1, MAX_N);
-                    let outcomes = measure_row(&impls, &work, host, op, mode, n, rounds);
-                    print_row(op, mode, n, &outcomes);
-                    for (i, o) in impls.iter().zip(&outcomes) {
-                        if let Outcome::Cannot(why) = o {
-                            if why.starts_with(FAILS) {
-                                let note = format!("- {}: {why}", i.name);
-                                if !failures.contains(&note) {
-                                    failures.push(note);
-                                }
+            for row in rows.iter().filter(|r| r.host == host) {
+                let outcomes: Vec<&Outcome> = row.cells.iter().map(|(_, o)| o).collect();
+                print_row(row.op, row.mode, row.n, &outcomes);
+                for (i, o) in impls.iter().zip(&outcomes) {
+                    match o {
+                        Outcome::Cannot(why) if why.starts_with(FAILS) => {
+                            let note = format!("- {}: {why}", i.name);
+                            if !failures.contains(&note) {
+                                failures.push(note);
                             }
                         }
-                    }
-                    for (i, o) in impls.iter().zip(&outcomes) {
-                        if let Outcome::Ran { calls, n, .. } = o {
-                            details.push(format!(
-                                "| {op} | {} | {} | {} |",
-                                mode.map_or("none", ChanMode::name),
-                                i.name,
-                                per_op_breakdown(calls, *n)
-                            ));
-                        }
+                        Outcome::Cannot(_) => {}
+                        Outcome::Ran { calls, n, .. } => details.push(format!(
+                            "| {} | {} | {} | {} |",
+                            row.op,
+                            row.mode.map_or("none", ChanMode::name),
+                            i.name,
+                            per_op_breakdown(calls, *n)
+                        )),
                     }
                 }
             }
@@ -327,66 +437,6 @@ mod driver {
             }
             println!();
         }
-        let _ = fs::remove_dir_all(&work);
-    }
-
-    /// All rounds of one row: the counting run, then ROUNDS timed runs taking turns.
-    fn measure_row(
-        impls: &[Impl],
-        work: &Path,
-        host: HostKind,
-        op: Op,
-        mode: Option<ChanMode>,
-        n: u64,
-        rounds: usize,
-    ) -> Vec<Outcome> {
-        let mut outcomes: Vec<Outcome> = impls
-            .iter()
-            .map(|i| match (&i.program, (i.lacks)(op)) {
-                (_, Some(why)) => Outcome::Cannot(why.to_string()),
-                (None, _) => Outcome::Cannot("not built".to_string()),
-                (Some(_), None) => Outcome::Ran {
-                    calls: Calls::default(),
-                    n,
-                    times: Vec::new(),
-                },
-            })
-            .collect();
-        let mut bases: Vec<Option<Counters>> = Vec::new();
-        for (i, o) in impls.iter().zip(outcomes.iter_mut()) {
-            bases.push(None);
-            if let (Outcome::Ran { .. }, Some(program)) = (&*o, &i.program) {
-                match run_guest(program, work, host, op, mode, 0) {
-                    Ok((counters, _)) => *bases.last_mut().expect("just pushed") = Some(counters),
-                    Err(e) => *o = Outcome::Cannot(e),
-                }
-            }
-        }
-        for round in 0..rounds {
-            for ((i, o), base) in impls.iter().zip(outcomes.iter_mut()).zip(&bases) {
-                let (Outcome::Ran { calls, times, .. }, Some(program), Some(base)) =
-                    (&mut *o, &i.program, base)
-                else {
-                    continue;
-                };
-                match run_guest(program, work, host, op, mode, n) {
-                    Ok((counters, ns)) => {
-                        if round == 0 {
-                            match Calls::between(base, &counters) {
-                                Ok(c) => *calls = c,
-                                Err(e) => {
-                                    *o = Outcome::Cannot(e);
-                                    continue;
-                                }
-                            }
-                        }
-                        times.push(ns);
-                    }
-                    Err(e) => *o = Outcome::Cannot(e),
-                }
-            }
-        }
-        outcomes
     }
 
     /// Runs `bench …` of one implementation as a guest of `host`; returns the host's
@@ -466,7 +516,7 @@ mod driver {
         }
     }
 
-    fn print_row(op: Op, mode: Option<ChanMode>, n: u64, outcomes: &[Outcome]) {
+    fn print_row(op: Op, mode: Option<ChanMode>, n: u64, outcomes: &[&Outcome]) {
         let mut cells = vec![
             op.to_string(),
             mode.map_or("none", ChanMode::name).to_string(),
