@@ -7,7 +7,11 @@
 //!
 //! KEY may be given with or without the `guestinfo.` prefix. Without a VMware host at hand,
 //! run it under the simulator:
-//! `cargo run --features sim --bin vmw-sim -- --guestinfo greeting=hello -- cargo run --example guestinfo greeting`.
+//!
+//! ```text
+//! cargo run --features sim --bin vmw-sim -- -e guestinfo.greeting=hello -- \
+//!     cargo run --example guestinfo greeting
+//! ```
 
 use std::ffi::OsString;
 use std::io::Write;

@@ -149,3 +149,8 @@ pub use backdoor::{
 };
 pub use erpc::EnhancedChan;
 pub use error::{ErrorKind, VmwError};
+
+// The README's examples are compiled (and the runnable ones run) as doc-tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

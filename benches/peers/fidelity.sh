@@ -19,7 +19,11 @@ eval "$("$here/build.sh" | grep '_PEER=')"
 command -v jq >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q jq >&2
 sim="${VMW_SIM:-}"
 if [ -z "$sim" ]; then
-    (cd "$root" && cargo build --quiet --features sim --bin vmw-sim) || exit 1
+    if ! (cd "$root" && cargo build --quiet --features sim --bin vmw-sim 2>/tmp/vmw-sim-build.$$); then
+        cat /tmp/vmw-sim-build.$$ >&2
+        exit 1
+    fi
+    rm -f /tmp/vmw-sim-build.$$
     sim="${CARGO_TARGET_DIR:-$root/target}/debug/vmw-sim"
 fi
 
@@ -124,6 +128,12 @@ run restrict-backdoor "--restrict-backdoor" -- "$OVT_PEER" get guestinfo.foo
 run not-vmware "--not-vmware" -- "$VMW024_PEER" probe
 run not-vmware "--not-vmware" -- "$OVT_PEER" get guestinfo.foo
 run iopl-enosys "--iopl enosys" -- "$VMW024_PEER" probe
+# CPUID says VMwareVMware: libvmtools then reads leaf 0x40000010 for VMCALL/VMMCALL.
+run vmware-cpuid "--vmware-cpuid" -- "$VMW024_PEER" probe
+run vmware-cpuid "--vmware-cpuid" -- "$OVT_PEER" get guestinfo.foo
+run vmware-cpuid+lb "--vmware-cpuid --no-hb" -- "$OVT_PEER" set guestinfo.foo baz
+run vmware-cpuid "--vmware-cpuid" -- /usr/bin/vmware-rpctool "info-get guestinfo.foo"
+run real-cpuid "" -- /usr/bin/vmware-rpctool "info-get guestinfo.foo"
 
 echo "===== backdoor calls per operation (N=$n)"
 for host in hb lb; do

@@ -119,7 +119,9 @@ fn unsupported() -> VmwError {
 /// guard moved to another thread would issue port I/O the new thread may not do, and would
 /// give back privilege on a thread that never had it. Create one guard per thread that needs
 /// the backdoor; guards of one thread share its privilege, and the last one dropped gives it
-/// back:
+/// back. An unprivileged guard first answered while the thread held privilege knocks again
+/// once that privilege is given back, so where ring 3 is restricted it then reports
+/// [`ErrorKind::NotVmware`] instead of faulting:
 ///
 /// ```compile_fail
 /// let guard = vmw_backdoor::access_backdoor().unwrap();
@@ -130,6 +132,9 @@ pub struct BackdoorGuard {
     privilege: Privilege,
     /// Set once a knock was answered with this guard's access.
     probed: bool,
+    /// The knock of this unprivileged guard was answered while another guard of the thread
+    /// held I/O privilege: the answer holds only as long as that privilege does.
+    probed_on_borrowed_privilege: bool,
     /// I/O privilege belongs to the thread that took it: neither `Send` nor `Sync`.
     _this_thread_only: PhantomData<*mut ()>,
 }
@@ -139,6 +144,7 @@ impl BackdoorGuard {
         BackdoorGuard {
             privilege,
             probed: false,
+            probed_on_borrowed_privilege: false,
             _this_thread_only: PhantomData,
         }
     }
@@ -190,7 +196,7 @@ impl BackdoorGuard {
     ///
     /// [`ErrorKind::NotVmware`] when the backdoor does not answer.
     pub fn get_version(&mut self) -> Result<Version, VmwError> {
-        if !self.probed {
+        if !self.still_probed() {
             return self.knock();
         }
         cmd::get_version(&mut self.transport()?)
@@ -255,7 +261,7 @@ impl BackdoorGuard {
     /// The instructions, once the backdoor is known to answer this guard (knocking first if
     /// it has not yet).
     pub(crate) fn transport(&mut self) -> Result<Asm, VmwError> {
-        if !self.probed {
+        if !self.still_probed() {
             self.knock()?;
         }
         #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
@@ -269,6 +275,18 @@ impl BackdoorGuard {
         {
             Err(unsupported())
         }
+    }
+
+    /// Whether a knock with the access this guard has now was answered. An unprivileged
+    /// guard answered while another guard of the thread held I/O privilege loses that
+    /// answer when the privilege is given back (on a host that restricts ring 3 its next
+    /// access would fault), and knocks again, contained.
+    fn still_probed(&mut self) -> bool {
+        if self.probed && self.probed_on_borrowed_privilege && !privilege::thread_holds() {
+            self.probed = false;
+            self.probed_on_borrowed_privilege = false;
+        }
+        self.probed
     }
 
     /// The GETVERSION knock, contained; marks the guard probed when answered.
@@ -292,6 +310,7 @@ impl BackdoorGuard {
                 }
             };
             self.probed = true;
+            self.probed_on_borrowed_privilege = !self.is_privileged() && privilege::thread_holds();
             Ok(version)
         }
         #[cfg(not(any(target_arch = "x86", target_arch = "x86_64")))]

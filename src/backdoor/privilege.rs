@@ -145,6 +145,11 @@ pub(crate) fn raise() -> Result<Privilege, VmwError> {
     Ok(taken)
 }
 
+/// Whether a privileged guard of this thread holds I/O privilege now.
+pub(crate) fn thread_holds() -> bool {
+    HELD.try_with(|h| h.get().0 > 0).unwrap_or(false)
+}
+
 /// Gives back what [`raise`] returned; the last holder on the thread gives back the
 /// privilege itself. On failure the caller still holds it.
 pub(crate) fn release(p: Privilege) -> Result<(), VmwError> {

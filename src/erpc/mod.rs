@@ -136,7 +136,9 @@ impl<'a> EnhancedChan<'a> {
     ///
     /// # Errors
     ///
-    /// As for [`rpc`](Self::rpc).
+    /// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) for text containing NUL
+    /// (the host would silently drop everything after it; nothing is sent); others as for
+    /// [`rpc`](Self::rpc).
     pub fn log(&mut self, msg: &str) -> Result<(), VmwError> {
         self.rpci.log(&mut self.guard.transport()?, msg)
     }

@@ -120,6 +120,14 @@ impl Rpci {
         t: &mut T,
         text: &str,
     ) -> Result<(), VmwError> {
+        // The host reads a request up to its first NUL: the rest of the line would be lost
+        // without a word.
+        if text.contains('\0') {
+            return Err(VmwError::new(
+                ErrorKind::InvalidInput,
+                "a log line cannot contain a NUL character: the host stops reading there",
+            ));
+        }
         let request = build(&[b"log ", text.as_bytes()])?;
         self.expect_success(t, &request, b"log".len())
     }
