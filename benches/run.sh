@@ -6,11 +6,12 @@
 # Steps: build the peer programs (benches/peers/build.sh: open-vm-tools from apt, the
 # published vmw_backdoor 0.2.4), assert the call and allocation targets
 # (tests/perf_counts.rs), write the deterministic cost table (benches/counts.rs), run the
-# side-by-side comparison (benches/side_by_side.rs) and the criterion benches
-# (benches/rpc.rs), then gather everything in one Markdown file.
+# side-by-side comparison (benches/side_by_side.rs), the simulator's cost of one call
+# (benches/trap_cost.rs) and the criterion benches (benches/rpc.rs), then gather everything
+# in one Markdown file.
 #
 # Output (default target/perf/, or $PERF_OUT): machine.txt, counts.md, side_by_side.md,
-# criterion.md, and RESULTS.md with all of them. Env: ROUNDS (side-by-side rounds,
+# trap_cost.txt, criterion.md, and RESULTS.md with all of them. Env: ROUNDS (side-by-side rounds,
 # default 5). Takes about 10 minutes on 2 cores. Needs root for apt (peers, jq).
 set -euo pipefail
 
@@ -26,11 +27,11 @@ if ! command -v jq >/dev/null; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q jq >&2
 fi
 
-log "1/6 peers"
+log "1/7 peers"
 eval "$(benches/peers/build.sh | grep '_PEER=')"
 export VMW024_PEER OVT_PEER
 
-log "2/6 machine"
+log "2/7 machine"
 {
     echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo "command: benches/run.sh (ROUNDS=${ROUNDS:-5})"
@@ -43,18 +44,22 @@ log "2/6 machine"
     echo "open-vm-tools: $(dpkg-query -W -f='${Version}' open-vm-tools 2>/dev/null || echo '?')"
     echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 } >"$out/machine.txt"
+start=$SECONDS
 cat "$out/machine.txt" >&2
 
-log "3/6 tests/perf_counts.rs (asserts the targets)"
+log "3/7 tests/perf_counts.rs (asserts the targets)"
 cargo test --quiet --features sim --test perf_counts >&2
 
-log "4/6 counts table"
+log "4/7 counts table"
 PERF_COUNTS_TSV="$out/counts.tsv" cargo bench --quiet --features sim --bench counts >"$out/counts.md"
 
-log "5/6 side by side (ROUNDS=${ROUNDS:-5})"
+log "5/7 side by side (ROUNDS=${ROUNDS:-5})"
 cargo bench --quiet --features sim --bench side_by_side >"$out/side_by_side.md"
 
-log "6/6 criterion"
+log "6/7 trap cost (benches/trap_cost.rs: one emulated call against a bare ptrace round trip)"
+cargo bench --quiet --features sim --bench trap_cost >"$out/trap_cost.txt"
+
+log "7/7 criterion"
 marker="$out/.criterion-start"
 touch "$marker"
 cargo bench --features sim --bench rpc >"$out/criterion.log" 2>&1 || {
@@ -84,6 +89,7 @@ cargo bench --features sim --bench rpc >"$out/criterion.log" 2>&1 || {
               printf "| %s | %.1f | %.1f – %.1f | %s | %s |\n", $5, $6, $7, $8, n, (n > 0 ? sprintf("%.2f", $6 / n) : "?") }'
 } >"$out/criterion.md"
 rm -f "$marker"
+echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg); run took $(((SECONDS - start) / 60)) min $(((SECONDS - start) % 60)) s" >>"$out/machine.txt"
 
 {
     echo "# vmw_backdoor performance run"
@@ -99,6 +105,12 @@ rm -f "$marker"
     echo "## Side by side: ours, vmw_backdoor 0.2.4, libvmtools"
     echo
     cat "$out/side_by_side.md"
+    echo
+    echo "## The simulator's cost of one backdoor call"
+    echo
+    echo '```'
+    cat "$out/trap_cost.txt"
+    echo '```'
     echo
     echo "## Criterion (our library, inside the traced guest)"
     echo
