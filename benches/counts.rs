@@ -26,6 +26,13 @@ static ALLOC: support::CountingAlloc = support::CountingAlloc;
 fn main() {
     use support::{floor, human, measure, ChanMode, HostKind, Op};
 
+    // `cargo test --all-targets` runs bench binaries without `--bench`: stay out of its way
+    // (the same measurements are asserted by tests/perf_counts.rs).
+    if !std::env::args().any(|a| a == "--bench") {
+        eprintln!("counts: run it with `cargo bench --features sim --bench counts`");
+        return;
+    }
+
     /// Operations per guest.
     const N: u64 = 2;
 

@@ -12,7 +12,7 @@
 #
 # Output (default target/perf/, or $PERF_OUT): machine.txt, counts.md, side_by_side.md,
 # trap_cost.txt, criterion.md, and RESULTS.md with all of them. Env: ROUNDS (side-by-side rounds,
-# default 5). Takes about 10 minutes on 2 cores. Needs root for apt (peers, jq).
+# default 5). Takes about 5 minutes on 2 cores, plus the first build. Needs root for apt (peers, jq).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
