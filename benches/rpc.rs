@@ -14,7 +14,9 @@
 //! answered by VMware. Criterion's timing, analysis and reports all happen inside the guest,
 //! which writes them to `target/criterion/` as usual. Benchmark ids: `HOST/OP/CHANNEL/SIZE`.
 //!
-//! The tracer's glibc allocation thresholds are pinned first
+//! The process is pinned to one CPU first ([`support::pin_to_one_cpu`]; the guest inherits
+//! it): tracer and guest take turns, and wake-ups across idle vCPUs would otherwise cost more
+//! than the calls. The tracer's glibc allocation thresholds are pinned too
 //! ([`support::pin_malloc_thresholds`]): the host model allocates a buffer of the message
 //! size per transfer, and whether those come from fresh mappings would otherwise depend on
 //! the tracer's history. The guest, a fork, inherits the setting.
@@ -36,6 +38,7 @@ fn main() {
     use support::HostKind;
 
     support::pin_malloc_thresholds();
+    support::pin_to_one_cpu();
     for host in HostKind::ALL {
         // Small samples: two shared cores, and the slowest operation (1 MiB over LB) takes
         // over a second. `configure` sets the sample size per benchmark.

@@ -57,7 +57,8 @@ log "5/7 side by side (ROUNDS=${ROUNDS:-5})"
 cargo bench --quiet --features sim --bench side_by_side >"$out/side_by_side.md"
 
 log "6/7 trap cost (benches/trap_cost.rs: one emulated call against a bare ptrace round trip)"
-cargo bench --quiet --features sim --bench trap_cost >"$out/trap_cost.txt"
+# On one CPU, like the other timed benches (they pin themselves; trap_cost does not).
+taskset -c 0 cargo bench --quiet --features sim --bench trap_cost >"$out/trap_cost.txt"
 
 log "7/7 criterion"
 marker="$out/.criterion-start"

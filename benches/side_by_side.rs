@@ -27,6 +27,8 @@
 //!   implementations taking turns within each row, starting with a different one each
 //!   round; the median of the per-operation times is reported, and the ratio ours / theirs
 //!   of those medians.
+//! - Everything runs on one CPU (`support::pin_to_one_cpu`, inherited by the guests), so a
+//!   call costs the same whether or not the other CPUs are idle.
 //! - The tracer (this process) pins glibc's allocation thresholds
 //!   (`support::pin_malloc_thresholds`), so the simulator's own buffer allocations cost
 //!   the same in every run; the guests are exec'd with the default allocator settings.
@@ -246,6 +248,8 @@ mod driver {
     pub fn main() {
         // The tracer only: the guests are exec'd and start with glibc's defaults.
         super::support::pin_malloc_thresholds();
+        // Tracer and guests on one CPU (the guests inherit it): see pin_to_one_cpu.
+        super::support::pin_to_one_cpu();
         let rounds: usize = std::env::var("ROUNDS")
             .ok()
             .and_then(|r| r.parse().ok())

@@ -606,3 +606,32 @@ pub fn pin_malloc_thresholds() {
         eprintln!("warning: mallopt refused the thresholds; 1 MiB timings may vary");
     }
 }
+
+/// Keeps this process, and every guest it starts, on the CPU it is running on.
+///
+/// The tracer and its guest never run at the same time: each backdoor call stops the guest,
+/// wakes the tracer, and the tracer's answer wakes the guest. On two CPUs each of those
+/// wake-ups can land on an idle CPU, and inside a virtual machine waking an idle vCPU goes
+/// through the hypervisor: on the machine of BENCHMARKS.md, when it was otherwise idle, a
+/// bare ptrace stop and resume took 66 µs instead of 3 µs. On one CPU the wake-ups are
+/// plain context switches, whatever else the machine is doing.
+pub fn pin_to_one_cpu() {
+    // SAFETY: sched_getcpu has no arguments and no memory effects.
+    let cpu = unsafe { libc::sched_getcpu() };
+    let cpu = usize::try_from(cpu).unwrap_or(0);
+    // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET writes inside it (it ignores CPUs
+    // beyond the set's size); sched_setaffinity reads exactly size_of::<cpu_set_t>() bytes.
+    let ok = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
+    };
+    if ok {
+        eprintln!("pinned to CPU {cpu} (tracer and guests)");
+    } else {
+        eprintln!(
+            "warning: could not pin to CPU {cpu}: {}; timings will depend on how idle the other CPUs are",
+            std::io::Error::last_os_error()
+        );
+    }
+}
