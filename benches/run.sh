@@ -48,7 +48,10 @@ start=$SECONDS
 cat "$out/machine.txt" >&2
 
 log "3/7 tests/perf_counts.rs (asserts the targets)"
-cargo test --quiet --features sim --test perf_counts >&2
+# Built first, then run on one CPU: a ptrace-heavy test is many times slower when its
+# wake-ups land on an idle vCPU (see BENCHMARKS.md, section 5).
+cargo test --quiet --features sim --test perf_counts --no-run 2>/dev/null
+taskset -c 0 cargo test --quiet --features sim --test perf_counts >&2
 
 log "4/7 counts table"
 PERF_COUNTS_TSV="$out/counts.tsv" cargo bench --quiet --features sim --bench counts >"$out/counts.md"
