@@ -180,3 +180,75 @@ impl Drop for EnhancedChan<'_> {
         }
     }
 }
+
+/// Not part of the API (feature `sim`, hidden, no semver promise): the RPCI layer over any
+/// [`Transport`](crate::proto::Transport), so the fuzz targets in `fuzz/` can drive the real
+/// channel code in memory against the host model (`sim::host::Host` implements `Transport`).
+#[cfg(feature = "sim")]
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct TransportRpci(Rpci);
+
+#[cfg(feature = "sim")]
+#[doc(hidden)]
+impl TransportRpci {
+    /// As [`EnhancedChan::open`], over `t`.
+    pub fn open<T: crate::proto::Transport + ?Sized>(t: &mut T) -> Result<Self, VmwError> {
+        Rpci::open(t).map(TransportRpci)
+    }
+
+    /// As [`EnhancedChan::rpc`], over `t`.
+    pub fn rpc<T: crate::proto::Transport + ?Sized>(
+        &mut self,
+        t: &mut T,
+        request: &[u8],
+    ) -> Result<Vec<u8>, VmwError> {
+        self.0.rpc(t, request)
+    }
+
+    /// As [`EnhancedChan::get_guestinfo`], over `t`.
+    pub fn get_guestinfo<T: crate::proto::Transport + ?Sized>(
+        &mut self,
+        t: &mut T,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, VmwError> {
+        self.0.get_guestinfo(t, key)
+    }
+
+    /// As [`EnhancedChan::set_guestinfo`], over `t`.
+    pub fn set_guestinfo<T: crate::proto::Transport + ?Sized>(
+        &mut self,
+        t: &mut T,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<(), VmwError> {
+        self.0.set_guestinfo(t, key, value)
+    }
+
+    /// As [`EnhancedChan::log`], over `t`.
+    pub fn log<T: crate::proto::Transport + ?Sized>(
+        &mut self,
+        t: &mut T,
+        text: &str,
+    ) -> Result<(), VmwError> {
+        self.0.log(t, text)
+    }
+
+    /// As [`EnhancedChan::close`], over `t` (the channel counts as closed afterwards).
+    pub fn close<T: crate::proto::Transport + ?Sized>(
+        &mut self,
+        t: &mut T,
+    ) -> Result<(), VmwError> {
+        self.0.close(t)
+    }
+
+    /// As [`EnhancedChan::set_max_reply_len`].
+    pub fn set_max_reply_len(&mut self, len: usize) {
+        self.0.set_max_reply_len(len);
+    }
+
+    /// Whether the host holds the channel.
+    pub fn is_open(&self) -> bool {
+        self.0.is_open()
+    }
+}

@@ -523,7 +523,15 @@ impl Host {
             }
         }
         let phantom = match (&modifier, ch.reply.as_mut()) {
-            (Some(Answer::Phantom(n)), _) | (Some(Answer::ClaimLength(n)), None) => Some(*n),
+            (Some(Answer::Phantom(n)), reply) => {
+                // An earlier announcement must not carry over: the payload steps after a
+                // phantom fail, as documented, even when a real reply is pending.
+                if let Some(reply) = reply {
+                    reply.rewind();
+                }
+                Some(*n)
+            }
+            (Some(Answer::ClaimLength(n)), None) => Some(*n),
             (_, None) => {
                 regs.bx = 0;
                 return OK;

@@ -106,6 +106,10 @@ const HZ_UNSUPPORTED: u64 = 0xFFFF_FFFF;
 /// rest of the guest's count is left to the runner (no allocation sized by a guest's RCX).
 const NO_DEVICE_FILL_LIMIT: u64 = 1 << 20;
 
+/// What one kept entry (a VMX log line, a TCLO reply) costs against its memory budget on top
+/// of its bytes, so that many tiny or empty entries cannot outgrow the budget.
+const ENTRY_OVERHEAD: usize = 32;
+
 /// The machine the guest runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Mode {

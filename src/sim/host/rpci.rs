@@ -147,11 +147,12 @@ impl Rpci {
     }
 
     fn log(&mut self, text: &[u8]) {
-        if self.log_bytes.saturating_add(text.len()) > LOG_BUDGET {
+        let cost = text.len().saturating_add(super::ENTRY_OVERHEAD);
+        if self.log_bytes.saturating_add(cost) > LOG_BUDGET {
             self.vmx_log_dropped = self.vmx_log_dropped.saturating_add(1);
             return;
         }
-        self.log_bytes += text.len();
+        self.log_bytes += cost;
         self.vmx_log.push(text.to_vec());
     }
 }

@@ -37,10 +37,11 @@ impl Tclo {
     /// Records a message the guest sent on a TCLO channel. Empty messages are the guest's
     /// "I am here, nothing to report" poll and are not kept.
     pub(super) fn guest_message(&mut self, message: Vec<u8>) {
-        if message.is_empty() || self.reply_bytes.saturating_add(message.len()) > REPLY_BUDGET {
+        let cost = message.len().saturating_add(super::ENTRY_OVERHEAD);
+        if message.is_empty() || self.reply_bytes.saturating_add(cost) > REPLY_BUDGET {
             return;
         }
-        self.reply_bytes += message.len();
+        self.reply_bytes += cost;
         self.replies.push(message);
     }
 }

@@ -1089,6 +1089,18 @@ fn hostile_answers() {
     assert_eq!(call(&mut host, ch, msg::RECVPAYLOAD, 1).cx, 0);
     assert_eq!(hb_in(&mut host, ch, 40).0.bx, 0);
 
+    // A phantom RECVSIZE over a reply that an earlier RECVSIZE announced: the payload steps
+    // after it still fail (the old announcement does not carry over), and a fresh RECVSIZE
+    // then serves the real reply.
+    let mut host = Host::new(config().fault(Step::RecvSize, 2, Answer::Phantom(0xFE00_0000)));
+    let ch = open(&mut host, RPCI_COOKIE);
+    send(&mut host, ch, b"info-get guestinfo.a", true);
+    assert_eq!(call(&mut host, ch, msg::RECVSIZE, 0).bx, 8);
+    assert_eq!(call(&mut host, ch, msg::RECVSIZE, 0).bx, 0xFE00_0000);
+    assert_eq!(hb_in(&mut host, ch, 8).0.bx, 0);
+    assert_eq!(call(&mut host, ch, msg::RECVPAYLOAD, 1).cx, 0);
+    assert_eq!(recv(&mut host, ch, true), Ok(Some(b"1 abcdef".to_vec())));
+
     // Garbage HB status, then a normal transfer.
     let mut host = Host::new(config().fault(Step::HbIn, 1, Answer::Raw(0xFFFF_FFFF)));
     let ch = open(&mut host, RPCI_COOKIE);
