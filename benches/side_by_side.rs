@@ -32,7 +32,7 @@
 //! - The tracer (this process) pins glibc's allocation thresholds
 //!   (`support::pin_malloc_thresholds`), so the simulator's own buffer allocations cost
 //!   the same in every run; the guests are exec'd with the default allocator settings.
-//! - N is chosen per row so a timed loop makes about 25,000 backdoor calls (at most 5,000
+//! - N is chosen per row so a timed loop makes about 60,000 backdoor calls (at most 5,000
 //!   operations, at least 1), and is the same for the three.
 
 #[cfg(all(feature = "sim", target_os = "linux", target_arch = "x86_64"))]
@@ -206,7 +206,7 @@ mod driver {
     const FAILS: &str = "fails";
 
     /// Backdoor calls one timed loop aims at.
-    const TARGET_CALLS: u64 = 25_000;
+    const TARGET_CALLS: u64 = 60_000;
     /// Most operations in one timed loop.
     const MAX_N: u64 = 5_000;
 
