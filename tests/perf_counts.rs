@@ -28,6 +28,9 @@ const MAX_ALLOCS_PER_RPC: u64 = 2;
 
 /// Measures every operation on `host` and returns a line per target missed.
 fn misses(host: HostKind) -> Vec<String> {
+    // This thread traces, and its guests inherit the CPU: a million LB traps stay seconds,
+    // not minutes, when the machine's other vCPU is idle (see BENCHMARKS.md, section 5).
+    support::pin_to_one_cpu();
     let mut misses = Vec::new();
     for op in Op::all() {
         let modes: &[ChanMode] = if op.is_rpc() {

@@ -607,7 +607,8 @@ pub fn pin_malloc_thresholds() {
     }
 }
 
-/// Keeps this process, and every guest it starts, on the CPU it is running on.
+/// Keeps the calling thread, and every guest it starts from now on, on the CPU it is
+/// running on.
 ///
 /// The tracer and its guest never run at the same time: each backdoor call stops the guest,
 /// wakes the tracer, and the tracer's answer wakes the guest. On two CPUs each of those
