@@ -21,6 +21,9 @@
 
 /// The backdoor magic, `"VMXh"` as a little-endian u32: EAX on every call, EBX after GETVERSION.
 pub const MAGIC: u32 = 0x564D_5868;
+/// What EAX reads when nothing answers a low-bandwidth call: no device on the port (bare
+/// metal), or a host that does not know the command (QEMU's convention, VMware's for most).
+pub const NO_ANSWER: u32 = 0xFFFF_FFFF;
 /// Low-bandwidth port: one 32-bit `in` (or `out`) moves a handful of registers.
 pub const LB_PORT: u16 = 0x5658;
 /// High-bandwidth port: `rep insb` / `rep outsb` moves a whole buffer in one call.

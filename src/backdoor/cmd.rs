@@ -7,11 +7,8 @@
 use core::fmt;
 use std::time::Duration;
 
-use crate::proto::{cmd, hi16, lo32, pack, product, Regs, Transport, LB_PORT, MAGIC};
+use crate::proto::{cmd, hi16, lo32, pack, product, Regs, Transport, LB_PORT, MAGIC, NO_ANSWER};
 use crate::{ErrorKind, VmwError};
-
-/// What a host answers to an unknown command (QEMU's convention; VMware's own for most).
-const NO_ANSWER: u32 = u32::MAX;
 
 /// The product family reported by the GETVERSION knock.
 #[non_exhaustive]

@@ -93,11 +93,11 @@ pub use config::{Answer, HostConfig, Step};
 pub use counters::Counters;
 
 use crate::proto::{
-    cmd, hi16, lo16, lo32, Regs, Transport, HB_PORT, LB_PORT, MAGIC, VERSION_MAGIC,
+    cmd, hi16, lo16, lo32, Regs, Transport, HB_PORT, LB_PORT, MAGIC, NO_ANSWER, VERSION_MAGIC,
 };
 
 /// What EAX reads when no device answers the port (and what unknown commands answer).
-const NO_DEVICE: u64 = 0xFFFF_FFFF;
+const NO_DEVICE: u64 = NO_ANSWER as u64;
 
 /// What GETHZ leaves in EBX when the host cannot report frequencies.
 const HZ_UNSUPPORTED: u64 = 0xFFFF_FFFF;
