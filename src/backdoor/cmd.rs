@@ -161,17 +161,21 @@ impl fmt::Debug for BiosUuid {
     }
 }
 
-/// One LB call of `command` (sub-command 0) with `bx` as argument.
-fn call<T: Transport + ?Sized>(t: &mut T, command: u64, bx: u32) -> Regs {
-    let mut r = Regs {
+/// One LB call of `command` (sub-command 0) with `bx` as argument; `None` when the host left
+/// every register as it was sent (EAX still the magic, the inputs untouched), which is how
+/// some hosts (QEMU's `vmport` among them) pass over a command they do not implement.
+fn call<T: Transport + ?Sized>(t: &mut T, command: u16, bx: u32) -> Option<Regs> {
+    let sent = Regs {
         ax: MAGIC.into(),
         bx: bx.into(),
-        cx: command,
+        cx: command.into(),
         dx: LB_PORT.into(),
         ..Regs::default()
     };
+    let mut r = sent;
     t.lb(&mut r);
-    r
+    let low = |r: &Regs| [r.ax, r.bx, r.cx, r.dx, r.si, r.di].map(lo32);
+    (low(&r) != low(&sent)).then_some(r)
 }
 
 /// The registers the GETVERSION knock loads: EBX is anything but the magic (so an answer is
@@ -217,13 +221,13 @@ pub(crate) fn get_version<T: Transport + ?Sized>(t: &mut T) -> Result<Version, V
 
 /// GETHWVERSION: the virtual hardware version.
 pub(crate) fn hardware_version<T: Transport + ?Sized>(t: &mut T) -> Option<u32> {
-    let r = call(t, cmd::GETHWVERSION.into(), !MAGIC);
+    let r = call(t, cmd::GETHWVERSION, !MAGIC)?;
     (lo32(r.bx) == MAGIC && lo32(r.ax) != NO_ANSWER).then_some(lo32(r.ax))
 }
 
 /// GETMHZ: the processor speed.
 pub(crate) fn cpu_mhz<T: Transport + ?Sized>(t: &mut T) -> Option<u32> {
-    let mhz = lo32(call(t, cmd::GETMHZ.into(), !MAGIC).ax);
+    let mhz = lo32(call(t, cmd::GETMHZ, !MAGIC)?.ax);
     // An unimplemented command leaves the magic or answers all ones; open-vm-tools treats
     // anything not positive as failure.
     (mhz != MAGIC && (mhz as i32) > 0).then_some(mhz)
@@ -231,8 +235,8 @@ pub(crate) fn cpu_mhz<T: Transport + ?Sized>(t: &mut T) -> Option<u32> {
 
 /// GETBIOSUUID: four little-endian dwords in EAX, EBX, ECX, EDX.
 pub(crate) fn bios_uuid<T: Transport + ?Sized>(t: &mut T) -> Option<BiosUuid> {
-    let r = call(t, cmd::GETBIOSUUID.into(), !MAGIC);
-    // Unimplemented: all ones in EAX and the other three registers as they went in.
+    let r = call(t, cmd::GETBIOSUUID, !MAGIC)?;
+    // Unimplemented on VMware: all ones in EAX and the other three registers as they went in.
     let untouched = lo32(r.bx) == !MAGIC
         && lo32(r.cx) == u32::from(cmd::GETBIOSUUID)
         && lo32(r.dx) == u32::from(LB_PORT);
@@ -248,7 +252,9 @@ pub(crate) fn bios_uuid<T: Transport + ?Sized>(t: &mut T) -> Option<BiosUuid> {
 
 /// GETTIMEFULL: success leaves the magic in EAX; seconds in ESI:EDX.
 pub(crate) fn host_time<T: Transport + ?Sized>(t: &mut T) -> Result<Option<HostTime>, VmwError> {
-    let r = call(t, cmd::GETTIMEFULL.into(), !MAGIC);
+    let Some(r) = call(t, cmd::GETTIMEFULL, !MAGIC) else {
+        return Ok(None);
+    };
     if lo32(r.ax) != MAGIC {
         return Ok(None);
     }
@@ -271,7 +277,7 @@ pub(crate) fn host_time<T: Transport + ?Sized>(t: &mut T) -> Result<Option<HostT
 
 /// GETHZ: TSC Hz in EBX:EAX, APIC bus Hz in ECX; EBX still all ones means unsupported.
 pub(crate) fn frequencies<T: Transport + ?Sized>(t: &mut T) -> Option<Frequencies> {
-    let r = call(t, cmd::GETHZ.into(), NO_ANSWER);
+    let r = call(t, cmd::GETHZ, NO_ANSWER)?;
     let tsc_hz = u64::from(lo32(r.bx)) << 32 | u64::from(lo32(r.ax));
     (lo32(r.bx) != NO_ANSWER && tsc_hz != 0).then_some(Frequencies {
         tsc_hz,
@@ -281,7 +287,7 @@ pub(crate) fn frequencies<T: Transport + ?Sized>(t: &mut T) -> Option<Frequencie
 
 /// GET_VCPU_INFO: bit 31 set means not implemented.
 pub(crate) fn vcpu_info<T: Transport + ?Sized>(t: &mut T) -> Option<VcpuInfo> {
-    let bits = lo32(call(t, cmd::GET_VCPU_INFO.into(), 0).ax);
+    let bits = lo32(call(t, cmd::GET_VCPU_INFO, 0)?.ax);
     (bits & VcpuInfo::RESERVED == 0).then_some(VcpuInfo(bits))
 }
 
@@ -318,6 +324,25 @@ mod tests {
         assert_eq!(host_time(&mut Nothing).unwrap(), None);
         assert_eq!(frequencies(&mut Nothing), None);
         assert_eq!(vcpu_info(&mut Nothing), None);
+    }
+
+    /// A host that passes over every command: all registers come back as they were sent.
+    struct Silent;
+    impl Transport for Silent {
+        fn lb(&mut self, _: &mut Regs) {}
+        fn hb_out(&mut self, _: &mut Regs, _: &[u8]) {}
+        fn hb_in(&mut self, _: &mut Regs, _: &mut [u8]) {}
+    }
+
+    #[test]
+    fn a_silent_host_implements_no_command() {
+        assert!(get_version(&mut Silent).is_err());
+        assert_eq!(hardware_version(&mut Silent), None);
+        assert_eq!(cpu_mhz(&mut Silent), None);
+        assert_eq!(bios_uuid(&mut Silent), None);
+        assert_eq!(host_time(&mut Silent).unwrap(), None);
+        assert_eq!(frequencies(&mut Silent), None);
+        assert_eq!(vcpu_info(&mut Silent), None);
     }
 
     #[test]
