@@ -167,6 +167,16 @@ pub struct Regs {
     pub bp: u64,
 }
 
+impl Regs {
+    /// Whether a low-bandwidth call left every register it carries (EAX..EDI, low halves) as
+    /// it was sent: how some backdoors (QEMU's `vmport`, configured so) pass over a command
+    /// they do not implement.
+    pub(crate) fn lb_unchanged_from(&self, sent: &Regs) -> bool {
+        let low = |r: &Regs| [r.ax, r.bx, r.cx, r.dx, r.si, r.di].map(lo32);
+        low(self) == low(sent)
+    }
+}
+
 impl core::fmt::Debug for Regs {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         // ESI/EDI/EBP may hold channel cookies: print only that they are set.
@@ -246,5 +256,30 @@ mod tests {
             !s.contains("deadbeef") && !s.contains("cafef00d") && !s.contains("13579bdf"),
             "{s}"
         );
+    }
+}
+
+/// Backdoors that implement nothing, for unit tests of how the library reads them.
+#[cfg(test)]
+pub(crate) mod partial_hosts {
+    use super::{Regs, Transport, NO_ANSWER};
+
+    /// No device on the port: EAX reads all ones, nothing else changes.
+    pub(crate) struct Nothing;
+    impl Transport for Nothing {
+        fn lb(&mut self, regs: &mut Regs) {
+            regs.ax = NO_ANSWER.into();
+        }
+        fn hb_out(&mut self, _: &mut Regs, _: &[u8]) {}
+        fn hb_in(&mut self, _: &mut Regs, _: &mut [u8]) {}
+    }
+
+    /// A backdoor that passes over every command, leaving all registers as they were sent
+    /// (QEMU's `vmport` with `x-signal-unsupported-cmd=off`).
+    pub(crate) struct Silent;
+    impl Transport for Silent {
+        fn lb(&mut self, _: &mut Regs) {}
+        fn hb_out(&mut self, _: &mut Regs, _: &[u8]) {}
+        fn hb_in(&mut self, _: &mut Regs, _: &mut [u8]) {}
     }
 }

@@ -2,31 +2,12 @@
 
 #![cfg(all(feature = "sim", target_os = "linux", target_arch = "x86_64"))]
 
-use std::path::PathBuf;
+mod support;
+
 use std::process::{Command, Stdio};
 
 use vmw_backdoor::proto::product;
 use vmw_backdoor::sim::{GuestExit, Host, HostConfig, IoplPolicy, Mode};
-
-/// `target/<profile>/examples/<name>`, next to this test's own `deps` directory; built on
-/// demand if the test runner did not build examples.
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>/deps");
-    let path = profile_dir.join("examples").join(name);
-    if !path.exists() {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "--quiet", "--example", name])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("run cargo");
-        assert!(status.success(), "building example {name}");
-    }
-    path
-}
 
 struct Output {
     exit: GuestExit,
@@ -49,7 +30,7 @@ fn run_example_with(config: HostConfig, iopl: IoplPolicy, name: &str, args: &[&s
         dir.join(format!("{tag}.out")),
         dir.join(format!("{tag}.err")),
     );
-    let mut cmd = Command::new(example(name));
+    let mut cmd = Command::new(support::example(name));
     cmd.args(args)
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&out_path).unwrap())

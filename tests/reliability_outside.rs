@@ -12,8 +12,9 @@
 
 #![cfg(all(feature = "sim", target_os = "linux", target_arch = "x86_64"))]
 
+mod support;
+
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use vmw_backdoor::sim::{GuestExit, HostConfig, IoplPolicy, Mode};
@@ -288,33 +289,6 @@ fn every_entry_point_fails_cleanly_on_this_machine() {
     assert_eq!(t.calls, 5 + 12 * (1 + usize::from(kernel.is_ok())));
 }
 
-/// `target/<profile>/examples/<name>`, built if the test runner did not build examples.
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-    let path = dir.join("examples").join(name);
-    if !path.exists() {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "--quiet", "--example", name])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("run cargo");
-        assert!(status.success(), "building example {name}");
-    }
-    path
-}
-
-/// Every path of every example program that touches the backdoor.
-const EXAMPLE_RUNS: [(&str, &[&str]); 7] = [
-    ("checkvm", &[]),
-    ("checkvm", &["-p"]),
-    ("checkvm", &["-h"]),
-    ("guestinfo", &["k"]),
-    ("guestinfo", &["k", "v"]),
-    ("rpctool", &["machine.id.get"]),
-    ("log", &["a", "line"]),
-];
-
 fn quiet(cmd: &mut Command) -> &mut Command {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -325,8 +299,8 @@ fn quiet(cmd: &mut Command) -> &mut Command {
 fn the_examples_exit_with_an_error_and_never_die_of_a_signal() {
     let bare = vmw_backdoor::probe_backdoor().is_err();
     let mut runs = 0;
-    for (name, args) in EXAMPLE_RUNS {
-        let exe = example(name);
+    for (name, args) in support::EXAMPLE_RUNS {
+        let exe = support::example(name);
         for (mode, iopl) in [
             (Mode::NotVmware, IoplPolicy::Allow),
             (Mode::NotVmware, IoplPolicy::Enosys),
@@ -357,5 +331,5 @@ fn the_examples_exit_with_an_error_and_never_die_of_a_signal() {
         }
     }
     println!("examples outside VMware: {runs} runs");
-    assert_eq!(runs, EXAMPLE_RUNS.len() * (4 + usize::from(bare)));
+    assert_eq!(runs, support::EXAMPLE_RUNS.len() * (4 + usize::from(bare)));
 }

@@ -174,8 +174,7 @@ fn call<T: Transport + ?Sized>(t: &mut T, command: u16, bx: u32) -> Option<Regs>
     };
     let mut r = sent;
     t.lb(&mut r);
-    let low = |r: &Regs| [r.ax, r.bx, r.cx, r.dx, r.si, r.di].map(lo32);
-    (low(&r) != low(&sent)).then_some(r)
+    (!r.lb_unchanged_from(&sent)).then_some(r)
 }
 
 /// The registers the GETVERSION knock loads: EBX is anything but the magic (so an answer is
@@ -294,22 +293,13 @@ pub(crate) fn vcpu_info<T: Transport + ?Sized>(t: &mut T) -> Option<VcpuInfo> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::partial_hosts::{Nothing, Silent};
 
     /// A transport that answers every LB call with fixed registers.
     struct Fixed(Regs);
     impl Transport for Fixed {
         fn lb(&mut self, regs: &mut Regs) {
             *regs = self.0;
-        }
-        fn hb_out(&mut self, _: &mut Regs, _: &[u8]) {}
-        fn hb_in(&mut self, _: &mut Regs, _: &mut [u8]) {}
-    }
-
-    /// A transport with no device on the port: EAX = all ones, nothing else changes.
-    struct Nothing;
-    impl Transport for Nothing {
-        fn lb(&mut self, regs: &mut Regs) {
-            regs.ax = NO_ANSWER.into();
         }
         fn hb_out(&mut self, _: &mut Regs, _: &[u8]) {}
         fn hb_in(&mut self, _: &mut Regs, _: &mut [u8]) {}
@@ -324,14 +314,6 @@ mod tests {
         assert_eq!(host_time(&mut Nothing).unwrap(), None);
         assert_eq!(frequencies(&mut Nothing), None);
         assert_eq!(vcpu_info(&mut Nothing), None);
-    }
-
-    /// A host that passes over every command: all registers come back as they were sent.
-    struct Silent;
-    impl Transport for Silent {
-        fn lb(&mut self, _: &mut Regs) {}
-        fn hb_out(&mut self, _: &mut Regs, _: &[u8]) {}
-        fn hb_in(&mut self, _: &mut Regs, _: &mut [u8]) {}
     }
 
     #[test]

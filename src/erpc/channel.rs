@@ -20,6 +20,7 @@ use core::fmt;
 use crate::proto::{
     self, cmd, hi16, lo32, msg, pack, status, Regs, Transport, FLAG_COOKIE, HB_CMD_MESSAGE,
     HB_PORT, LB_PORT, MAGIC, MAX_GUEST_MESSAGE, MESSAGE_TYPE_SENDPAYLOAD, MESSAGE_TYPE_SENDSIZE,
+    NO_ANSWER,
 };
 use crate::{ErrorKind, VmwError};
 
@@ -97,17 +98,23 @@ impl Channel {
     /// hosts that predate them.
     pub(crate) fn open<T: Transport + ?Sized>(t: &mut T, protocol: u32) -> Result<Self, VmwError> {
         let mut last = 0;
+        let mut not_implemented = false;
         for flags in [FLAG_COOKIE, 0] {
             for _ in 0..CPT_TRIES {
-                let mut r = Regs {
+                let sent = Regs {
                     ax: MAGIC.into(),
                     bx: (protocol | flags).into(),
                     cx: pack(msg::OPEN, cmd::MESSAGE),
                     dx: LB_PORT.into(),
                     ..Regs::default()
                 };
+                let mut r = sent;
                 t.lb(&mut r);
                 last = hi16(r.cx);
+                // A backdoor without the message command answers it as any unknown command:
+                // all ones in EAX, or every register left as it was (QEMU's vmport does
+                // either, by configuration).
+                not_implemented = lo32(r.ax) == NO_ANSWER || r.lb_unchanged_from(&sent);
                 if last & status::SUCCESS != 0 {
                     return Ok(Channel {
                         protocol,
@@ -127,6 +134,14 @@ impl Channel {
             if last & status::CPT != 0 {
                 return Err(checkpoints("OPEN"));
             }
+        }
+        if not_implemented {
+            return Err(VmwError::new(
+                ErrorKind::NoChannel,
+                "the backdoor answers GETVERSION but does not implement the message channel \
+                 (backdoor command 30): not a full VMware host (QEMU's vmport, say), so no RPC, \
+                 guestinfo or log is available",
+            ));
         }
         Err(VmwError::new(
             ErrorKind::NoChannel,

@@ -445,3 +445,24 @@ fn checkpoints_on_every_cookie_open_never_downgrade_to_a_plain_channel() {
     let rpci = Rpci::open(&mut host).unwrap();
     assert!(format!("{rpci:?}").contains("cookies: true"), "{rpci:?}");
 }
+
+#[test]
+fn a_backdoor_without_the_message_command_says_so() {
+    use crate::proto::partial_hosts::{Nothing, Silent};
+    for e in [
+        Rpci::open(&mut Nothing).unwrap_err(),
+        Rpci::open(&mut Silent).unwrap_err(),
+    ] {
+        assert_eq!(e.kind(), ErrorKind::NoChannel);
+        assert!(
+            e.to_string()
+                .contains("does not implement the message channel"),
+            "{e}"
+        );
+    }
+    // A full host that refuses (every channel taken) is told apart.
+    let mut host = Host::new(HostConfig::default().channels(1));
+    let _held = Rpci::open(&mut host).unwrap();
+    let e = Rpci::open(&mut host).unwrap_err();
+    assert!(e.to_string().contains("channels may be in use"), "{e}");
+}

@@ -1,0 +1,37 @@
+//! Helpers shared by the integration tests (`mod support;` in each).
+
+#![allow(dead_code)] // each test binary takes what it needs
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// `target/<profile>/examples/<name>`, next to the running test's own `deps` directory;
+/// built on demand if the test runner did not build examples.
+pub fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps");
+    let path = profile_dir.join("examples").join(name);
+    if !path.exists() {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "--example", name])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("run cargo");
+        assert!(status.success(), "building example {name}");
+    }
+    path
+}
+
+/// Every path of every example program that touches the backdoor.
+pub const EXAMPLE_RUNS: [(&str, &[&str]); 7] = [
+    ("checkvm", &[]),
+    ("checkvm", &["-p"]),
+    ("checkvm", &["-h"]),
+    ("guestinfo", &["k"]),
+    ("guestinfo", &["k", "v"]),
+    ("rpctool", &["machine.id.get"]),
+    ("log", &["a", "line"]),
+];

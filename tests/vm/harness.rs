@@ -1,0 +1,567 @@
+//! Boots real Linux kernels under QEMU and runs programs of this machine inside them.
+//!
+//! One boot runs a list of [`Case`]s: the programs (with the shared libraries `ldd` names)
+//! go into an initramfs beside a static `/init` of our own (`init.rs`), which runs each case
+//! and reports its stdout, stderr, exit status, kernel log records and core dumps, byte for
+//! byte, over a second serial port; then it powers the machine off. Kernels come from
+//! `setup.sh`, which unpacks Debian's kernel packages into [`cache_dir`].
+//!
+//! Used by `tests/kernels.rs` (the matrix) and `run.rs` (one program by hand). Std only, so
+//! that `run.rs` builds with plain `rustc`.
+
+#![allow(dead_code)] // each user takes what it needs
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Where `setup.sh` keeps kernels and downloads, and where the built `/init` is cached.
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("VMW_VM_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/vmw-backdoor-vm"))
+}
+
+/// A kernel image that `setup.sh` unpacked.
+#[derive(Debug, Clone)]
+pub struct Kernel {
+    /// The upstream version, e.g. `5.10.223`.
+    pub version: String,
+    /// What it came from (package, Debian version, suite).
+    pub package: String,
+    pub image: PathBuf,
+}
+
+impl fmt::Display for Kernel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Linux {}", self.version)
+    }
+}
+
+/// The unpacked x86_64 kernels, oldest first.
+pub fn kernels() -> Vec<Kernel> {
+    let dir = cache_dir().join("x86_64");
+    let mut found: Vec<Kernel> = fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let image = entry.path().join("vmlinuz");
+            let package = fs::read_to_string(entry.path().join("package")).ok()?;
+            image.is_file().then(|| Kernel {
+                version: entry.file_name().to_string_lossy().into_owned(),
+                package: package.trim().to_owned(),
+                image,
+            })
+        })
+        .collect();
+    found.sort_by_key(|k| version_key(&k.version));
+    found
+}
+
+fn version_key(v: &str) -> Vec<u64> {
+    v.split('.').map(|p| p.parse().unwrap_or(0)).collect()
+}
+
+/// The machine QEMU emulates around the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Machine {
+    /// `-machine pc,vmport=on`: QEMU's `vmport`, a partial VMware backdoor (GETVERSION and a
+    /// few more commands, no message channel).
+    Vmport,
+    /// `vmport` with `x-signal-unsupported-cmd=off`: commands it does not know leave every
+    /// register as it was.
+    SilentVmport,
+    /// `-machine pc,vmport=off`: nothing on the backdoor port, as on bare metal.
+    Bare,
+}
+
+impl Machine {
+    pub const ALL: [Machine; 3] = [Machine::Vmport, Machine::SilentVmport, Machine::Bare];
+
+    fn qemu_args(self) -> &'static [&'static str] {
+        match self {
+            Machine::Vmport => &["-machine", "pc,vmport=on"],
+            Machine::SilentVmport => &[
+                "-machine",
+                "pc,vmport=on",
+                "-global",
+                "vmport.x-signal-unsupported-cmd=off",
+            ],
+            Machine::Bare => &["-machine", "pc,vmport=off"],
+        }
+    }
+
+    /// The name `run.rs` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Machine::Vmport => "vmport",
+            Machine::SilentVmport => "silent",
+            Machine::Bare => "bare",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Machine> {
+        Machine::ALL.into_iter().find(|m| m.name() == name)
+    }
+}
+
+/// The BIOS UUID every test VM gets, so that what GETBIOSUUID answers can be checked.
+pub const VM_UUID: &str = "564d6f0e-2b1c-4f3a-9d8e-7c6b5a493827";
+
+/// A uid with no privilege and no capabilities inside the VM.
+pub const NOBODY: u32 = 65534;
+
+/// One program run inside the VM.
+#[derive(Debug, Clone)]
+pub struct Case {
+    /// Unique within a boot; letters, digits, `-`, `_`, `.`.
+    pub id: String,
+    /// 0 (root, with every capability) or e.g. [`NOBODY`].
+    pub uid: u32,
+    /// A program of this machine (copied into the VM as `/bin/<file name>`).
+    pub program: PathBuf,
+    pub args: Vec<String>,
+}
+
+/// How a program ended inside the VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    Exited(i32),
+    Signaled { signal: i32, core_dumped: bool },
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Status::Exited(code) => write!(f, "exit status {code}"),
+            Status::Signaled {
+                signal,
+                core_dumped,
+            } => write!(
+                f,
+                "killed by signal {signal}{}",
+                if *core_dumped { " (core dumped)" } else { "" }
+            ),
+        }
+    }
+}
+
+/// What one case did.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub status: Status,
+    /// Kernel log records written while the case ran, one message each.
+    pub kmsg: Vec<String>,
+    /// Core files the case left.
+    pub cores: u32,
+}
+
+impl Outcome {
+    /// Kernel log lines that report a user-space fault, a core dump or an abnormal end.
+    pub fn fault_lines(&self) -> Vec<&str> {
+        const MARKS: [&str; 7] = [
+            "traps:",
+            "segfault at",
+            "general protection",
+            "invalid opcode",
+            "undefined instruction",
+            "type=1701", // audit ANOM_ABEND
+            "core dump",
+        ];
+        self.kmsg
+            .iter()
+            .map(String::as_str)
+            .filter(|m| MARKS.iter().any(|mark| m.contains(mark)))
+            .collect()
+    }
+}
+
+/// One boot's results, by case id.
+#[derive(Debug)]
+pub struct Boot {
+    pub outcomes: BTreeMap<String, Outcome>,
+    /// The kernel console, for diagnosis.
+    pub console: String,
+    pub took: Duration,
+}
+
+/// Boots `kernel` on `machine`, runs `cases` in order and powers off.
+pub fn boot(kernel: &Kernel, machine: Machine, cases: &[Case]) -> io::Result<Boot> {
+    let work = tempdir()?;
+    let result = boot_in(&work, kernel, machine, cases);
+    let _ = fs::remove_dir_all(&work);
+    result
+}
+
+fn boot_in(work: &Path, kernel: &Kernel, machine: Machine, cases: &[Case]) -> io::Result<Boot> {
+    let initrd = work.join("initrd.cpio");
+    write_initramfs(&initrd, cases)?;
+    let (console, results) = (work.join("console.log"), work.join("results.log"));
+    let start = Instant::now();
+    let mut qemu = Command::new("qemu-system-x86_64");
+    qemu.args(["-accel", "tcg", "-m", "512", "-smp", "1", "-nodefaults"])
+        .args(["-display", "none", "-no-reboot", "-uuid", VM_UUID])
+        .args(machine.qemu_args())
+        .arg("-kernel")
+        .arg(&kernel.image)
+        .arg("-initrd")
+        .arg(&initrd)
+        .args([
+            "-append",
+            "console=ttyS0 vmw.results=ttyS1 panic=-1 loglevel=4 audit=1",
+        ])
+        .arg("-serial")
+        .arg(format!("file:{}", console.display()))
+        .arg("-serial")
+        .arg(format!("file:{}", results.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = qemu
+        .spawn()
+        .map_err(|e| io::Error::new(e.kind(), format!("qemu-system-x86_64: {e}")))?;
+    let deadline = boot_timeout(cases.len());
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if start.elapsed() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(io::Error::other(format!(
+                "{kernel} on {machine:?} did not power off within {deadline:?}; console:\n{}",
+                tail(&fs::read_to_string(&console).unwrap_or_default(), 40)
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let took = start.elapsed();
+    let console = String::from_utf8_lossy(&fs::read(&console).unwrap_or_default()).into_owned();
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = io::Read::read_to_string(&mut e, &mut stderr);
+    }
+    if !status.success() {
+        return Err(io::Error::other(format!(
+            "qemu-system-x86_64 failed ({status}): {stderr}\nconsole:\n{}",
+            tail(&console, 40)
+        )));
+    }
+    let outcomes = parse_report(&fs::read(&results)?).map_err(|e| {
+        io::Error::other(format!("{e}; console of {kernel}:\n{}", tail(&console, 40)))
+    })?;
+    let missing: Vec<&str> = cases
+        .iter()
+        .map(|c| c.id.as_str())
+        .filter(|id| !outcomes.contains_key(*id))
+        .collect();
+    if !missing.is_empty() {
+        return Err(io::Error::other(format!(
+            "no report for {missing:?}; console:\n{}",
+            tail(&console, 40)
+        )));
+    }
+    Ok(Boot {
+        outcomes,
+        console,
+        took,
+    })
+}
+
+/// TCG is slow and CI machines are shared: a minute to boot, and ten seconds a case.
+fn boot_timeout(cases: usize) -> Duration {
+    Duration::from_secs(60 + 10 * cases as u64)
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+fn parse_report(report: &[u8]) -> Result<BTreeMap<String, Outcome>, String> {
+    #[derive(Default)]
+    struct Partial {
+        out: Vec<u8>,
+        err: Vec<u8>,
+        kmsg: Vec<u8>,
+        status: Option<Status>,
+        cores: Option<u32>,
+    }
+    let text = String::from_utf8_lossy(report);
+    let mut partial: BTreeMap<String, Partial> = BTreeMap::new();
+    let mut ended = false;
+    for line in text.lines().map(|l| l.trim_end_matches('\r')) {
+        let Some(rest) = line.strip_prefix("@vmw ") else {
+            continue;
+        };
+        if rest == "end" {
+            ended = true;
+            continue;
+        }
+        let mut words = rest.splitn(3, ' ');
+        let (Some(id), Some(field), Some(value)) = (words.next(), words.next(), words.next())
+        else {
+            return Err(format!("malformed report line {line:?}"));
+        };
+        let p = partial.entry(id.to_owned()).or_default();
+        match field {
+            "out" => p.out.extend(unhex(value)?),
+            "err" => p.err.extend(unhex(value)?),
+            "kmsg" => p.kmsg.extend(unhex(value)?),
+            "status" => p.status = Some(parse_status(value)?),
+            "cores" => p.cores = Some(value.parse().map_err(|e| format!("{line:?}: {e}"))?),
+            _ => return Err(format!("unknown report field in {line:?}")),
+        }
+    }
+    if !ended {
+        return Err("the VM's report ended early (no `@vmw end`)".to_owned());
+    }
+    partial
+        .into_iter()
+        .map(|(id, p)| {
+            let status = p.status.ok_or_else(|| format!("{id}: no status"))?;
+            let outcome = Outcome {
+                stdout: p.out,
+                stderr: p.err,
+                status,
+                kmsg: kmsg_messages(&p.kmsg),
+                cores: p.cores.ok_or_else(|| format!("{id}: no core count"))?,
+            };
+            Ok((id, outcome))
+        })
+        .collect()
+}
+
+fn parse_status(value: &str) -> Result<Status, String> {
+    let words: Vec<&str> = value.split(' ').collect();
+    match words.as_slice() {
+        ["exit", code] => code.parse().map(Status::Exited).map_err(|e| e.to_string()),
+        ["signal", sig, rest @ ..] => Ok(Status::Signaled {
+            signal: sig
+                .parse()
+                .map_err(|e: std::num::ParseIntError| e.to_string())?,
+            core_dumped: rest == ["core"],
+        }),
+        _ => Err(format!("unknown status {value:?}")),
+    }
+}
+
+/// `/dev/kmsg` records (`prio,seq,usec,flags;message`, continuation lines indented) to
+/// their messages.
+fn kmsg_messages(raw: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(raw)
+        .lines()
+        .filter(|l| !l.starts_with(' '))
+        .map(|l| l.split_once(';').map_or(l, |(_, m)| m).to_owned())
+        .collect()
+}
+
+fn unhex(hex: &str) -> Result<Vec<u8>, String> {
+    if hex.len() % 2 != 0 {
+        return Err(format!("odd hex length {}", hex.len()));
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).map_err(|e| e.to_string()))
+        .collect()
+}
+
+/// The initramfs: `/init`, `/plan`, `/dev/console`, each case's program in `/bin` and the
+/// libraries they load, at the paths `ldd` gives.
+fn write_initramfs(path: &Path, cases: &[Case]) -> io::Result<()> {
+    let mut cpio = Cpio::default();
+    cpio.dir("dev");
+    cpio.node("dev/console", 0o020600, (5, 1));
+    cpio.file("init", 0o755, &fs::read(init_binary()?)?);
+    let mut plan = String::new();
+    let mut programs = BTreeSet::new();
+    let mut libraries = BTreeSet::new();
+    for case in cases {
+        let name = case
+            .program
+            .file_name()
+            .ok_or_else(|| io::Error::other(format!("{}: no file name", case.program.display())))?
+            .to_string_lossy()
+            .into_owned();
+        let fields = std::iter::once(&case.id).chain(&case.args);
+        if fields.clone().any(|f| f.contains(['\t', '\n'])) || case.id.contains(' ') {
+            return Err(io::Error::other(format!(
+                "case {:?}: no tabs or newlines in ids and arguments",
+                case.id
+            )));
+        }
+        plan.push_str(&format!("{}\t{}\t/bin/{name}", case.id, case.uid));
+        for arg in &case.args {
+            plan.push('\t');
+            plan.push_str(arg);
+        }
+        plan.push('\n');
+        if programs.insert((name.clone(), case.program.clone())) {
+            libraries.extend(shared_libraries(&case.program)?);
+        }
+    }
+    cpio.file("plan", 0o644, plan.as_bytes());
+    cpio.dir("bin");
+    for (name, program) in &programs {
+        cpio.file(&format!("bin/{name}"), 0o755, &fs::read(program)?);
+    }
+    for lib in &libraries {
+        let inside = lib.to_string_lossy().trim_start_matches('/').to_owned();
+        cpio.file(&inside, 0o755, &fs::read(lib)?); // fs::read follows symlinks
+    }
+    fs::write(path, cpio.finish())
+}
+
+/// The libraries `ldd` says `program` loads, the dynamic loader among them.
+fn shared_libraries(program: &Path) -> io::Result<Vec<PathBuf>> {
+    let out = Command::new("ldd").arg(program).output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        // A static program: ldd says so and fails.
+        return if text.contains("not a dynamic executable")
+            || String::from_utf8_lossy(&out.stderr).contains("not a dynamic executable")
+        {
+            Ok(Vec::new())
+        } else {
+            Err(io::Error::other(format!(
+                "ldd {}: {text}",
+                program.display()
+            )))
+        };
+    }
+    Ok(text
+        .lines()
+        .filter_map(|l| {
+            // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or
+            // "/lib64/ld-linux-x86-64.so.2 (0x...)"; "linux-vdso.so.1 (0x...)" has no file.
+            let path = l.split("=>").last()?.split_whitespace().next()?;
+            path.starts_with('/').then(|| PathBuf::from(path))
+        })
+        .collect())
+}
+
+/// The static `/init`, built from `init.rs` with `rustc` and kept in the cache by the hash
+/// of its source.
+pub fn init_binary() -> io::Result<PathBuf> {
+    const SOURCE: &str = include_str!("init.rs");
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    std::hash::Hash::hash(SOURCE, &mut hasher);
+    let hash = std::hash::Hasher::finish(&hasher);
+    let dir = cache_dir().join("init");
+    let binary = dir.join(format!("init-x86_64-{hash:016x}"));
+    if binary.is_file() {
+        return Ok(binary);
+    }
+    fs::create_dir_all(&dir)?;
+    let source = dir.join(format!("init-{hash:016x}.rs"));
+    fs::write(&source, SOURCE)?;
+    let partial = dir.join(format!("init-x86_64-{hash:016x}.{}", std::process::id()));
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let out = Command::new(rustc)
+        .args([
+            "--edition",
+            "2021",
+            "-O",
+            "-C",
+            "target-feature=+crt-static",
+        ])
+        .args(["--target", "x86_64-unknown-linux-gnu", "-o"])
+        .arg(&partial)
+        .arg(&source)
+        .output()?;
+    if !out.status.success() {
+        return Err(io::Error::other(format!(
+            "building the VM's /init: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    fs::rename(&partial, &binary)?;
+    Ok(binary)
+}
+
+fn tempdir() -> io::Result<PathBuf> {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("vmw-vm-{}-{n}", std::process::id()));
+    fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// A `newc` cpio archive, the format the kernel unpacks an initramfs from.
+#[derive(Default)]
+struct Cpio {
+    bytes: Vec<u8>,
+    inode: u32,
+    dirs: BTreeSet<String>,
+}
+
+impl Cpio {
+    fn dir(&mut self, path: &str) {
+        if path.is_empty() || self.dirs.contains(path) {
+            return;
+        }
+        if let Some((parent, _)) = path.rsplit_once('/') {
+            self.dir(parent);
+        }
+        self.dirs.insert(path.to_owned());
+        self.entry(path, 0o040755, (0, 0), &[]);
+    }
+
+    fn file(&mut self, path: &str, perm: u32, data: &[u8]) {
+        if let Some((parent, _)) = path.rsplit_once('/') {
+            self.dir(parent);
+        }
+        self.entry(path, 0o100000 | perm, (0, 0), data);
+    }
+
+    fn node(&mut self, path: &str, mode: u32, rdev: (u32, u32)) {
+        self.entry(path, mode, rdev, &[]);
+    }
+
+    fn entry(&mut self, path: &str, mode: u32, rdev: (u32, u32), data: &[u8]) {
+        self.inode += 1;
+        let name_len = path.len() + 1;
+        let fields = [
+            self.inode,
+            mode,
+            0, // uid
+            0, // gid
+            if mode & 0o040000 != 0 { 2 } else { 1 },
+            0, // mtime
+            data.len() as u32,
+            0, // dev major
+            0, // dev minor
+            rdev.0,
+            rdev.1,
+            name_len as u32,
+            0, // check
+        ];
+        let _ = write!(self.bytes, "070701");
+        for f in fields {
+            let _ = write!(self.bytes, "{f:08x}");
+        }
+        self.bytes.extend_from_slice(path.as_bytes());
+        self.bytes.push(0);
+        self.pad();
+        self.bytes.extend_from_slice(data);
+        self.pad();
+    }
+
+    fn pad(&mut self) {
+        while self.bytes.len() % 4 != 0 {
+            self.bytes.push(0);
+        }
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        self.entry("TRAILER!!!", 0, (0, 0), &[]);
+        self.bytes
+    }
+}
