@@ -74,11 +74,14 @@
 //! the guard drops. I/O permission belongs to a thread, so guards are not `Send`.
 //!
 //! Either way the detection knock runs in a short-lived child process: when it faults, the
-//! child dies instead of your program, and you get [`ErrorKind::NotVmware`].
+//! child's own signal handler ends the child instead of your program, and you get
+//! [`ErrorKind::NotVmware`]. The child must not die *of* the signal: on Linux before 5.16 a
+//! task sharing your memory that dies of a core-dumping signal takes your whole process with
+//! it, and on any kernel it would write a core file of your address space.
 //!
 //! | platform | unprivileged access | privileged access | outside VMware |
 //! |---|---|---|---|
-//! | Linux x86_64, i686 | yes | `ioperm`, else `iopl(3)` | `NotVmware` error, knock contained in a `clone` child |
+//! | Linux x86_64, i686 | yes | `ioperm`, else `iopl(3)` | `NotVmware` error, knock contained in a `clone` child that catches its own fault |
 //! | other Unix on x86 | yes | `Unsupported` error | `NotVmware` error, knock contained in a `fork` child |
 //! | other x86 OSes | yes, if CPUID names VMware | `Unsupported` error | `NotVmware` error, no knock |
 //! | not x86 (aarch64, ...) | `Unsupported` error | `Unsupported` error | `Unsupported` error |
