@@ -14,19 +14,16 @@
 //! [`ErrorKind::NotVmware`] error instead of killing the caller
 //! with SIGSEGV. Once the backdoor has answered, calls go straight to the port.
 
-mod asm;
+mod access;
 mod cmd;
-mod detect;
-#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
-mod knock;
-mod privilege;
+mod platform;
 
 use core::marker::PhantomData;
 
-pub(crate) use asm::Asm;
+use access::Access;
 pub use cmd::{BiosUuid, Frequencies, HostTime, Product, VcpuInfo, Version};
-pub use detect::is_vmware_cpu;
-use privilege::Privilege;
+pub(crate) use platform::Instructions;
+use platform::Knock;
 
 use crate::{EnhancedChan, ErrorKind, VmwError};
 
@@ -44,8 +41,8 @@ use crate::{EnhancedChan, ErrorKind, VmwError};
 /// [`ErrorKind::Unsupported`] on other platforms. The unprivileged [`access_backdoor`] works
 /// on VMware in either case.
 pub fn access_backdoor_privileged() -> Result<BackdoorGuard, VmwError> {
-    supported()?;
-    Ok(BackdoorGuard::new(privilege::raise()?))
+    platform::supported()?;
+    Ok(BackdoorGuard::new(Access::privileged()?))
 }
 
 /// Gets a guard for unprivileged (ring-3) backdoor access, without knocking.
@@ -57,8 +54,8 @@ pub fn access_backdoor_privileged() -> Result<BackdoorGuard, VmwError> {
 ///
 /// [`ErrorKind::Unsupported`] on targets without x86 port I/O.
 pub fn access_backdoor() -> Result<BackdoorGuard, VmwError> {
-    supported()?;
-    Ok(BackdoorGuard::new(Privilege::None))
+    platform::supported()?;
+    Ok(BackdoorGuard::new(Access::unprivileged()))
 }
 
 /// Takes I/O privilege (as [`access_backdoor_privileged`]) and checks that the VMware
@@ -87,23 +84,14 @@ pub fn probe_backdoor() -> Result<BackdoorGuard, VmwError> {
     Ok(guard)
 }
 
-fn supported() -> Result<(), VmwError> {
-    if cfg!(any(target_arch = "x86", target_arch = "x86_64")) {
-        Ok(())
-    } else {
-        Err(unsupported())
-    }
-}
-
-fn unsupported() -> VmwError {
-    VmwError::new(
-        ErrorKind::Unsupported,
-        format_args!(
-            "the VMware backdoor is reached through x86 port I/O, which this target ({}) does \
-             not have",
-            std::env::consts::ARCH
-        ),
-    )
+/// Whether the CPU says it runs under VMware: CPUID.1:ECX bit 31 (hypervisor present) and the
+/// vendor signature `"VMwareVMware"` at leaf 0x40000000. Always `false` on non-x86 targets.
+///
+/// This is a hint, not proof in either direction: a hypervisor may hide or change its
+/// signature while the backdoor still answers. [`probe_backdoor`] asks the backdoor itself,
+/// safely.
+pub fn is_vmware_cpu() -> bool {
+    platform::is_vmware_cpu()
 }
 
 /// Access to the VMware backdoor from the current thread.
@@ -129,22 +117,17 @@ fn unsupported() -> VmwError {
 /// ```
 #[derive(Debug)]
 pub struct BackdoorGuard {
-    privilege: Privilege,
-    /// Set once a knock was answered with this guard's access.
-    probed: bool,
-    /// The knock of this unprivileged guard was answered while another guard of the thread
-    /// held I/O privilege: the answer holds only as long as that privilege does.
-    probed_on_borrowed_privilege: bool,
+    /// The privilege held and whether the backdoor answered it; gives the privilege back
+    /// when the guard drops.
+    access: Access,
     /// I/O privilege belongs to the thread that took it: neither `Send` nor `Sync`.
     _this_thread_only: PhantomData<*mut ()>,
 }
 
 impl BackdoorGuard {
-    fn new(privilege: Privilege) -> BackdoorGuard {
+    fn new(access: Access) -> BackdoorGuard {
         BackdoorGuard {
-            privilege,
-            probed: false,
-            probed_on_borrowed_privilege: false,
+            access,
             _this_thread_only: PhantomData,
         }
     }
@@ -161,7 +144,7 @@ impl BackdoorGuard {
 
     /// Whether this guard holds I/O privilege (`ioperm` or `iopl`).
     pub fn is_privileged(&self) -> bool {
-        self.privilege != Privilege::None
+        self.access.is_privileged()
     }
 
     /// Gives back the I/O privilege this guard took, if any, and consumes it.
@@ -169,11 +152,8 @@ impl BackdoorGuard {
     /// On failure the guard comes back unchanged, still privileged; dropping it tries once
     /// more.
     pub fn release_access(mut self) -> Result<(), Self> {
-        match privilege::release(self.privilege) {
-            Ok(()) => {
-                self.privilege = Privilege::None;
-                Ok(())
-            }
+        match self.access.release() {
+            Ok(()) => Ok(()),
             Err(e) => {
                 log::warn!("{e}");
                 Err(self)
@@ -196,7 +176,7 @@ impl BackdoorGuard {
     ///
     /// [`ErrorKind::NotVmware`] when the backdoor does not answer.
     pub fn get_version(&mut self) -> Result<Version, VmwError> {
-        if !self.still_probed() {
+        if !self.access.is_answered() {
             return self.knock();
         }
         cmd::get_version(&mut self.transport()?)
@@ -260,67 +240,39 @@ impl BackdoorGuard {
 
     /// The instructions, once the backdoor is known to answer this guard (knocking first if
     /// it has not yet).
-    pub(crate) fn transport(&mut self) -> Result<Asm, VmwError> {
-        if !self.still_probed() {
+    pub(crate) fn transport(&mut self) -> Result<Instructions, VmwError> {
+        if !self.access.is_answered() {
             self.knock()?;
         }
-        #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
-        {
-            // SAFETY: `probed` is set only after a knock with this guard's access was
-            // answered. `Asm` is not `Send`, so it stays on this thread, and every caller in
-            // the crate uses it only inside a method that borrows the guard, which holds that
-            // access until it drops.
-            Ok(unsafe { Asm::new() })
-        }
-        #[cfg(not(any(target_arch = "x86", target_arch = "x86_64")))]
-        {
-            Err(unsupported())
-        }
+        // SAFETY: `is_answered` holds only after a knock with this guard's access was
+        // answered, and only while the thread still holds that access. `Instructions` is not
+        // `Send`, so it stays on this thread, and every caller in the crate uses it only inside
+        // a method that borrows the guard, which holds that access until it drops.
+        unsafe { platform::instructions() }
     }
 
-    /// Whether a knock with the access this guard has now was answered. An unprivileged
-    /// guard answered while another guard of the thread held I/O privilege loses that
-    /// answer when the privilege is given back (on a host that restricts ring 3 its next
-    /// access would fault), and knocks again, contained.
-    fn still_probed(&mut self) -> bool {
-        if self.probed && self.probed_on_borrowed_privilege && !privilege::thread_holds() {
-            self.probed = false;
-            self.probed_on_borrowed_privilege = false;
-        }
-        self.probed
-    }
-
-    /// The GETVERSION knock, contained; marks the guard probed when answered.
+    /// The GETVERSION knock, contained; records the answer.
     fn knock(&mut self) -> Result<Version, VmwError> {
-        #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
-        {
-            let version = match knock::knock(cmd::knock_regs())? {
-                knock::Knock::Completed(r) => cmd::knock_answer(&r).ok_or_else(|| {
-                    VmwError::new(
-                        ErrorKind::NotVmware,
-                        "no VMware backdoor answered on port 0x5658: not a VMware guest",
-                    )
-                })?,
-                knock::Knock::Faulted(signal) => return Err(self.faulted(signal)),
-                knock::Knock::Skipped => {
-                    return Err(VmwError::new(
-                        ErrorKind::NotVmware,
-                        "CPUID does not name VMware, and on this OS a faulting backdoor knock \
-                         cannot be contained, so none was tried: not a VMware guest",
-                    ))
-                }
-            };
-            self.probed = true;
-            self.probed_on_borrowed_privilege = !self.is_privileged() && privilege::thread_holds();
-            Ok(version)
-        }
-        #[cfg(not(any(target_arch = "x86", target_arch = "x86_64")))]
-        {
-            Err(unsupported())
-        }
+        let version = match platform::knock(cmd::knock_regs())? {
+            Knock::Completed(r) => cmd::knock_answer(&r).ok_or_else(|| {
+                VmwError::new(
+                    ErrorKind::NotVmware,
+                    "no VMware backdoor answered on port 0x5658: not a VMware guest",
+                )
+            })?,
+            Knock::Faulted(signal) => return Err(self.faulted(signal)),
+            Knock::Skipped => {
+                return Err(VmwError::new(
+                    ErrorKind::NotVmware,
+                    "CPUID does not name VMware, and on this OS a faulting backdoor knock \
+                     cannot be contained, so none was tried: not a VMware guest",
+                ))
+            }
+        };
+        self.access.record_answer();
+        Ok(version)
     }
 
-    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
     fn faulted(&self, signal: Option<i32>) -> VmwError {
         let signal = signal.map_or(String::new(), |s| format!(" (signal {s})"));
         let message = if self.is_privileged() {
@@ -332,13 +284,5 @@ impl BackdoorGuard {
             )
         };
         VmwError::new(ErrorKind::NotVmware, message)
-    }
-}
-
-impl Drop for BackdoorGuard {
-    fn drop(&mut self) {
-        if let Err(e) = privilege::release(self.privilege) {
-            log::warn!("dropping the backdoor guard: {e}");
-        }
     }
 }

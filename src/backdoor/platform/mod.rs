@@ -1,0 +1,96 @@
+//! The platform layer: the one place that chooses platform code.
+//!
+//! Every platform module (`os` below) provides the same items, and the rest of the crate
+//! knows no other:
+//!
+//! | item | what it does |
+//! |---|---|
+//! | `supported()` | `Ok` where this build can reach a backdoor at all, else the `Unsupported` error |
+//! | `knock(regs)` | one GETVERSION call, run where a fault cannot kill the caller: [`Knock`] |
+//! | `raise_io_privilege()`, `release_io_privilege(p)` | I/O privilege for the calling thread |
+//! | `is_vmware_cpu()` | the CPUID hint |
+//! | `Instructions`, `instructions()` | the real backdoor calls as a [`Backdoor`](super::Backdoor), handed out only after a knock was answered |
+//!
+//! | target | `os` | knock | I/O privilege |
+//! |---|---|---|---|
+//! | Linux x86_64, i686 | `linux.rs` | `clone(CLONE_VM \| CLONE_VFORK)` child (`contained.rs`) | `ioperm`, else `iopl(3)` |
+//! | other Unix on x86 | `unix.rs` | forked child (`contained.rs`) | none: `Unsupported` |
+//! | other x86 OSes | `cpuid_only.rs` | only where CPUID names VMware | none: `Unsupported` |
+//! | anything else | `unsupported.rs` | none: `Unsupported` | none: `Unsupported` |
+//!
+//! Adding an instruction set or a transport is adding a file here and a line below.
+
+use crate::proto::Regs;
+use crate::{ErrorKind, VmwError};
+
+#[cfg(target_arch = "x86_64")]
+#[path = "asm_x86_64.rs"]
+mod asm;
+#[cfg(target_arch = "x86")]
+#[path = "asm_i686.rs"]
+mod asm;
+#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+mod x86;
+
+#[cfg(all(unix, any(target_arch = "x86", target_arch = "x86_64")))]
+mod contained;
+
+#[cfg(all(target_os = "linux", any(target_arch = "x86", target_arch = "x86_64")))]
+#[path = "linux.rs"]
+mod os;
+#[cfg(all(
+    unix,
+    not(target_os = "linux"),
+    any(target_arch = "x86", target_arch = "x86_64")
+))]
+#[path = "unix.rs"]
+mod os;
+#[cfg(all(not(unix), any(target_arch = "x86", target_arch = "x86_64")))]
+#[path = "cpuid_only.rs"]
+mod os;
+#[cfg(not(any(target_arch = "x86", target_arch = "x86_64")))]
+#[path = "unsupported.rs"]
+mod os;
+
+pub(crate) use os::{
+    instructions, is_vmware_cpu, knock, raise_io_privilege, release_io_privilege, supported,
+    Instructions,
+};
+
+/// How a knock ended.
+#[derive(Debug)]
+#[allow(dead_code)] // each platform's knock ends in only some of these ways
+pub(crate) enum Knock {
+    /// The call completed; the registers are what came back (an answer, or all ones).
+    Completed(Regs),
+    /// The call faulted; the signal that ended the child, when known.
+    Faulted(Option<i32>),
+    /// Not attempted: the fault could not be contained on this OS and CPUID does not say
+    /// VMware.
+    Skipped,
+}
+
+/// Which I/O privilege a guard took, so that exactly that one is given back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(dead_code)] // only Linux grants any
+pub(crate) enum Privilege {
+    /// No change: the unprivileged access.
+    None,
+    /// `ioperm` on the backdoor ports.
+    Ioperm,
+    /// `iopl(3)`: every port (the fallback when `ioperm` is refused).
+    Iopl,
+}
+
+/// The error for a platform that grants no I/O privilege to user space.
+#[cfg_attr(
+    all(target_os = "linux", any(target_arch = "x86", target_arch = "x86_64")),
+    allow(dead_code)
+)]
+fn no_io_privilege() -> VmwError {
+    VmwError::new(
+        ErrorKind::Unsupported,
+        "privileged backdoor access (ioperm/iopl) exists only on Linux x86; use the \
+         unprivileged access (probe_backdoor), which works on VMware",
+    )
+}

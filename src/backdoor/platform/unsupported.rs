@@ -1,0 +1,60 @@
+//! Targets without x86 port I/O: every entry point reports `Unsupported`.
+
+use super::{no_io_privilege, Knock, Privilege};
+use crate::proto::{Regs, Transport};
+use crate::{ErrorKind, VmwError};
+
+/// No backdoor instructions exist here: the type has no value, so no call can be made.
+#[derive(Debug)]
+pub(crate) enum Instructions {}
+
+impl Transport for Instructions {
+    fn lb(&mut self, _: &mut Regs) {
+        match *self {}
+    }
+    fn hb_out(&mut self, _: &mut Regs, _: &[u8]) {
+        match *self {}
+    }
+    fn hb_in(&mut self, _: &mut Regs, _: &mut [u8]) {
+        match *self {}
+    }
+}
+
+pub(crate) fn supported() -> Result<(), VmwError> {
+    Err(unsupported())
+}
+
+fn unsupported() -> VmwError {
+    VmwError::new(
+        ErrorKind::Unsupported,
+        format_args!(
+            "the VMware backdoor is reached through x86 port I/O, which this target ({}) does \
+             not have",
+            std::env::consts::ARCH
+        ),
+    )
+}
+
+/// # Safety
+///
+/// None needed: there are no instructions to hand out.
+pub(crate) unsafe fn instructions() -> Result<Instructions, VmwError> {
+    Err(unsupported())
+}
+
+pub(crate) fn knock(_: Regs) -> Result<Knock, VmwError> {
+    Err(unsupported())
+}
+
+/// No CPUID here.
+pub(crate) fn is_vmware_cpu() -> bool {
+    false
+}
+
+pub(crate) fn raise_io_privilege() -> Result<Privilege, VmwError> {
+    Err(no_io_privilege())
+}
+
+pub(crate) fn release_io_privilege(_: Privilege) -> Result<(), VmwError> {
+    Ok(())
+}
