@@ -61,7 +61,7 @@
 //! | anything else | [`EnhancedChan::rpc`] |
 //!
 //! A request may be at most 65,536 bytes (the host's limit); replies are capped at
-//! [`erpc::DEFAULT_MAX_REPLY_LEN`] (4 MiB) unless you set another cap.
+//! [`DEFAULT_MAX_REPLY_LEN`] (4 MiB) unless you set another cap.
 //!
 //! ## Privilege, and what happens outside VMware
 //!
@@ -139,8 +139,8 @@
 #![deny(missing_debug_implementations)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
-pub mod backdoor;
-pub mod erpc;
+mod backdoor;
+mod erpc;
 mod error;
 pub mod proto;
 #[cfg(all(feature = "sim", target_os = "linux", target_arch = "x86_64"))]
@@ -148,10 +148,10 @@ pub mod sim;
 
 pub use backdoor::{
     access_backdoor, access_backdoor_privileged, is_vmware_cpu, probe_backdoor,
-    probe_backdoor_privileged, BackdoorGuard, BiosUuid, Frequencies, HostTime, Product, VcpuInfo,
-    Version,
+    probe_backdoor_privileged, Backdoor, BackdoorAccess, BackdoorGuard, BiosUuid, Frequencies,
+    HostTime, Instructions, Product, VcpuInfo, Version,
 };
-pub use erpc::EnhancedChan;
+pub use erpc::{EnhancedChan, RpciChannel, DEFAULT_MAX_REPLY_LEN};
 pub use error::{ErrorKind, VmwError};
 
 // The README's examples are compiled (and the runnable ones run) as doc-tests.

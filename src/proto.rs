@@ -209,22 +209,8 @@ pub const fn pack(hi: u16, lo: u16) -> u64 {
     ((hi as u64) << 16) | lo as u64
 }
 
-/// The channel transport every layer above the instructions is written against.
-///
-/// Production code implements it with the real `in` / `rep outsb` / `rep insb`
-/// (`backdoor::asm`); the simulator's host model implements it in memory, so the protocol
-/// logic is tested both through the real instructions (under the trap-and-emulate runner) and
-/// at memory speed.
-pub trait Transport {
-    /// A low-bandwidth call: `regs` in, `regs` out.
-    fn lb(&mut self, regs: &mut Regs);
-    /// A high-bandwidth guest-to-host transfer of `data`. The caller fills EAX, EBX, EDX, EDI
-    /// and EBP; the implementation sets ESI and ECX from `data`.
-    fn hb_out(&mut self, regs: &mut Regs, data: &[u8]);
-    /// A high-bandwidth host-to-guest transfer into `buf`. The caller fills EAX, EBX, EDX, ESI
-    /// and EBP; the implementation sets EDI and ECX from `buf`.
-    fn hb_in(&mut self, regs: &mut Regs, buf: &mut [u8]);
-}
+#[doc(hidden)]
+pub use crate::backdoor::Backdoor as Transport;
 
 #[cfg(test)]
 mod tests {
@@ -262,9 +248,11 @@ mod tests {
 /// Backdoors that implement nothing, for unit tests of how the library reads them.
 #[cfg(test)]
 pub(crate) mod partial_hosts {
-    use super::{Regs, Transport, NO_ANSWER};
+    use super::{Regs, NO_ANSWER};
+    use crate::Backdoor as Transport;
 
     /// No device on the port: EAX reads all ones, nothing else changes.
+    #[derive(Debug)]
     pub(crate) struct Nothing;
     impl Transport for Nothing {
         fn lb(&mut self, regs: &mut Regs) {
@@ -276,6 +264,7 @@ pub(crate) mod partial_hosts {
 
     /// A backdoor that passes over every command, leaving all registers as they were sent
     /// (QEMU's `vmport` with `x-signal-unsupported-cmd=off`).
+    #[derive(Debug)]
     pub(crate) struct Silent;
     impl Transport for Silent {
         fn lb(&mut self, _: &mut Regs) {}

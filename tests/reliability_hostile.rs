@@ -15,10 +15,10 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use vmw_backdoor::erpc::DEFAULT_MAX_REPLY_LEN;
 use vmw_backdoor::proto::{cmd, msg};
 use vmw_backdoor::sim::{Answer, GuestExit, Host, HostConfig, Step};
 use vmw_backdoor::ErrorKind;
+use vmw_backdoor::DEFAULT_MAX_REPLY_LEN;
 
 /// The system allocator, recording the largest single request while armed.
 struct Watching;

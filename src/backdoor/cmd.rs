@@ -1,4 +1,4 @@
-//! Low-bandwidth backdoor commands with typed results, written against [`Transport`].
+//! Low-bandwidth backdoor commands with typed results, written against [`Backdoor`](crate::Backdoor).
 //!
 //! Each command is one LB call. Hosts differ in what they implement, and an unimplemented
 //! command answers in a command-specific way (EAX = 0xFFFFFFFF, an input register left
@@ -7,8 +7,8 @@
 use core::fmt;
 use std::time::Duration;
 
-use crate::proto::{cmd, hi16, lo32, pack, product, Regs, Transport, LB_PORT, MAGIC, NO_ANSWER};
-use crate::{ErrorKind, VmwError};
+use crate::proto::{cmd, hi16, lo32, pack, product, Regs, LB_PORT, MAGIC, NO_ANSWER};
+use crate::{Backdoor, ErrorKind, VmwError};
 
 /// The product family reported by the GETVERSION knock.
 #[non_exhaustive]
@@ -164,7 +164,7 @@ impl fmt::Debug for BiosUuid {
 /// One LB call of `command` (sub-command 0) with `bx` as argument; `None` when the host left
 /// every register as it was sent (EAX still the magic, the inputs untouched), which is how
 /// some hosts (QEMU's `vmport` among them) pass over a command they do not implement.
-fn call<T: Transport + ?Sized>(t: &mut T, command: u16, bx: u32) -> Option<Regs> {
+fn call<B: Backdoor + ?Sized>(t: &mut B, command: u16, bx: u32) -> Option<Regs> {
     let sent = Regs {
         ax: MAGIC.into(),
         bx: bx.into(),
@@ -207,7 +207,7 @@ pub(crate) fn knock_answer(r: &Regs) -> Option<Version> {
 }
 
 /// GETVERSION.
-pub(crate) fn get_version<T: Transport + ?Sized>(t: &mut T) -> Result<Version, VmwError> {
+pub(crate) fn get_version<B: Backdoor + ?Sized>(t: &mut B) -> Result<Version, VmwError> {
     let mut r = knock_regs();
     t.lb(&mut r);
     knock_answer(&r).ok_or_else(|| {
@@ -219,13 +219,13 @@ pub(crate) fn get_version<T: Transport + ?Sized>(t: &mut T) -> Result<Version, V
 }
 
 /// GETHWVERSION: the virtual hardware version.
-pub(crate) fn hardware_version<T: Transport + ?Sized>(t: &mut T) -> Option<u32> {
+pub(crate) fn hardware_version<B: Backdoor + ?Sized>(t: &mut B) -> Option<u32> {
     let r = call(t, cmd::GETHWVERSION, !MAGIC)?;
     (lo32(r.bx) == MAGIC && lo32(r.ax) != NO_ANSWER).then_some(lo32(r.ax))
 }
 
 /// GETMHZ: the processor speed.
-pub(crate) fn cpu_mhz<T: Transport + ?Sized>(t: &mut T) -> Option<u32> {
+pub(crate) fn cpu_mhz<B: Backdoor + ?Sized>(t: &mut B) -> Option<u32> {
     let mhz = lo32(call(t, cmd::GETMHZ, !MAGIC)?.ax);
     // An unimplemented command leaves the magic or answers all ones; open-vm-tools treats
     // anything not positive as failure.
@@ -233,7 +233,7 @@ pub(crate) fn cpu_mhz<T: Transport + ?Sized>(t: &mut T) -> Option<u32> {
 }
 
 /// GETBIOSUUID: four little-endian dwords in EAX, EBX, ECX, EDX.
-pub(crate) fn bios_uuid<T: Transport + ?Sized>(t: &mut T) -> Option<BiosUuid> {
+pub(crate) fn bios_uuid<B: Backdoor + ?Sized>(t: &mut B) -> Option<BiosUuid> {
     let r = call(t, cmd::GETBIOSUUID, !MAGIC)?;
     // Unimplemented on VMware: all ones in EAX and the other three registers as they went in.
     let untouched = lo32(r.bx) == !MAGIC
@@ -250,7 +250,7 @@ pub(crate) fn bios_uuid<T: Transport + ?Sized>(t: &mut T) -> Option<BiosUuid> {
 }
 
 /// GETTIMEFULL: success leaves the magic in EAX; seconds in ESI:EDX.
-pub(crate) fn host_time<T: Transport + ?Sized>(t: &mut T) -> Result<Option<HostTime>, VmwError> {
+pub(crate) fn host_time<B: Backdoor + ?Sized>(t: &mut B) -> Result<Option<HostTime>, VmwError> {
     let Some(r) = call(t, cmd::GETTIMEFULL, !MAGIC) else {
         return Ok(None);
     };
@@ -275,7 +275,7 @@ pub(crate) fn host_time<T: Transport + ?Sized>(t: &mut T) -> Result<Option<HostT
 }
 
 /// GETHZ: TSC Hz in EBX:EAX, APIC bus Hz in ECX; EBX still all ones means unsupported.
-pub(crate) fn frequencies<T: Transport + ?Sized>(t: &mut T) -> Option<Frequencies> {
+pub(crate) fn frequencies<B: Backdoor + ?Sized>(t: &mut B) -> Option<Frequencies> {
     let r = call(t, cmd::GETHZ, NO_ANSWER)?;
     let tsc_hz = u64::from(lo32(r.bx)) << 32 | u64::from(lo32(r.ax));
     (lo32(r.bx) != NO_ANSWER && tsc_hz != 0).then_some(Frequencies {
@@ -285,7 +285,7 @@ pub(crate) fn frequencies<T: Transport + ?Sized>(t: &mut T) -> Option<Frequencie
 }
 
 /// GET_VCPU_INFO: bit 31 set means not implemented.
-pub(crate) fn vcpu_info<T: Transport + ?Sized>(t: &mut T) -> Option<VcpuInfo> {
+pub(crate) fn vcpu_info<B: Backdoor + ?Sized>(t: &mut B) -> Option<VcpuInfo> {
     let bits = lo32(call(t, cmd::GET_VCPU_INFO, 0)?.ax);
     (bits & VcpuInfo::RESERVED == 0).then_some(VcpuInfo(bits))
 }
@@ -297,7 +297,7 @@ mod tests {
 
     /// A transport that answers every LB call with fixed registers.
     struct Fixed(Regs);
-    impl Transport for Fixed {
+    impl crate::Backdoor for Fixed {
         fn lb(&mut self, regs: &mut Regs) {
             *regs = self.0;
         }

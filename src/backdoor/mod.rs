@@ -22,10 +22,138 @@ use core::marker::PhantomData;
 
 use access::Access;
 pub use cmd::{BiosUuid, Frequencies, HostTime, Product, VcpuInfo, Version};
-pub(crate) use platform::Instructions;
-use platform::Knock;
+use platform::{Knock, RawCalls};
 
-use crate::{EnhancedChan, ErrorKind, VmwError};
+use crate::proto::Regs;
+use crate::{ErrorKind, VmwError};
+
+/// Something that answers the three backdoor calls: the seam between the protocol and the
+/// machine.
+///
+/// The channel code ([`RpciChannel`](crate::RpciChannel)) and the typed commands are
+/// written against this trait. Two things implement it: [`Instructions`], the real `in` /
+/// `rep outsb` / `rep insb` that a [`BackdoorGuard`] lends once the backdoor answered, and,
+/// with the `sim` feature, the simulator's in-memory VMware host (`sim::Host`), so guest code
+/// can be tested in microseconds without a VM, a fork or `ptrace`.
+///
+/// The register contract is [`crate::proto`]'s: an implementation reads the registers the
+/// guest loaded from `regs` and leaves in it what the guest reads back.
+pub trait Backdoor {
+    /// One low-bandwidth call: `in eax, dx` on port `lo16(EDX)` (0x5658), six registers in
+    /// and out.
+    fn lb(&mut self, regs: &mut Regs);
+    /// One high-bandwidth guest-to-host transfer: `rep outsb` of `data` on port
+    /// `lo16(EDX)` (0x5659). The caller fills EAX, EBX, EDX, EDI and EBP; the implementation
+    /// sets ESI and ECX from `data`. The status comes back in `hi16(EBX)`.
+    fn hb_out(&mut self, regs: &mut Regs, data: &[u8]);
+    /// One high-bandwidth host-to-guest transfer: `rep insb` into `buf` on port
+    /// `lo16(EDX)` (0x5659). The caller fills EAX, EBX, EDX, ESI and EBP; the implementation
+    /// sets EDI and ECX from `buf`. The status comes back in `hi16(EBX)`.
+    fn hb_in(&mut self, regs: &mut Regs, buf: &mut [u8]);
+}
+
+impl<B: Backdoor + ?Sized> Backdoor for &mut B {
+    fn lb(&mut self, regs: &mut Regs) {
+        (**self).lb(regs);
+    }
+    fn hb_out(&mut self, regs: &mut Regs, data: &[u8]) {
+        (**self).hb_out(regs, data);
+    }
+    fn hb_in(&mut self, regs: &mut Regs, buf: &mut [u8]) {
+        (**self).hb_in(regs, buf);
+    }
+}
+
+/// Where a channel gets its [`Backdoor`] for each operation.
+///
+/// A [`BackdoorGuard`] lends its [`Instructions`] only once the backdoor answered its access
+/// (knocking first, contained, when it has not), so this can fail; anything that is a
+/// [`Backdoor`] itself, such as the simulator's in-memory host, lends itself.
+pub trait BackdoorAccess {
+    /// The backdoor lent for one operation.
+    type Backdoor<'a>: Backdoor
+    where
+        Self: 'a;
+
+    /// The backdoor, ready for calls.
+    ///
+    /// # Errors
+    ///
+    /// As [`BackdoorGuard::instructions`] for a guard; never for a plain [`Backdoor`].
+    fn backdoor(&mut self) -> Result<Self::Backdoor<'_>, VmwError>;
+}
+
+impl<B: Backdoor> BackdoorAccess for B {
+    type Backdoor<'a>
+        = &'a mut B
+    where
+        B: 'a;
+
+    fn backdoor(&mut self) -> Result<&mut B, VmwError> {
+        Ok(self)
+    }
+}
+
+impl BackdoorAccess for BackdoorGuard {
+    type Backdoor<'a> = Instructions<'a>;
+
+    fn backdoor(&mut self) -> Result<Instructions<'_>, VmwError> {
+        self.instructions()
+    }
+}
+
+impl BackdoorAccess for &mut BackdoorGuard {
+    type Backdoor<'a>
+        = Instructions<'a>
+    where
+        Self: 'a;
+
+    fn backdoor(&mut self) -> Result<Instructions<'_>, VmwError> {
+        self.instructions()
+    }
+}
+
+/// Several users of one backdoor in a single thread (several channels on one in-memory
+/// host, say): each call borrows the cell for its duration.
+///
+/// # Panics
+///
+/// As [`RefCell::borrow_mut`](core::cell::RefCell::borrow_mut), if the cell is borrowed
+/// elsewhere during a call.
+impl<B: Backdoor + ?Sized> Backdoor for &core::cell::RefCell<B> {
+    fn lb(&mut self, regs: &mut Regs) {
+        self.borrow_mut().lb(regs);
+    }
+    fn hb_out(&mut self, regs: &mut Regs, data: &[u8]) {
+        self.borrow_mut().hb_out(regs, data);
+    }
+    fn hb_in(&mut self, regs: &mut Regs, buf: &mut [u8]) {
+        self.borrow_mut().hb_in(regs, buf);
+    }
+}
+
+/// The real backdoor instructions, lent by a [`BackdoorGuard`] whose access the backdoor
+/// answered: the only way this crate runs them outside the contained knock.
+///
+/// Borrows the guard, so the I/O access the answer was given to outlives every call, and is
+/// neither `Send` nor `Sync`: that access belongs to the guard's thread.
+#[derive(Debug)]
+pub struct Instructions<'g> {
+    raw: RawCalls,
+    _guard: PhantomData<&'g mut BackdoorGuard>,
+}
+
+impl Backdoor for Instructions<'_> {
+    fn lb(&mut self, regs: &mut Regs) {
+        self.raw.lb(regs);
+    }
+    fn hb_out(&mut self, regs: &mut Regs, data: &[u8]) {
+        self.raw.hb_out(regs, data);
+    }
+    fn hb_in(&mut self, regs: &mut Regs, buf: &mut [u8]) {
+        self.raw.hb_in(regs, buf);
+    }
+}
 
 /// Takes I/O privilege for the calling thread, without knocking.
 ///
@@ -97,7 +225,8 @@ pub fn is_vmware_cpu() -> bool {
 /// Access to the VMware backdoor from the current thread.
 ///
 /// Every backdoor operation goes through a guard: the low-bandwidth commands are methods
-/// here, and [`EnhancedChan`] borrows the guard mutably for its lifetime. A privileged guard
+/// here, and an [`EnhancedChan`](crate::EnhancedChan) borrows the guard mutably for its
+/// lifetime. A privileged guard
 /// gives its I/O privilege back when dropped (or by [`release_access`](Self::release_access)).
 ///
 /// # Threads
@@ -161,15 +290,6 @@ impl BackdoorGuard {
         }
     }
 
-    /// Opens an enhanced-RPC channel on this guard; see [`EnhancedChan::open`].
-    ///
-    /// # Errors
-    ///
-    /// As [`EnhancedChan::open`].
-    pub fn open_enhanced_chan(&mut self) -> Result<EnhancedChan<'_>, VmwError> {
-        EnhancedChan::open(self)
-    }
-
     /// The backdoor version and the host's product family (GETVERSION).
     ///
     /// # Errors
@@ -179,7 +299,7 @@ impl BackdoorGuard {
         if !self.access.is_answered() {
             return self.knock();
         }
-        cmd::get_version(&mut self.transport()?)
+        cmd::get_version(&mut self.instructions()?)
     }
 
     /// The virtual hardware version of the VM (GETHWVERSION), or `None` if the host does
@@ -189,7 +309,7 @@ impl BackdoorGuard {
     ///
     /// [`ErrorKind::NotVmware`] when the backdoor does not answer.
     pub fn hardware_version(&mut self) -> Result<Option<u32>, VmwError> {
-        Ok(cmd::hardware_version(&mut self.transport()?))
+        Ok(cmd::hardware_version(&mut self.instructions()?))
     }
 
     /// The processor speed in MHz (GETMHZ), or `None` if the host does not report it.
@@ -198,7 +318,7 @@ impl BackdoorGuard {
     ///
     /// [`ErrorKind::NotVmware`] when the backdoor does not answer.
     pub fn cpu_mhz(&mut self) -> Result<Option<u32>, VmwError> {
-        Ok(cmd::cpu_mhz(&mut self.transport()?))
+        Ok(cmd::cpu_mhz(&mut self.instructions()?))
     }
 
     /// The VM's BIOS UUID (GETBIOSUUID), or `None` if the host does not implement it.
@@ -207,7 +327,7 @@ impl BackdoorGuard {
     ///
     /// [`ErrorKind::NotVmware`] when the backdoor does not answer.
     pub fn bios_uuid(&mut self) -> Result<Option<BiosUuid>, VmwError> {
-        Ok(cmd::bios_uuid(&mut self.transport()?))
+        Ok(cmd::bios_uuid(&mut self.instructions()?))
     }
 
     /// The host's clock (GETTIMEFULL), or `None` if the host does not implement it.
@@ -217,7 +337,7 @@ impl BackdoorGuard {
     /// [`ErrorKind::NotVmware`] when the backdoor does not answer;
     /// [`ErrorKind::Protocol`] when the answer is malformed.
     pub fn host_time(&mut self) -> Result<Option<HostTime>, VmwError> {
-        cmd::host_time(&mut self.transport()?)
+        cmd::host_time(&mut self.instructions()?)
     }
 
     /// The TSC and APIC bus frequencies (GETHZ), or `None` if the host does not report them.
@@ -226,7 +346,7 @@ impl BackdoorGuard {
     ///
     /// [`ErrorKind::NotVmware`] when the backdoor does not answer.
     pub fn frequencies(&mut self) -> Result<Option<Frequencies>, VmwError> {
-        Ok(cmd::frequencies(&mut self.transport()?))
+        Ok(cmd::frequencies(&mut self.instructions()?))
     }
 
     /// vCPU feature bits (GET_VCPU_INFO), or `None` if the host does not implement it.
@@ -235,20 +355,28 @@ impl BackdoorGuard {
     ///
     /// [`ErrorKind::NotVmware`] when the backdoor does not answer.
     pub fn vcpu_info(&mut self) -> Result<Option<VcpuInfo>, VmwError> {
-        Ok(cmd::vcpu_info(&mut self.transport()?))
+        Ok(cmd::vcpu_info(&mut self.instructions()?))
     }
 
-    /// The instructions, once the backdoor is known to answer this guard (knocking first if
-    /// it has not yet).
-    pub(crate) fn transport(&mut self) -> Result<Instructions, VmwError> {
+    /// The real backdoor instructions, once the backdoor answered this guard's access
+    /// (knocking first, contained, if it has not yet).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::NotVmware`] when the backdoor does not answer;
+    /// [`ErrorKind::Unsupported`] on targets without x86 port I/O.
+    pub fn instructions(&mut self) -> Result<Instructions<'_>, VmwError> {
         if !self.access.is_answered() {
             self.knock()?;
         }
         // SAFETY: `is_answered` holds only after a knock with this guard's access was
-        // answered, and only while the thread still holds that access. `Instructions` is not
-        // `Send`, so it stays on this thread, and every caller in the crate uses it only inside
-        // a method that borrows the guard, which holds that access until it drops.
-        unsafe { platform::instructions() }
+        // answered, and only while the thread still holds that access. The `Instructions`
+        // borrow the guard, which keeps the access until it drops, and are not `Send`.
+        let raw = unsafe { platform::instructions() }?;
+        Ok(Instructions {
+            raw,
+            _guard: PhantomData,
+        })
     }
 
     /// The GETVERSION knock, contained; records the answer.

@@ -1,6 +1,6 @@
 //! The message channel (backdoor command 0x1E): open, send, receive, close.
 //!
-//! Written against [`Transport`], so the same code drives the real instructions and the
+//! Written against [`Backdoor`](crate::Backdoor), so the same code drives the real instructions and the
 //! in-memory host model. Each exchange is one send then one receive:
 //!
 //! ```text
@@ -18,11 +18,10 @@
 use core::fmt;
 
 use crate::proto::{
-    self, cmd, hi16, lo32, msg, pack, status, Regs, Transport, FLAG_COOKIE, HB_CMD_MESSAGE,
-    HB_PORT, LB_PORT, MAGIC, MAX_GUEST_MESSAGE, MESSAGE_TYPE_SENDPAYLOAD, MESSAGE_TYPE_SENDSIZE,
-    NO_ANSWER,
+    self, cmd, hi16, lo32, msg, pack, status, Regs, FLAG_COOKIE, HB_CMD_MESSAGE, HB_PORT, LB_PORT,
+    MAGIC, MAX_GUEST_MESSAGE, MESSAGE_TYPE_SENDPAYLOAD, MESSAGE_TYPE_SENDSIZE, NO_ANSWER,
 };
-use crate::{ErrorKind, VmwError};
+use crate::{Backdoor, ErrorKind, VmwError};
 
 /// How many times one phase (open, send, receive, close) is started before a run of
 /// checkpoints is reported as [`ErrorKind::Checkpoint`]. A checkpoint is a rare event
@@ -96,7 +95,7 @@ fn checkpoints(phase: &str) -> VmwError {
 impl Channel {
     /// Opens a channel for `protocol` (RPCI or TCLO): with cookies first, then without, for
     /// hosts that predate them.
-    pub(crate) fn open<T: Transport + ?Sized>(t: &mut T, protocol: u32) -> Result<Self, VmwError> {
+    pub(crate) fn open<B: Backdoor + ?Sized>(t: &mut B, protocol: u32) -> Result<Self, VmwError> {
         let mut last = 0;
         let mut not_implemented = false;
         for flags in [FLAG_COOKIE, 0] {
@@ -164,7 +163,7 @@ impl Channel {
     }
 
     /// Opens a fresh channel in place of this closed one.
-    pub(crate) fn reopen<T: Transport + ?Sized>(&mut self, t: &mut T) -> Result<(), VmwError> {
+    pub(crate) fn reopen<B: Backdoor + ?Sized>(&mut self, t: &mut B) -> Result<(), VmwError> {
         debug_assert!(!self.open, "reopen of an open channel would leak it");
         *self = Channel::open(t, self.protocol)?;
         Ok(())
@@ -172,7 +171,7 @@ impl Channel {
 
     /// Closes the channel. Never sends CLOSE twice: afterwards the channel counts as closed
     /// whatever the host said.
-    pub(crate) fn close<T: Transport + ?Sized>(&mut self, t: &mut T) -> Result<(), VmwError> {
+    pub(crate) fn close<B: Backdoor + ?Sized>(&mut self, t: &mut B) -> Result<(), VmwError> {
         if !self.open {
             return Ok(());
         }
@@ -193,9 +192,9 @@ impl Channel {
     /// bytes). A closed channel is reopened first; a channel the host refuses a SENDSIZE on
     /// is reopened and the request sent once more; after any other failure the channel is
     /// closed, to be reopened by the next exchange.
-    pub(crate) fn exchange<T: Transport + ?Sized>(
+    pub(crate) fn exchange<B: Backdoor + ?Sized>(
         &mut self,
-        t: &mut T,
+        t: &mut B,
         request: &[u8],
         max_reply: usize,
     ) -> Result<Vec<u8>, VmwError> {
@@ -233,14 +232,14 @@ impl Channel {
     }
 
     /// Closes after a failed exchange; the exchange's error is what the caller reports.
-    fn abandon<T: Transport + ?Sized>(&mut self, t: &mut T) {
+    fn abandon<B: Backdoor + ?Sized>(&mut self, t: &mut B) {
         if let Err(e) = self.close(t) {
             log::debug!("closing the channel after a failed exchange: {e}");
         }
     }
 
     /// One LB message call: sub-command `sub`, argument `bx`, this channel's id and cookies.
-    fn call<T: Transport + ?Sized>(&self, t: &mut T, sub: u16, bx: u32) -> Regs {
+    fn call<B: Backdoor + ?Sized>(&self, t: &mut B, sub: u16, bx: u32) -> Regs {
         let mut r = Regs {
             ax: MAGIC.into(),
             bx: bx.into(),
@@ -271,7 +270,7 @@ impl Channel {
         }
     }
 
-    fn send<T: Transport + ?Sized>(&mut self, t: &mut T, message: &[u8]) -> Result<(), Failure> {
+    fn send<B: Backdoor + ?Sized>(&mut self, t: &mut B, message: &[u8]) -> Result<(), Failure> {
         // `exchange` checked the length against the host's 64 KiB cap.
         let len = u32::try_from(message.len()).unwrap_or(u32::MAX);
         'attempt: for _ in 0..CPT_TRIES {
@@ -312,9 +311,9 @@ impl Channel {
         Err(Failure::Other(checkpoints("sending the request")))
     }
 
-    fn receive<T: Transport + ?Sized>(
+    fn receive<B: Backdoor + ?Sized>(
         &mut self,
-        t: &mut T,
+        t: &mut B,
         max_reply: usize,
     ) -> Result<Vec<u8>, Failure> {
         let mut reply = Vec::new();

@@ -1,10 +1,16 @@
 //! Enhanced RPC: RPCI commands over a cookie-protected message channel.
 //!
-//! An [`EnhancedChan`] is one RPCI channel, opened on a [`BackdoorGuard`]. Each call sends one
-//! text command and reads the host's reply: `1 PAYLOAD` on success, `0 TEXT` on refusal.
-//! The channel stays open between calls (cheaper than one channel per command), is reopened
-//! transparently when the host dropped it or an exchange failed, and is closed exactly once,
-//! by [`EnhancedChan::close`] or on drop.
+//! An [`RpciChannel`] is one RPCI channel, opened on anything that lends a
+//! [`Backdoor`](crate::Backdoor): a
+//! [`BackdoorGuard`] (the real instructions; [`EnhancedChan`] names that case) or, with the
+//! `sim` feature, the in-memory VMware host model. Each call sends one text command and reads
+//! the host's reply: `1 PAYLOAD` on success, `0 TEXT` on refusal. The channel stays open
+//! between calls (cheaper than one channel per command), is reopened transparently when the
+//! host dropped it or an exchange failed, and is closed exactly once, by
+//! [`RpciChannel::close`] or on drop.
+//!
+//! Layers: this module (RPCI commands) → `channel.rs` (the message protocol) → the
+//! backdoor's three calls; `rpci.rs` builds requests and splits replies.
 
 mod channel;
 mod rpci;
@@ -13,22 +19,29 @@ mod tests;
 
 use core::fmt;
 
-use crate::{BackdoorGuard, VmwError};
-use rpci::Rpci;
+use crate::proto::{GUESTINFO_PREFIX, PROTO_RPCI};
+use crate::{BackdoorAccess, BackdoorGuard, ErrorKind, VmwError};
+use channel::Channel;
+use rpci::{build, first_word, guestinfo_name, split_status, trim_nuls, Reply};
 
-/// The reply cap a new [`EnhancedChan`] starts with: 4 MiB of payload.
+/// The reply cap a new [`RpciChannel`] starts with: 4 MiB of payload.
 ///
 /// Well above the 1 MiB a VM's configuration allows a guestinfo value by default (so such
 /// values always come through), and small enough that a confused or hostile host cannot make
 /// the guest allocate without bound. Change it per channel with
-/// [`EnhancedChan::set_max_reply_len`].
+/// [`RpciChannel::set_max_reply_len`].
 pub const DEFAULT_MAX_REPLY_LEN: usize = 4 << 20;
+
+/// An RPCI channel through a [`BackdoorGuard`]: the name 0.2 gave it.
+pub type EnhancedChan<'a> = RpciChannel<&'a mut BackdoorGuard>;
 
 /// An RPCI channel to the host ("enhanced RPC": the channel is opened with cookies where the
 /// host supports them, so other processes cannot speak on it).
 ///
-/// Borrows its [`BackdoorGuard`] mutably, and so is not `Send` either: the channel talks
-/// through the guard's thread's I/O access.
+/// Talks through `A`: a borrowed [`BackdoorGuard`] ([`EnhancedChan`]; then it is not `Send`
+/// either, since the channel talks through the guard's thread's I/O access), an owned one,
+/// or any [`Backdoor`](crate::Backdoor), such as the simulator's in-memory host (borrowed,
+/// or shared by several channels through a `&RefCell`).
 ///
 /// ```no_run
 /// # fn main() -> Result<(), vmw_backdoor::VmwError> {
@@ -39,33 +52,74 @@ pub const DEFAULT_MAX_REPLY_LEN: usize = 4 << 20;
 /// chan.close().map_err(|_| "close failed").ok();
 /// # Ok(()) }
 /// ```
-pub struct EnhancedChan<'a> {
-    guard: &'a mut BackdoorGuard,
-    rpci: Rpci,
+///
+/// Code written against `RpciChannel<A>` for any `A: BackdoorAccess` runs unchanged
+/// against the real backdoor and, in unit tests, against `sim::Host` in memory:
+///
+/// ```
+/// # #[cfg(all(feature = "sim", target_os = "linux", target_arch = "x86_64"))]
+/// # fn main() -> Result<(), vmw_backdoor::VmwError> {
+/// use vmw_backdoor::sim::{Host, HostConfig};
+/// use vmw_backdoor::{BackdoorAccess, RpciChannel, VmwError};
+///
+/// /// The application's own reader: the Ignition config, or an empty one.
+/// fn ignition_config<A: BackdoorAccess>(chan: &mut RpciChannel<A>) -> Result<Vec<u8>, VmwError> {
+///     Ok(chan.get_guestinfo(b"ignition.config.data")?.unwrap_or_default())
+/// }
+///
+/// let mut host = Host::new(HostConfig::default().guestinfo("ignition.config.data", "{}"));
+/// let mut chan = RpciChannel::open(&mut host)?;
+/// assert_eq!(ignition_config(&mut chan)?, b"{}");
+/// drop(chan); // closes the channel
+/// assert_eq!(host.open_channels(), 0);
+/// # Ok(()) }
+/// # #[cfg(not(all(feature = "sim", target_os = "linux", target_arch = "x86_64")))]
+/// # fn main() {}
+/// ```
+pub struct RpciChannel<A: BackdoorAccess> {
+    access: A,
+    channel: Channel,
+    max_reply_len: usize,
 }
 
-impl fmt::Debug for EnhancedChan<'_> {
+impl<A: BackdoorAccess + fmt::Debug> fmt::Debug for RpciChannel<A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // `Rpci`'s Debug shows the channel id and whether it has cookies, never the cookies.
-        f.debug_struct("EnhancedChan")
-            .field("guard", &self.guard)
-            .field("rpci", &self.rpci)
+        // `Channel`'s Debug shows the channel id and whether it has cookies, never the cookies.
+        f.debug_struct("RpciChannel")
+            .field("access", &self.access)
+            .field("channel", &self.channel)
+            .field("max_reply_len", &self.max_reply_len)
             .finish()
     }
 }
 
-impl<'a> EnhancedChan<'a> {
-    /// Opens an RPCI channel: with cookies first, then without for hosts that predate them.
-    /// Knocks first if the guard has not been probed yet.
+impl BackdoorGuard {
+    /// Opens an RPCI channel on this guard; see [`RpciChannel::open`].
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::NotVmware`](crate::ErrorKind::NotVmware) when the backdoor does not
-    /// answer; [`ErrorKind::NoChannel`](crate::ErrorKind::NoChannel) when the host refuses a
-    /// channel (all of its 8 or 128 channels in use, or messages disabled).
-    pub fn open(guard: &'a mut BackdoorGuard) -> Result<Self, VmwError> {
-        let rpci = Rpci::open(&mut guard.transport()?)?;
-        Ok(EnhancedChan { guard, rpci })
+    /// As [`RpciChannel::open`].
+    pub fn open_enhanced_chan(&mut self) -> Result<EnhancedChan<'_>, VmwError> {
+        RpciChannel::open(self)
+    }
+}
+
+impl<A: BackdoorAccess> RpciChannel<A> {
+    /// Opens an RPCI channel: with cookies first, then without for hosts that predate them.
+    /// On a guard, knocks first if the guard has not been probed yet.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::NotVmware`] when the backdoor does not answer; [`ErrorKind::NoChannel`]
+    /// when the host refuses a channel (all of its 8 or 128 channels in use, or no message
+    /// channel at all).
+    pub fn open(mut access: A) -> Result<Self, VmwError> {
+        let channel = Channel::open(&mut access.backdoor()?, PROTO_RPCI)?;
+        Ok(RpciChannel {
+            access,
+            channel,
+            max_reply_len: DEFAULT_MAX_REPLY_LEN,
+        })
     }
 
     /// Closes the channel. Once CLOSE was sent the channel counts as closed whatever the host
@@ -96,13 +150,15 @@ impl<'a> EnhancedChan<'a> {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::HostRefused`](crate::ErrorKind::HostRefused) with the text of a `0 …`
-    /// reply ([`VmwError::host_reply`]); [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge)
-    /// for a request over 65,536 bytes (nothing is sent) or a reply over
-    /// [`max_reply_len`](Self::max_reply_len); protocol, checkpoint and channel errors as
-    /// [`ErrorKind`](crate::ErrorKind) describes.
+    /// [`ErrorKind::HostRefused`] with the text of a `0 …` reply ([`VmwError::host_reply`]);
+    /// [`ErrorKind::TooLarge`] for a request over 65,536 bytes (nothing is sent) or a reply
+    /// over [`max_reply_len`](Self::max_reply_len); protocol, checkpoint and channel errors as
+    /// [`ErrorKind`] describes.
     pub fn rpc(&mut self, request: &[u8]) -> Result<Vec<u8>, VmwError> {
-        self.rpci.rpc(&mut self.guard.transport()?, request)
+        match self.send(request)? {
+            Reply::Success(payload) => Ok(payload),
+            Reply::Refused(text) => Err(VmwError::host_refused(first_word(request), &text)),
+        }
     }
 
     /// Reads a guestinfo value (`info-get guestinfo.KEY`); `Ok(None)` when it is not set.
@@ -112,12 +168,17 @@ impl<'a> EnhancedChan<'a> {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) for an empty key or one
-    /// with whitespace or NUL; [`ErrorKind::HostRefused`](crate::ErrorKind::HostRefused) when
-    /// the host refuses (e.g. "Permission denied" where the VM restricts `info-get`); others
-    /// as for [`rpc`](Self::rpc).
+    /// [`ErrorKind::InvalidInput`] for an empty key or one with whitespace or NUL;
+    /// [`ErrorKind::HostRefused`] when the host refuses (e.g. "Permission denied" where the VM
+    /// restricts `info-get`); others as for [`rpc`](Self::rpc).
     pub fn get_guestinfo(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, VmwError> {
-        self.rpci.get_guestinfo(&mut self.guard.transport()?, key)
+        let name = guestinfo_name(key)?;
+        let request = build(&[b"info-get ", GUESTINFO_PREFIX, name])?;
+        match self.send(&request)? {
+            Reply::Success(value) => Ok(Some(value)),
+            Reply::Refused(text) if trim_nuls(&text) == rpci::NO_VALUE => Ok(None),
+            Reply::Refused(text) => Err(VmwError::host_refused(&request, &text)),
+        }
     }
 
     /// Sets a guestinfo value (`info-set guestinfo.KEY VALUE`); the key as for
@@ -125,24 +186,42 @@ impl<'a> EnhancedChan<'a> {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) for a bad key or a value
-    /// containing NUL; [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge) when the whole
-    /// command exceeds 65,536 bytes; [`ErrorKind::HostRefused`](crate::ErrorKind::HostRefused)
-    /// when the host refuses (e.g. `isolation.tools.setinfo.disable`).
+    /// [`ErrorKind::InvalidInput`] for a bad key or a value containing NUL;
+    /// [`ErrorKind::TooLarge`] when the whole command exceeds 65,536 bytes;
+    /// [`ErrorKind::HostRefused`] when the host refuses (e.g.
+    /// `isolation.tools.setinfo.disable`).
     pub fn set_guestinfo(&mut self, key: &[u8], value: &[u8]) -> Result<(), VmwError> {
-        self.rpci
-            .set_guestinfo(&mut self.guard.transport()?, key, value)
+        let name = guestinfo_name(key)?;
+        if value.contains(&0) {
+            return Err(VmwError::new(
+                ErrorKind::InvalidInput,
+                "a guestinfo value cannot contain a NUL byte: the host stops reading there",
+            ));
+        }
+        let request = build(&[b"info-set ", GUESTINFO_PREFIX, name, b" ", value])?;
+        self.expect_success(
+            &request,
+            b"info-set ".len() + GUESTINFO_PREFIX.len() + name.len(),
+        )
     }
 
     /// Writes a line to the VM's log (`vmware.log`), as `log TEXT`.
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) for text containing NUL
-    /// (the host would silently drop everything after it; nothing is sent); others as for
-    /// [`rpc`](Self::rpc).
+    /// [`ErrorKind::InvalidInput`] for text containing NUL (the host would silently drop
+    /// everything after it; nothing is sent); others as for [`rpc`](Self::rpc).
     pub fn log(&mut self, msg: &str) -> Result<(), VmwError> {
-        self.rpci.log(&mut self.guard.transport()?, msg)
+        // The host reads a request up to its first NUL: the rest of the line would be lost
+        // without a word.
+        if msg.contains('\0') {
+            return Err(VmwError::new(
+                ErrorKind::InvalidInput,
+                "a log line cannot contain a NUL character: the host stops reading there",
+            ));
+        }
+        let request = build(&[b"log ", msg.as_bytes()])?;
+        self.expect_success(&request, b"log".len())
     }
 
     /// Tells the host that guest tools are present but not managed by VMware
@@ -152,105 +231,82 @@ impl<'a> EnhancedChan<'a> {
     ///
     /// As for [`rpc`](Self::rpc).
     pub fn report_agent(&mut self) -> Result<(), VmwError> {
-        self.rpci.report_agent(&mut self.guard.transport()?)
+        let request = build(&[b"tools.set.version ", rpci::TOOLS_VERSION_UNMANAGED])?;
+        self.expect_success(&request, request.len())
     }
 
     /// The longest reply payload accepted, in bytes; [`DEFAULT_MAX_REPLY_LEN`] (4 MiB)
-    /// unless changed. A longer reply fails with
-    /// [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge) before anything is allocated.
+    /// unless changed. A longer reply fails with [`ErrorKind::TooLarge`] before anything is
+    /// allocated.
+    #[must_use]
     pub fn max_reply_len(&self) -> usize {
-        self.rpci.max_reply_len()
+        self.max_reply_len
     }
 
     /// Sets the longest reply payload accepted (see [`max_reply_len`](Self::max_reply_len)).
     pub fn set_max_reply_len(&mut self, len: usize) {
-        self.rpci.set_max_reply_len(len);
+        self.max_reply_len = len;
+    }
+
+    /// What the channel talks through: the guard, or the in-memory host (whose counters a
+    /// test may want to read while the channel is open).
+    #[must_use]
+    pub fn access(&self) -> &A {
+        &self.access
+    }
+
+    /// What the channel talks through, mutably (to change an in-memory host mid-test, or to
+    /// run a guard's low-bandwidth commands between RPCs).
+    pub fn access_mut(&mut self) -> &mut A {
+        &mut self.access
+    }
+
+    /// Whether the host holds the channel now (it is reopened on the next call if not).
+    #[must_use]
+    pub fn is_open(&self) -> bool {
+        self.channel.is_open()
+    }
+
+    /// Sends a command whose success payload does not matter; on refusal the error names the
+    /// first `label_len` bytes of the request (never a value).
+    fn expect_success(&mut self, request: &[u8], label_len: usize) -> Result<(), VmwError> {
+        match self.send(request)? {
+            Reply::Success(_) => Ok(()),
+            Reply::Refused(text) => Err(VmwError::host_refused(
+                request.get(..label_len).unwrap_or(request),
+                &text,
+            )),
+        }
+    }
+
+    /// One exchange; the only place an RPC reaches the backdoor.
+    fn send(&mut self, request: &[u8]) -> Result<Reply, VmwError> {
+        let mut backdoor = self.access.backdoor()?;
+        // The cap is on the payload; the wire reply carries two more bytes of status.
+        let raw =
+            self.channel
+                .exchange(&mut backdoor, request, self.max_reply_len.saturating_add(2))?;
+        split_status(raw)
     }
 
     fn close_channel(&mut self) -> Result<(), VmwError> {
-        if !self.rpci.is_open() {
+        if !self.channel.is_open() {
             return Ok(());
         }
-        self.rpci.close(&mut self.guard.transport()?)
+        self.channel.close(&mut self.access.backdoor()?)
+    }
+
+    /// The channel's cookies, for tests that check they are never printed.
+    #[cfg(test)]
+    pub(crate) fn cookies(&self) -> (u32, u32) {
+        self.channel.cookies()
     }
 }
 
-impl Drop for EnhancedChan<'_> {
+impl<A: BackdoorAccess> Drop for RpciChannel<A> {
     fn drop(&mut self) {
         if let Err(e) = self.close_channel() {
             log::warn!("closing the RPCI channel on drop: {e}");
         }
-    }
-}
-
-/// Not part of the API (feature `sim`, hidden, no semver promise): the RPCI layer over any
-/// [`Transport`](crate::proto::Transport), so the fuzz targets in `fuzz/` can drive the real
-/// channel code in memory against the host model (`sim::host::Host` implements `Transport`).
-#[cfg(feature = "sim")]
-#[doc(hidden)]
-#[derive(Debug)]
-pub struct TransportRpci(Rpci);
-
-#[cfg(feature = "sim")]
-#[doc(hidden)]
-impl TransportRpci {
-    /// As [`EnhancedChan::open`], over `t`.
-    pub fn open<T: crate::proto::Transport + ?Sized>(t: &mut T) -> Result<Self, VmwError> {
-        Rpci::open(t).map(TransportRpci)
-    }
-
-    /// As [`EnhancedChan::rpc`], over `t`.
-    pub fn rpc<T: crate::proto::Transport + ?Sized>(
-        &mut self,
-        t: &mut T,
-        request: &[u8],
-    ) -> Result<Vec<u8>, VmwError> {
-        self.0.rpc(t, request)
-    }
-
-    /// As [`EnhancedChan::get_guestinfo`], over `t`.
-    pub fn get_guestinfo<T: crate::proto::Transport + ?Sized>(
-        &mut self,
-        t: &mut T,
-        key: &[u8],
-    ) -> Result<Option<Vec<u8>>, VmwError> {
-        self.0.get_guestinfo(t, key)
-    }
-
-    /// As [`EnhancedChan::set_guestinfo`], over `t`.
-    pub fn set_guestinfo<T: crate::proto::Transport + ?Sized>(
-        &mut self,
-        t: &mut T,
-        key: &[u8],
-        value: &[u8],
-    ) -> Result<(), VmwError> {
-        self.0.set_guestinfo(t, key, value)
-    }
-
-    /// As [`EnhancedChan::log`], over `t`.
-    pub fn log<T: crate::proto::Transport + ?Sized>(
-        &mut self,
-        t: &mut T,
-        text: &str,
-    ) -> Result<(), VmwError> {
-        self.0.log(t, text)
-    }
-
-    /// As [`EnhancedChan::close`], over `t` (the channel counts as closed afterwards).
-    pub fn close<T: crate::proto::Transport + ?Sized>(
-        &mut self,
-        t: &mut T,
-    ) -> Result<(), VmwError> {
-        self.0.close(t)
-    }
-
-    /// As [`EnhancedChan::set_max_reply_len`].
-    pub fn set_max_reply_len(&mut self, len: usize) {
-        self.0.set_max_reply_len(len);
-    }
-
-    /// Whether the host holds the channel.
-    pub fn is_open(&self) -> bool {
-        self.0.is_open()
     }
 }

@@ -8,7 +8,7 @@ use super::{Knock, Privilege};
 use crate::proto::{Regs, LB_PORT};
 use crate::{ErrorKind, VmwError};
 
-pub(crate) use super::x86::{instructions, is_vmware_cpu, Instructions};
+pub(crate) use super::x86::{instructions, is_vmware_cpu, RawCalls};
 
 /// Every Linux x86 build can reach a backdoor.
 pub(crate) fn supported() -> Result<(), VmwError> {

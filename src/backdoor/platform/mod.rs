@@ -9,7 +9,7 @@
 //! | `knock(regs)` | one GETVERSION call, run where a fault cannot kill the caller: [`Knock`] |
 //! | `raise_io_privilege()`, `release_io_privilege(p)` | I/O privilege for the calling thread |
 //! | `is_vmware_cpu()` | the CPUID hint |
-//! | `Instructions`, `instructions()` | the real backdoor calls as a [`Backdoor`](super::Backdoor), handed out only after a knock was answered |
+//! | `RawCalls`, `instructions()` | the three backdoor calls as instructions, handed out only after a knock was answered |
 //!
 //! | target | `os` | knock | I/O privilege |
 //! |---|---|---|---|
@@ -54,7 +54,7 @@ mod os;
 
 pub(crate) use os::{
     instructions, is_vmware_cpu, knock, raise_io_privilege, release_io_privilege, supported,
-    Instructions,
+    RawCalls,
 };
 
 /// How a knock ended.

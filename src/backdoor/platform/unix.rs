@@ -7,7 +7,7 @@ use super::{no_io_privilege, Knock, Privilege};
 use crate::proto::Regs;
 use crate::{ErrorKind, VmwError};
 
-pub(crate) use super::x86::{instructions, is_vmware_cpu, Instructions};
+pub(crate) use super::x86::{instructions, is_vmware_cpu, RawCalls};
 
 /// Every Unix x86 build can reach a backdoor, unprivileged.
 pub(crate) fn supported() -> Result<(), VmwError> {

@@ -1,21 +1,21 @@
 //! Targets without x86 port I/O: every entry point reports `Unsupported`.
 
 use super::{no_io_privilege, Knock, Privilege};
-use crate::proto::{Regs, Transport};
+use crate::proto::Regs;
 use crate::{ErrorKind, VmwError};
 
 /// No backdoor instructions exist here: the type has no value, so no call can be made.
 #[derive(Debug)]
-pub(crate) enum Instructions {}
+pub(crate) enum RawCalls {}
 
-impl Transport for Instructions {
-    fn lb(&mut self, _: &mut Regs) {
+impl RawCalls {
+    pub(crate) fn lb(&mut self, _: &mut Regs) {
         match *self {}
     }
-    fn hb_out(&mut self, _: &mut Regs, _: &[u8]) {
+    pub(crate) fn hb_out(&mut self, _: &mut Regs, _: &[u8]) {
         match *self {}
     }
-    fn hb_in(&mut self, _: &mut Regs, _: &mut [u8]) {
+    pub(crate) fn hb_in(&mut self, _: &mut Regs, _: &mut [u8]) {
         match *self {}
     }
 }
@@ -38,7 +38,7 @@ fn unsupported() -> VmwError {
 /// # Safety
 ///
 /// None needed: there are no instructions to hand out.
-pub(crate) unsafe fn instructions() -> Result<Instructions, VmwError> {
+pub(crate) unsafe fn instructions() -> Result<RawCalls, VmwError> {
     Err(unsupported())
 }
 

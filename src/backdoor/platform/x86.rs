@@ -1,5 +1,4 @@
-//! What every x86 platform shares: the backdoor instructions as a [`Transport`] and the
-//! CPUID hint.
+//! What every x86 platform shares: the backdoor instructions and the CPUID hint.
 //!
 //! | call | instruction | registers in | registers out |
 //! |---|---|---|---|
@@ -11,20 +10,20 @@
 //! one of them is either an output or saved and restored (`asm_x86_64.rs`, `asm_i686.rs`).
 
 use super::asm::{self, __cpuid};
-use crate::proto::{Regs, Transport};
+use crate::proto::Regs;
 
 /// Leaf whose EBX, ECX, EDX spell the hypervisor vendor.
 const HYPERVISOR_LEAF: u32 = 0x4000_0000;
 /// CPUID.1:ECX bit 31: "running under a hypervisor".
 const HYPERVISOR_PRESENT: u32 = 1 << 31;
 
-/// The real backdoor instructions.
+/// The real backdoor instructions (the three calls of [`Backdoor`](crate::Backdoor)).
 ///
 /// Zero-sized. Only [`instructions`] creates one, and only after the backdoor answered, so a
 /// value of this type is evidence that the port is the VMware backdoor and this thread may use
 /// it. Not `Send`/`Sync`: the evidence is about this thread's I/O access.
 #[derive(Debug)]
-pub(crate) struct Instructions {
+pub(crate) struct RawCalls {
     _this_thread_only: core::marker::PhantomData<*mut ()>,
 }
 
@@ -34,25 +33,25 @@ pub(crate) struct Instructions {
 ///
 /// A GETVERSION knock on this machine was answered by the VMware backdoor, and this thread
 /// holds the I/O access the knock ran with for as long as the value lives.
-pub(crate) unsafe fn instructions() -> Result<Instructions, crate::VmwError> {
-    Ok(Instructions {
+pub(crate) unsafe fn instructions() -> Result<RawCalls, crate::VmwError> {
+    Ok(RawCalls {
         _this_thread_only: core::marker::PhantomData,
     })
 }
 
-impl Transport for Instructions {
-    fn lb(&mut self, regs: &mut Regs) {
-        // SAFETY: an `Instructions` exists only once the backdoor answered with this thread's
+impl RawCalls {
+    pub(crate) fn lb(&mut self, regs: &mut Regs) {
+        // SAFETY: an `RawCalls` exists only once the backdoor answered with this thread's
         // access (`instructions`), so the port is VMware's and the call does not fault.
         unsafe { asm::lb(regs) }
     }
 
-    fn hb_out(&mut self, regs: &mut Regs, data: &[u8]) {
+    pub(crate) fn hb_out(&mut self, regs: &mut Regs, data: &[u8]) {
         // SAFETY: as in `lb`; `hb_out` points ESI/ECX at `data`, which the host only reads.
         unsafe { asm::hb_out(regs, data) }
     }
 
-    fn hb_in(&mut self, regs: &mut Regs, buf: &mut [u8]) {
+    pub(crate) fn hb_in(&mut self, regs: &mut Regs, buf: &mut [u8]) {
         // SAFETY: as in `lb`; `hb_in` points EDI/ECX at `buf`, so the host writes only there.
         unsafe { asm::hb_in(regs, buf) }
     }
