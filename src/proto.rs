@@ -1,8 +1,9 @@
 //! The protocol's numbers and register layout, shared by the guest library and the simulator.
 //!
 //! Everything here is a fact about the VMware backdoor, not a choice of this crate. The guest
-//! side ([`crate::backdoor`], [`crate::erpc`]) and the host model (`crate::sim`, feature
-//! `sim`) both speak in these terms, so the two cannot drift apart.
+//! side ([`BackdoorGuard`](crate::BackdoorGuard), [`RpciChannel`](crate::RpciChannel)) and
+//! the host model (`crate::sim`, feature `sim`) both speak in these terms, so the two cannot
+//! drift apart.
 //!
 //! # Register contract
 //!
@@ -16,8 +17,8 @@
 //! | EBX | argument; result | in: `status << 16` (command 0); out: `status << 16` |
 //! | ECX | `lo16` command, `hi16` sub-command; result (message status in `hi16`) | byte count |
 //! | EDX | `lo16` port, `hi16` channel id; result | `lo16` port, `hi16` channel id |
-//! | ESI, EDI | arguments (cookie halves); results | buffer address and one cookie half ([`HbDirection`]) |
-//! | EBP | unused | the other cookie half |
+//! | ESI, EDI | arguments (cookie halves); results | `rep outsb`: ESI buffer, EDI cookie low; `rep insb`: ESI cookie high, EDI buffer |
+//! | EBP | unused | `rep outsb`: cookie high; `rep insb`: cookie low |
 
 /// The backdoor magic, `"VMXh"` as a little-endian u32: EAX on every call, EBX after GETVERSION.
 pub const MAGIC: u32 = 0x564D_5868;
@@ -131,20 +132,6 @@ pub mod product {
     pub const WORKSTATION_ENTERPRISE: u32 = 5;
 }
 
-/// Direction of a high-bandwidth transfer; the cookie halves trade places between them.
-///
-/// | direction | ESI | EDI | EBP |
-/// |---|---|---|---|
-/// | [`HbDirection::ToHost`] (`rep outsb`) | buffer | cookie low | cookie high |
-/// | [`HbDirection::ToGuest`] (`rep insb`) | cookie high | buffer | cookie low |
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HbDirection {
-    /// Guest to host, `rep outsb`.
-    ToHost,
-    /// Host to guest, `rep insb`.
-    ToGuest,
-}
-
 /// The registers of one backdoor call, before or after it.
 ///
 /// Fields are full width; the protocol reads the low 32 bits of all of them except the
@@ -190,22 +177,22 @@ impl core::fmt::Debug for Regs {
 }
 
 /// The low 16 bits of a register.
-pub const fn lo16(r: u64) -> u16 {
+pub(crate) const fn lo16(r: u64) -> u16 {
     r as u16
 }
 
 /// Bits 31..16 of a register.
-pub const fn hi16(r: u64) -> u16 {
+pub(crate) const fn hi16(r: u64) -> u16 {
     (r >> 16) as u16
 }
 
 /// The low 32 bits of a register.
-pub const fn lo32(r: u64) -> u32 {
+pub(crate) const fn lo32(r: u64) -> u32 {
     r as u32
 }
 
 /// `hi << 16 | lo`, the way commands, ports and statuses share a register.
-pub const fn pack(hi: u16, lo: u16) -> u64 {
+pub(crate) const fn pack(hi: u16, lo: u16) -> u64 {
     ((hi as u64) << 16) | lo as u64
 }
 

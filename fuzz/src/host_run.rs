@@ -27,13 +27,33 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use vmw_backdoor::proto::{
-    cmd, hi16, lo16, lo32, msg, pack, status, Regs, FLAG_COOKIE, HB_PORT, LB_PORT, MAGIC,
-    MAX_GUEST_MESSAGE, MESSAGE_TYPE_SENDSIZE, PROTO_RPCI, PROTO_TCLO,
+    cmd, msg, status, Regs, FLAG_COOKIE, HB_PORT, LB_PORT, MAGIC, MAX_GUEST_MESSAGE,
+    MESSAGE_TYPE_SENDSIZE, PROTO_RPCI, PROTO_TCLO,
 };
 use vmw_backdoor::sim::host::{Answer, Counters, Host, HostConfig, Mode, Step};
 
 use crate::alloc_watch;
 use crate::scenario::{AnswerSpec, Chan, ConfigSpec, Op, Scenario, PREFIXES};
+
+/// The low 16 bits of a register.
+const fn lo16(r: u64) -> u16 {
+    r as u16
+}
+
+/// Bits 16..32 of a register (statuses, sub-commands, channel ids).
+const fn hi16(r: u64) -> u16 {
+    (r >> 16) as u16
+}
+
+/// The low 32 bits of a register.
+const fn lo32(r: u64) -> u32 {
+    r as u32
+}
+
+/// `hi << 16 | lo`, the way commands, ports and statuses share a register.
+const fn pack(hi: u16, lo: u16) -> u64 {
+    ((hi as u64) << 16) | lo as u64
+}
 
 /// What a `rep insb` on a port without a device returns at most (the model's documented cap).
 const NO_DEVICE_FILL: u64 = 1 << 20;

@@ -18,10 +18,24 @@
 use core::fmt;
 
 use crate::proto::{
-    self, cmd, hi16, lo32, msg, pack, status, Regs, FLAG_COOKIE, HB_CMD_MESSAGE, HB_PORT, LB_PORT,
-    MAGIC, MAX_GUEST_MESSAGE, MESSAGE_TYPE_SENDPAYLOAD, MESSAGE_TYPE_SENDSIZE, NO_ANSWER,
+    cmd, hi16, lo32, msg, pack, status, Regs, FLAG_COOKIE, HB_CMD_MESSAGE, HB_PORT, LB_PORT, MAGIC,
+    MAX_GUEST_MESSAGE, MESSAGE_TYPE_SENDPAYLOAD, MESSAGE_TYPE_SENDSIZE, NO_ANSWER,
 };
 use crate::{Backdoor, ErrorKind, VmwError};
+
+/// Direction of a high-bandwidth transfer; the cookie halves trade places between them.
+///
+/// | direction | ESI | EDI | EBP |
+/// |---|---|---|---|
+/// | [`HbDirection::ToHost`] (`rep outsb`) | buffer | cookie low | cookie high |
+/// | [`HbDirection::ToGuest`] (`rep insb`) | cookie high | buffer | cookie low |
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HbDirection {
+    /// Guest to host, `rep outsb`.
+    ToHost,
+    /// Host to guest, `rep insb`.
+    ToGuest,
+}
 
 /// How many times one phase (open, send, receive, close) is started before a run of
 /// checkpoints is reported as [`ErrorKind::Checkpoint`]. A checkpoint is a rare event
@@ -254,10 +268,10 @@ impl Channel {
     }
 
     /// Registers for an HB transfer; the cookie halves sit where the instruction leaves room.
-    fn hb_regs(&self, direction: proto::HbDirection) -> Regs {
+    fn hb_regs(&self, direction: HbDirection) -> Regs {
         let (si, di, bp) = match direction {
-            proto::HbDirection::ToHost => (0, self.cookie_low, self.cookie_high),
-            proto::HbDirection::ToGuest => (self.cookie_high, 0, self.cookie_low),
+            HbDirection::ToHost => (0, self.cookie_low, self.cookie_high),
+            HbDirection::ToGuest => (self.cookie_high, 0, self.cookie_low),
         };
         Regs {
             ax: MAGIC.into(),
@@ -285,7 +299,7 @@ impl Channel {
                 return Ok(());
             }
             if st & status::HB != 0 {
-                let mut r = self.hb_regs(proto::HbDirection::ToHost);
+                let mut r = self.hb_regs(HbDirection::ToHost);
                 t.hb_out(&mut r, message);
                 match hb_status(&r) {
                     s if s & status::SUCCESS != 0 => return Ok(()),
@@ -357,7 +371,7 @@ impl Channel {
             reply.resize(len, 0);
             if len > 0 {
                 if st & status::HB != 0 {
-                    let mut r = self.hb_regs(proto::HbDirection::ToGuest);
+                    let mut r = self.hb_regs(HbDirection::ToGuest);
                     t.hb_in(&mut r, &mut reply);
                     match hb_status(&r) {
                         s if s & status::SUCCESS != 0 => {}
