@@ -135,6 +135,7 @@
 //! host and a runner that executes a guest program under `ptrace`, answering its backdoor
 //! instructions from the model, so all of the above runs on any Linux machine.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 #![deny(missing_debug_implementations)]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -144,6 +145,10 @@ mod erpc;
 mod error;
 pub mod proto;
 #[cfg(all(feature = "sim", target_os = "linux", target_arch = "x86_64"))]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(all(feature = "sim", target_os = "linux", target_arch = "x86_64")))
+)]
 pub mod sim;
 
 pub use backdoor::{
