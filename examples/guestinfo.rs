@@ -20,8 +20,12 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     let (key, value) = match args.as_slice() {
-        [key] => (bytes(key), None),
-        [key, value] => (bytes(key), Some(bytes(value))),
+        // Keys and values need not be UTF-8: the argument bytes as given (on Unix).
+        [key] => (key.as_encoded_bytes().to_vec(), None),
+        [key, value] => (
+            key.as_encoded_bytes().to_vec(),
+            Some(value.as_encoded_bytes().to_vec()),
+        ),
         _ => {
             eprintln!("usage: guestinfo KEY [VALUE]");
             return ExitCode::from(2);
@@ -56,17 +60,5 @@ fn run(key: &[u8], value: Option<&[u8]>) -> Result<ExitCode, Box<dyn std::error:
             eprintln!("No value found");
             Ok(ExitCode::FAILURE)
         }
-    }
-}
-
-/// Arguments as bytes: keys and values need not be UTF-8.
-fn bytes(arg: &OsString) -> Vec<u8> {
-    #[cfg(unix)]
-    {
-        std::os::unix::ffi::OsStrExt::as_bytes(arg.as_os_str()).to_vec()
-    }
-    #[cfg(not(unix))]
-    {
-        arg.to_string_lossy().into_owned().into_bytes()
     }
 }

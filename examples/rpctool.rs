@@ -12,7 +12,11 @@ use std::io::Write;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let args: Vec<Vec<u8>> = std::env::args_os().skip(1).map(bytes).collect();
+    // Commands need not be UTF-8: the argument bytes as given (on Unix).
+    let args: Vec<Vec<u8>> = std::env::args_os()
+        .skip(1)
+        .map(std::ffi::OsString::into_encoded_bytes)
+        .collect();
     if args.is_empty() {
         eprintln!("usage: rpctool COMMAND [ARGUMENT...]");
         return ExitCode::from(2);
@@ -44,16 +48,4 @@ fn run(request: &[u8]) -> Result<Vec<u8>, vmw_backdoor::VmwError> {
         vmw_backdoor::probe_backdoor_privileged().or_else(|_| vmw_backdoor::probe_backdoor())?;
     let mut chan = guard.open_enhanced_chan()?;
     chan.rpc(request)
-}
-
-/// Arguments as bytes: commands need not be UTF-8.
-fn bytes(arg: std::ffi::OsString) -> Vec<u8> {
-    #[cfg(unix)]
-    {
-        std::os::unix::ffi::OsStringExt::into_vec(arg)
-    }
-    #[cfg(not(unix))]
-    {
-        arg.to_string_lossy().into_owned().into_bytes()
-    }
 }
