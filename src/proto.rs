@@ -177,7 +177,7 @@ impl core::fmt::Debug for Regs {
 }
 
 /// The low 16 bits of a register.
-#[cfg(feature = "sim")] // the host model reads ports and commands with it
+#[cfg(any(test, feature = "sim"))] // the host model reads ports and commands with it
 pub(crate) const fn lo16(r: u64) -> u16 {
     r as u16
 }
