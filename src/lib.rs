@@ -134,6 +134,12 @@
 //! With the `sim` feature (Linux x86_64), `vmw_backdoor::sim` provides a model of the VMware
 //! host and a runner that executes a guest program under `ptrace`, answering its backdoor
 //! instructions from the model, so all of the above runs on any Linux machine.
+//!
+//! The protocol code is written once, against [`Backdoor`]: the three calls, which the real
+//! [`Instructions`] (lent by a guard) and the simulator's host model both answer. So code
+//! written against [`RpciChannel<A>`](RpciChannel) for any [`BackdoorAccess`] runs over the
+//! real backdoor in production and over the host model in memory in unit tests (see
+//! [`RpciChannel`] for an example).
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]

@@ -11,10 +11,11 @@
 //! The model makes no system calls (unless [`HostConfig::system_clock`] is asked for) and
 //! never panics, whatever the registers say. It is driven either by the trap-and-emulate
 //! runner, which feeds it a real guest process's backdoor instructions, or directly through
-//! [`crate::proto::Transport`] by in-memory tests:
+//! [`Backdoor`](crate::Backdoor) by in-memory tests:
 //!
 //! ```
-//! use vmw_backdoor::proto::{cmd, pack, Regs, Transport, LB_PORT, MAGIC};
+//! use vmw_backdoor::proto::{cmd, Regs, LB_PORT, MAGIC};
+//! use vmw_backdoor::Backdoor;
 //! use vmw_backdoor::sim::host::{Host, HostConfig};
 //!
 //! let mut host = Host::new(HostConfig::default());
