@@ -96,11 +96,13 @@ impl VmwError {
     }
 
     /// What kind of failure this is.
+    #[must_use]
     pub fn kind(&self) -> ErrorKind {
         self.kind
     }
 
     /// The host's reply text, without the `0 ` prefix, when the host refused a command.
+    #[must_use]
     pub fn host_reply(&self) -> Option<&[u8]> {
         self.host_reply.as_deref()
     }

@@ -33,6 +33,7 @@ pub enum Product {
 impl Product {
     /// The product for the number GETVERSION reported in ECX ([`Product::Other`] for a number
     /// this crate does not know).
+    #[must_use]
     pub fn from_raw(raw: u32) -> Product {
         match raw {
             product::UNSET => Product::Unset,
@@ -46,6 +47,7 @@ impl Product {
     }
 
     /// The name `vmware-checkvm -p` prints for this product.
+    #[must_use]
     pub fn name(self) -> &'static str {
         match self {
             Product::Unset => "Unknown",
@@ -77,6 +79,7 @@ pub struct Version {
 
 impl Version {
     /// Whether the version is the one open-vm-tools accepts (6).
+    #[must_use]
     pub fn is_compatible(&self) -> bool {
         self.version == crate::proto::VERSION_MAGIC
     }
@@ -95,6 +98,7 @@ pub struct HostTime {
 
 impl HostTime {
     /// The host time as a duration since the Unix epoch.
+    #[must_use]
     pub fn since_unix_epoch(&self) -> Duration {
         Duration::from_secs(self.secs).saturating_add(Duration::from_micros(self.micros.into()))
     }
@@ -121,18 +125,22 @@ impl VcpuInfo {
     const RESERVED: u32 = 1 << 31;
 
     /// All bits as the host reported them.
+    #[must_use]
     pub fn bits(self) -> u32 {
         self.0
     }
     /// The virtual TSCs of all vCPUs are synchronized.
+    #[must_use]
     pub fn sync_vtscs(self) -> bool {
         self.0 & Self::SYNC_VTSCS != 0
     }
     /// The guest may use x2APIC in legacy mode.
+    #[must_use]
     pub fn legacy_x2apic_ok(self) -> bool {
         self.0 & Self::LEGACY_X2APIC_OK != 0
     }
     /// MMIO honours the page attribute table.
+    #[must_use]
     pub fn mmio_honors_pat(self) -> bool {
         self.0 & Self::MMIO_HONORS_PAT != 0
     }

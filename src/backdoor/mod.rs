@@ -218,6 +218,7 @@ pub fn probe_backdoor() -> Result<BackdoorGuard, VmwError> {
 /// This is a hint, not proof in either direction: a hypervisor may hide or change its
 /// signature while the backdoor still answers. [`probe_backdoor`] asks the backdoor itself,
 /// safely.
+#[must_use]
 pub fn is_vmware_cpu() -> bool {
     platform::is_vmware_cpu()
 }
@@ -272,6 +273,7 @@ impl BackdoorGuard {
     }
 
     /// Whether this guard holds I/O privilege (`ioperm` or `iopl`).
+    #[must_use]
     pub fn is_privileged(&self) -> bool {
         self.access.is_privileged()
     }
