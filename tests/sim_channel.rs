@@ -67,7 +67,7 @@ fn rpci_in_low_bandwidth_with_cookies() {
         (
             c.channels_opened,
             c.channels_closed,
-            c.channels_open,
+            c.channels_open(),
             c.rpcs
         ),
         (1, 1, 0, 1)
@@ -378,7 +378,7 @@ fn channel_limit() {
     });
     let c = host.counters();
     assert_eq!(
-        (c.channels_opened, c.channels_closed, c.channels_open),
+        (c.channels_opened, c.channels_closed, c.channels_open()),
         (9, 1, 8)
     );
 }
