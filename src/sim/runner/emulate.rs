@@ -21,9 +21,9 @@ const SI_KERNEL: i32 = 0x80;
 /// Bytes of an empty-port `rep ins` written per trap; the rest is left in RCX and the
 /// instruction re-executes, as an interrupted REP string instruction does on hardware.
 const FILL_BUDGET: u64 = 1 << 20;
-/// Hypercall flags in `lo16(EDX)`: low-bandwidth, high-bandwidth in (host to guest),
-/// high-bandwidth out (open-vm-tools `lib/include/backdoor_def.h`, `BDOOR_FLAGS_LB`,
-/// `BDOOR_FLAGS_HB | BDOOR_FLAGS_READ`, `BDOOR_FLAGS_HB | BDOOR_FLAGS_WRITE`).
+/// Hypercall flags in `lo16(EDX)`: low-bandwidth, high-bandwidth read (host to guest),
+/// high-bandwidth write (`BDOOR_FLAGS_HB` = 1 and `BDOOR_FLAGS_WRITE` = 2 in open-vm-tools'
+/// `lib/include/backdoor_def.h`).
 const HC_LB: u16 = 0;
 const HC_HB_IN: u16 = 1;
 const HC_HB_OUT: u16 = 3;
