@@ -197,9 +197,6 @@ pub(crate) const fn pack(hi: u16, lo: u16) -> u64 {
     ((hi as u64) << 16) | lo as u64
 }
 
-#[doc(hidden)]
-pub use crate::backdoor::Backdoor as Transport;
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,12 +234,12 @@ mod tests {
 #[cfg(test)]
 pub(crate) mod partial_hosts {
     use super::{Regs, NO_ANSWER};
-    use crate::Backdoor as Transport;
+    use crate::Backdoor;
 
     /// No device on the port: EAX reads all ones, nothing else changes.
     #[derive(Debug)]
     pub(crate) struct Nothing;
-    impl Transport for Nothing {
+    impl Backdoor for Nothing {
         fn lb(&mut self, regs: &mut Regs) {
             regs.ax = NO_ANSWER.into();
         }
@@ -254,7 +251,7 @@ pub(crate) mod partial_hosts {
     /// (QEMU's `vmport` with `x-signal-unsupported-cmd=off`).
     #[derive(Debug)]
     pub(crate) struct Silent;
-    impl Transport for Silent {
+    impl Backdoor for Silent {
         fn lb(&mut self, _: &mut Regs) {}
         fn hb_out(&mut self, _: &mut Regs, _: &[u8]) {}
         fn hb_in(&mut self, _: &mut Regs, _: &mut [u8]) {}

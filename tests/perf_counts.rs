@@ -3,7 +3,8 @@
 //! every payload size the benches use, on an HB host and an LB-only host, with the channel
 //! reused and opened per operation. Counts only; timings live in `benches/`.
 //!
-//! Targets (issue 4, PROTOCOL.md §5.1):
+//! Targets (the message sequence of open-vm-tools' `lib/message/message.c`, `Message_Send`
+//! and `Message_Receive`):
 //! - HB host: 5 calls per RPC (SENDSIZE, OUTSB, RECVSIZE, INSB, RECVSTATUS), 7 with OPEN
 //!   and CLOSE, whatever the size;
 //! - LB-only host: 3 + ⌈request/4⌉ + ⌈reply/4⌉ per RPC (+2 with OPEN and CLOSE);

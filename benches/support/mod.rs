@@ -337,7 +337,8 @@ impl Calls {
     }
 }
 
-/// The fewest calls the protocol allows for `op` (PROTOCOL.md §5.1): SENDSIZE, the request
+/// The fewest calls the protocol allows for `op` (open-vm-tools' `lib/message/message.c`,
+/// `Message_Send` and `Message_Receive`): SENDSIZE, the request
 /// (one OUTSB, or a SENDPAYLOAD per 4 bytes), RECVSIZE, the reply (one INSB, or a
 /// RECVPAYLOAD per 4 bytes), RECVSTATUS; plus OPEN and CLOSE when the channel is per
 /// operation. GETVERSION is one call.

@@ -6,12 +6,14 @@
 //! - no single allocation larger than the largest thing the host legitimately holds
 //!   (1 MiB of 0xFF for a `rep insb` without a device, a preset guestinfo value, a 64 KiB
 //!   guest message), so nothing is sized by a guest register;
-//! - `rep insb` never returns more bytes than RCX; without a device it returns 0xFF bytes;
+//! - the calls go through `Backdoor` (which sets ECX and ESI/EDI from the buffer); a
+//!   high-bandwidth receive writes nothing past what it hands over, without a device 0xFF
+//!   bytes;
 //! - a call not addressed to the backdoor (wrong magic or port, not VMware) changes nothing
 //!   but EAX (LB: 0xFFFFFFFF) and the call counter;
 //! - registers the host writes hold 32-bit values; the others keep all 64 bits;
-//! - counters: each call bumps exactly its own call counter, fields only grow (except
-//!   `channels_open`), `channels_open` = `channels_opened - channels_closed` =
+//! - counters: each call bumps exactly its own call counter, fields only grow,
+//!   `channels_open()` = `channels_opened - channels_closed` =
 //!   `open_channels()` ≤ the configured limit, no checkpoint or fault appears that was not
 //!   configured, byte counters grow by what actually moved;
 //! - when no fault fired: status registers have a zero low half; a failed LB step is
@@ -31,6 +33,7 @@ use vmw_backdoor::proto::{
     MESSAGE_TYPE_SENDSIZE, PROTO_RPCI, PROTO_TCLO,
 };
 use vmw_backdoor::sim::host::{Answer, Counters, Host, HostConfig, Mode, Step};
+use vmw_backdoor::Backdoor;
 
 use crate::alloc_watch;
 use crate::scenario::{AnswerSpec, Chan, ConfigSpec, Op, Scenario, PREFIXES};
@@ -313,12 +316,15 @@ impl HostRun {
         d
     }
 
-    /// A `rep outsb` of `data` (the bytes at RSI; RCX is the guest's count).
+    /// A high-bandwidth send of `data` through [`Backdoor::hb_out`] (which sets ECX and ESI
+    /// from `data`).
     fn hb_out(&mut self, regs: &mut Regs, data: &[u8]) -> Disturbance {
+        regs.cx = data.len() as u64;
+        regs.si = data.as_ptr() as usize as u64;
         let before = *regs;
         let c0 = self.host.counters().clone();
         alloc_watch::reset_largest();
-        self.host.hb_out(regs, data);
+        Backdoor::hb_out(&mut self.host, regs, data);
         self.check_alloc("hb_out", &before);
         let c1 = self.host.counters().clone();
         self.check_counters(&c0, &c1);
@@ -358,13 +364,36 @@ impl HostRun {
         d
     }
 
-    /// A `rep insb`; returns the bytes and what faults and checkpoints did.
+    /// A high-bandwidth receive through [`Backdoor::hb_in`] into a buffer of RCX bytes (at
+    /// most the allocation bound; the trait sets ECX and EDI from it); returns the bytes the
+    /// host handed over and what faults and checkpoints did.
     fn hb_in(&mut self, regs: &mut Regs) -> (Vec<u8>, Disturbance) {
+        let room = usize::try_from(regs.cx)
+            .unwrap_or(usize::MAX)
+            .min(self.alloc_bound);
+        let mut buf = vec![0u8; room];
+        regs.cx = room as u64;
+        regs.di = buf.as_mut_ptr() as usize as u64;
         let before = *regs;
         let c0 = self.host.counters().clone();
         alloc_watch::reset_largest();
-        let bytes = self.host.hb_in(regs);
+        Backdoor::hb_in(&mut self.host, regs, &mut buf);
         self.check_alloc("hb_in", &before);
+        // What the host wrote: 0xFF bytes without a device, else what it counted as handed.
+        let written = if self.hb_addressed(&before) {
+            let handed = self.host.counters().bytes_to_guest - c0.bytes_to_guest;
+            usize::try_from(handed).unwrap_or(usize::MAX).min(room)
+        } else {
+            room.min(NO_DEVICE_FILL as usize)
+        };
+        assert!(
+            buf.get(written..)
+                .unwrap_or_default()
+                .iter()
+                .all(|&b| b == 0),
+            "HB in wrote past the {written} bytes it handed over"
+        );
+        let bytes = buf.get(..written).unwrap_or_default().to_vec();
         let c1 = self.host.counters().clone();
         self.check_counters(&c0, &c1);
         assert_eq!(c1.hb_in_calls, c0.hb_in_calls + 1, "hb_in_calls");
@@ -437,10 +466,10 @@ impl HostRun {
             "{open} channels open, limit {}",
             self.limit
         );
-        assert_eq!(c1.channels_open, open as u64, "channels_open counter");
+        assert_eq!(c1.channels_open(), open as u64, "channels_open counter");
         assert_eq!(
             c1.channels_opened - c1.channels_closed,
-            c1.channels_open,
+            c1.channels_open(),
             "opened - closed != open"
         );
         for (name, a, b) in [
@@ -494,7 +523,8 @@ impl HostRun {
 
     fn check_open_count_unchanged(&self, c0: &Counters, c1: &Counters) {
         assert_eq!(
-            c0.channels_open, c1.channels_open,
+            c0.channels_open(),
+            c1.channels_open(),
             "open channels changed outside OPEN/CLOSE"
         );
     }
@@ -529,7 +559,7 @@ impl HostRun {
                 let id = hi16(after.dx);
                 assert_eq!(lo16(after.dx), 0, "OPEN's EDX low half");
                 assert!(usize::from(id) < self.limit, "channel id {id} beyond limit");
-                assert_eq!(c1.channels_open, c0.channels_open + 1);
+                assert_eq!(c1.channels_open(), c0.channels_open() + 1);
                 let wants_cookie = proto & FLAG_COOKIE != 0;
                 assert!(
                     !(wants_cookie && self.no_cookies),
@@ -565,8 +595,8 @@ impl HostRun {
         self.check_cookie_refused(hi16(before.dx), lo32(before.si), lo32(before.di), after.cx);
         if sub == msg::CLOSE && st & status::SUCCESS != 0 {
             assert_eq!(
-                c1.channels_open + 1,
-                c0.channels_open,
+                c1.channels_open() + 1,
+                c0.channels_open(),
                 "CLOSE succeeded, count wrong"
             );
         } else {
@@ -930,7 +960,7 @@ impl HostRun {
         assert!(json.starts_with('{') && json.ends_with("]}"), "{json}");
         for (key, value) in [
             ("lb_calls", c.lb_calls),
-            ("channels_open_at_exit", c.channels_open),
+            ("channels_open_at_exit", c.channels_open()),
             ("rpcs", c.rpcs),
         ] {
             assert!(

@@ -4,7 +4,7 @@
 //!
 //! - [`host`]: a model of the VMware host side of the backdoor (low-level commands, the
 //!   message channel, RPCI, TCLO), pure Rust, usable in memory through
-//!   [`Transport`](crate::proto::Transport).
+//!   [`Backdoor`](crate::Backdoor).
 //! - the trap-and-emulate runner: the guest runs as an ordinary traced process; its
 //!   backdoor instructions (`in`/`out` on port 0x5658, `rep outsb`/`rep insb` on 0x5659)
 //!   fault because it has no I/O privilege, and the runner answers them from the host

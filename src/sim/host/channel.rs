@@ -9,8 +9,12 @@
 //! zero, in ECX for a low-bandwidth call and in EBX for a high-bandwidth one. A failed step
 //! answers 0 and changes nothing else.
 
-use super::config::{Answer, Step};
-use super::Host;
+use super::config::{Answer, Fault, HostConfig, Step};
+use super::counters::Counters;
+use super::faults::Faults;
+use super::rng::SplitMix64;
+use super::rpci::Rpci;
+use super::tclo::Tclo;
 use crate::proto::{
     hi16, lo16, lo32, msg, status, Regs, FLAG_COOKIE, HB_CMD_MESSAGE, MAX_GUEST_MESSAGE,
     MESSAGE_TYPE_SENDPAYLOAD, MESSAGE_TYPE_SENDSIZE, PROTO_RPCI, PROTO_TCLO,
@@ -115,59 +119,6 @@ impl Channel {
     }
 }
 
-/// The channel table: ids are slot indexes, the lowest free one is reused first.
-#[derive(Debug)]
-pub(super) struct Channels {
-    slots: Vec<Option<Channel>>,
-    limit: usize,
-    open: usize,
-}
-
-impl Channels {
-    /// An empty table for at most `limit` (≤ 65,536) channels.
-    pub(super) fn new(limit: usize) -> Self {
-        Channels {
-            slots: Vec::new(),
-            limit: limit.min(1 << 16),
-            open: 0,
-        }
-    }
-
-    /// Channels open now.
-    pub(super) fn open_count(&self) -> usize {
-        self.open
-    }
-
-    fn insert(&mut self, channel: Channel) -> Option<u16> {
-        let index = match self.slots.iter().position(Option::is_none) {
-            Some(i) => i,
-            None if self.slots.len() < self.limit => {
-                self.slots.push(None);
-                self.slots.len() - 1
-            }
-            None => return None,
-        };
-        let id = u16::try_from(index).ok()?;
-        *self.slots.get_mut(index)? = Some(channel);
-        self.open += 1;
-        Some(id)
-    }
-
-    fn get_mut(&mut self, id: u16) -> Option<&mut Channel> {
-        self.slots.get_mut(usize::from(id))?.as_mut()
-    }
-
-    fn remove(&mut self, id: u16) -> bool {
-        match self.slots.get_mut(usize::from(id)).and_then(Option::take) {
-            Some(_) => {
-                self.open -= 1;
-                true
-            }
-            None => false,
-        }
-    }
-}
-
 /// Status register value for `bits`.
 const fn st(bits: u16) -> u32 {
     (bits as u32) << 16
@@ -184,10 +135,86 @@ enum Pre {
     Go(Option<Answer>),
 }
 
-impl Host {
+/// The channel table: ids are slot indexes, the lowest free one is reused first.
+#[derive(Debug)]
+struct Table {
+    slots: Vec<Option<Channel>>,
+    limit: usize,
+}
+
+impl Table {
+    fn insert(&mut self, channel: Channel) -> Option<u16> {
+        let index = match self.slots.iter().position(Option::is_none) {
+            Some(i) => i,
+            None if self.slots.len() < self.limit => {
+                self.slots.push(None);
+                self.slots.len() - 1
+            }
+            None => return None,
+        };
+        let id = u16::try_from(index).ok()?;
+        *self.slots.get_mut(index)? = Some(channel);
+        Some(id)
+    }
+
+    fn get_mut(&mut self, id: u16) -> Option<&mut Channel> {
+        self.slots.get_mut(usize::from(id))?.as_mut()
+    }
+
+    fn remove(&mut self, id: u16) -> bool {
+        self.slots
+            .get_mut(usize::from(id))
+            .and_then(Option::take)
+            .is_some()
+    }
+}
+
+/// What the channel layer hands complete messages to and counts in: the rest of the host.
+pub(super) struct Ends<'a> {
+    /// Executes guest messages on RPCI channels.
+    pub(super) rpci: &'a mut Rpci,
+    /// Supplies host commands to, and records guest messages from, TCLO channels.
+    pub(super) tclo: &'a mut Tclo,
+    /// The host's counters.
+    pub(super) counters: &'a mut Counters,
+}
+
+/// The message channel service: the channel table, the per-channel state machine behind
+/// the message sub-commands and the high-bandwidth transfers, and the fault schedule and
+/// cookie source that drive it.
+#[derive(Debug)]
+pub(super) struct Channels {
+    table: Table,
+    faults: Faults,
+    rng: SplitMix64,
+    /// High-bandwidth transfers offered ([`HostConfig::hb`]).
+    hb: bool,
+    /// OPEN with the cookie flag accepted ([`HostConfig::cookies`]).
+    cookies: bool,
+    /// RECVSTATUS keeps the reply ([`HostConfig::endless_dorecv`]).
+    endless_dorecv: bool,
+}
+
+impl Channels {
+    /// An empty table set up as `config` says (at most 65,536 channels), with these
+    /// one-shot faults.
+    pub(super) fn new(config: &HostConfig, faults: Vec<Fault>) -> Self {
+        Channels {
+            table: Table {
+                slots: Vec::new(),
+                limit: config.channels.min(1 << 16),
+            },
+            faults: Faults::new(faults, config.cpt_every),
+            rng: SplitMix64::new(config.seed.0),
+            hb: config.hb,
+            cookies: config.cookies,
+            endless_dorecv: config.endless_dorecv,
+        }
+    }
+
     /// SUCCESS plus the HB bit when high-bandwidth transfers are offered.
     fn ok_hb(&self) -> u32 {
-        if self.config.hb {
+        if self.hb {
             st(status::SUCCESS | status::HB)
         } else {
             OK
@@ -196,7 +223,7 @@ impl Host {
 
     /// A low-bandwidth MESSAGE call (`lo16(ECX)` = 30), already counted and checked for
     /// magic and port.
-    pub(super) fn message(&mut self, regs: &mut Regs) {
+    pub(super) fn message(&mut self, regs: &mut Regs, ends: &mut Ends<'_>) {
         let step = match hi16(regs.cx) {
             msg::OPEN => Step::Open,
             msg::SENDSIZE => Step::SendSize,
@@ -211,12 +238,12 @@ impl Host {
             }
         };
         if step == Step::Open {
-            self.open(regs);
+            self.open(regs, ends);
             return;
         }
         let id = hi16(regs.dx);
         // Low-bandwidth layout: ESI = cookie high, EDI = cookie low.
-        let modifier = match self.pre_step(step, id, lo32(regs.si), lo32(regs.di)) {
+        let modifier = match self.pre_step(step, id, lo32(regs.si), lo32(regs.di), ends) {
             Pre::Done(value) => {
                 regs.cx = u64::from(value);
                 return;
@@ -224,29 +251,29 @@ impl Host {
             Pre::Go(modifier) => modifier,
         };
         let value = match step {
-            Step::SendSize => self.send_size(id, lo32(regs.bx)),
-            Step::SendPayload => self.send_payload(id, lo32(regs.bx)),
-            Step::RecvSize => self.recv_size(id, regs, modifier),
-            Step::RecvPayload => self.recv_payload(id, regs, modifier),
+            Step::SendSize => self.send_size(id, lo32(regs.bx), ends),
+            Step::SendPayload => self.send_payload(id, lo32(regs.bx), ends),
+            Step::RecvSize => self.recv_size(id, regs, modifier, ends),
+            Step::RecvPayload => self.recv_payload(id, regs, modifier, ends),
             Step::RecvStatus => self.recv_status(id),
-            Step::Close => self.close(id),
+            Step::Close => self.close(id, ends),
             Step::Open | Step::HbOut | Step::HbIn => FAIL,
         };
         regs.cx = u64::from(value);
     }
 
     /// A high-bandwidth guest-to-host transfer addressed to the backdoor.
-    pub(super) fn hb_message_out(&mut self, regs: &mut Regs, data: &[u8]) {
-        regs.bx = u64::from(self.hb_out_status(regs, data));
+    pub(super) fn hb_out(&mut self, regs: &mut Regs, data: &[u8], ends: &mut Ends<'_>) {
+        regs.bx = u64::from(self.hb_out_status(regs, data, ends));
     }
 
-    fn hb_out_status(&mut self, regs: &Regs, data: &[u8]) -> u32 {
-        if !self.config.hb {
+    fn hb_out_status(&mut self, regs: &Regs, data: &[u8], ends: &mut Ends<'_>) -> u32 {
+        if !self.hb {
             return FAIL;
         }
         let id = hi16(regs.dx);
         // Send layout: EDI = cookie low, EBP = cookie high.
-        match self.pre_step(Step::HbOut, id, lo32(regs.bp), lo32(regs.di)) {
+        match self.pre_step(Step::HbOut, id, lo32(regs.bp), lo32(regs.di), ends) {
             Pre::Done(value) => return value,
             Pre::Go(_) => {}
         }
@@ -254,7 +281,7 @@ impl Host {
             return FAIL;
         }
         let count = regs.cx;
-        let Some(ch) = self.channels.get_mut(id) else {
+        let Some(ch) = self.table.get_mut(id) else {
             return FAIL;
         };
         let Some(incoming) = ch.incoming.as_mut() else {
@@ -268,26 +295,26 @@ impl Host {
             return FAIL;
         };
         incoming.bytes = bytes.to_vec();
-        self.counters.bytes_to_host += bytes.len() as u64;
-        self.complete_send(id);
+        ends.counters.bytes_to_host += bytes.len() as u64;
+        self.complete_send(id, ends);
         OK
     }
 
     /// A high-bandwidth host-to-guest transfer addressed to the backdoor: the bytes to write
     /// at RDI.
-    pub(super) fn hb_message_in(&mut self, regs: &mut Regs) -> Vec<u8> {
-        let (value, bytes) = self.hb_in_status(regs);
+    pub(super) fn hb_in(&mut self, regs: &mut Regs, ends: &mut Ends<'_>) -> Vec<u8> {
+        let (value, bytes) = self.hb_in_status(regs, ends);
         regs.bx = u64::from(value);
         bytes
     }
 
-    fn hb_in_status(&mut self, regs: &Regs) -> (u32, Vec<u8>) {
-        if !self.config.hb {
+    fn hb_in_status(&mut self, regs: &Regs, ends: &mut Ends<'_>) -> (u32, Vec<u8>) {
+        if !self.hb {
             return (FAIL, Vec::new());
         }
         let id = hi16(regs.dx);
         // Receive layout: ESI = cookie high, EBP = cookie low.
-        match self.pre_step(Step::HbIn, id, lo32(regs.si), lo32(regs.bp)) {
+        match self.pre_step(Step::HbIn, id, lo32(regs.si), lo32(regs.bp), ends) {
             Pre::Done(value) => return (value, Vec::new()),
             Pre::Go(_) => {}
         }
@@ -295,7 +322,7 @@ impl Host {
             return (FAIL, Vec::new());
         }
         let room = regs.cx;
-        let Some(ch) = self.channels.get_mut(id) else {
+        let Some(ch) = self.table.get_mut(id) else {
             return (FAIL, Vec::new());
         };
         let Some(reply) = ch.reply.as_mut() else {
@@ -314,27 +341,27 @@ impl Host {
         };
         let bytes = bytes.to_vec();
         reply.offset = len;
-        self.counters.bytes_to_guest += len as u64;
+        ends.counters.bytes_to_guest += len as u64;
         (OK, bytes)
     }
 
     /// Counts the occurrence, applies a one-shot fault or a periodic checkpoint, checks
     /// the channel id and cookie.
-    fn pre_step(&mut self, step: Step, id: u16, high: u32, low: u32) -> Pre {
+    fn pre_step(&mut self, step: Step, id: u16, high: u32, low: u32, ends: &mut Ends<'_>) -> Pre {
         let forced = self.faults.occurrence(step);
         let valid = self.channel_ok(id, high, low);
         if let Some(answer) = forced {
-            self.counters.faults_injected += 1;
+            ends.counters.faults_injected += 1;
             let value = match answer {
                 Answer::Cpt => {
-                    self.counters.cpts_injected += 1;
+                    ends.counters.cpts_injected += 1;
                     st(status::CPT)
                 }
                 Answer::Fail => FAIL,
                 Answer::Raw(value) => value,
                 Answer::CloseChannel => {
-                    if valid && self.channels.remove(id) {
-                        self.note_closed();
+                    if valid && self.table.remove(id) {
+                        ends.counters.channels_closed += 1;
                     }
                     return Pre::Done(st(status::CLOSED));
                 }
@@ -346,7 +373,7 @@ impl Host {
                     };
                 }
             };
-            if let Some(ch) = self.channels.get_mut(id).filter(|_| valid) {
+            if let Some(ch) = self.table.get_mut(id).filter(|_| valid) {
                 ch.cancel(step);
             }
             return Pre::Done(value);
@@ -355,13 +382,13 @@ impl Host {
             return Pre::Done(FAIL);
         }
         if step.is_payload() {
-            let Some(ch) = self.channels.get_mut(id) else {
+            let Some(ch) = self.table.get_mut(id) else {
                 return Pre::Done(FAIL);
             };
             if self.faults.periodic_cpt(ch.cpt_spent) {
                 ch.cpt_spent = true;
                 ch.cancel(step);
-                self.counters.cpts_injected += 1;
+                ends.counters.cpts_injected += 1;
                 return Pre::Done(st(status::CPT));
             }
         }
@@ -370,24 +397,19 @@ impl Host {
 
     /// The channel is open and the cookie (if it has one) matches.
     fn channel_ok(&mut self, id: u16, high: u32, low: u32) -> bool {
-        match self.channels.get_mut(id) {
+        match self.table.get_mut(id) {
             Some(ch) => ch.cookie.map_or(true, |c| c.high == high && c.low == low),
             None => false,
         }
     }
 
-    fn note_closed(&mut self) {
-        self.counters.channels_closed += 1;
-        self.counters.channels_open = self.channels.open_count() as u64;
-    }
-
     /// OPEN: EBX = protocol | optional cookie flag.
-    fn open(&mut self, regs: &mut Regs) {
+    fn open(&mut self, regs: &mut Regs, ends: &mut Ends<'_>) {
         if let Some(answer) = self.faults.occurrence(Step::Open) {
-            self.counters.faults_injected += 1;
+            ends.counters.faults_injected += 1;
             let value = match answer {
                 Answer::Cpt => {
-                    self.counters.cpts_injected += 1;
+                    ends.counters.cpts_injected += 1;
                     st(status::CPT)
                 }
                 Answer::Raw(value) => value,
@@ -406,7 +428,7 @@ impl Host {
                 return;
             }
         };
-        if wants_cookie && !self.config.cookies {
+        if wants_cookie && !self.cookies {
             regs.cx = u64::from(FAIL);
             return;
         }
@@ -419,12 +441,11 @@ impl Host {
         } else {
             None
         };
-        let Some(id) = self.channels.insert(Channel::new(protocol, cookie)) else {
+        let Some(id) = self.table.insert(Channel::new(protocol, cookie)) else {
             regs.cx = u64::from(FAIL);
             return;
         };
-        self.counters.channels_opened += 1;
-        self.counters.channels_open = self.channels.open_count() as u64;
+        ends.counters.channels_opened += 1;
         regs.cx = u64::from(OK);
         regs.dx = u64::from(id) << 16;
         regs.si = u64::from(cookie.map_or(0, |c| c.high));
@@ -432,9 +453,9 @@ impl Host {
     }
 
     /// SENDSIZE: EBX = length of the guest's next message.
-    fn send_size(&mut self, id: u16, len: u32) -> u32 {
+    fn send_size(&mut self, id: u16, len: u32, ends: &mut Ends<'_>) -> u32 {
         let ok = self.ok_hb();
-        let Some(ch) = self.channels.get_mut(id) else {
+        let Some(ch) = self.table.get_mut(id) else {
             return FAIL;
         };
         let len = len as usize;
@@ -450,14 +471,14 @@ impl Host {
             bytes: Vec::new(),
         });
         if len == 0 {
-            self.complete_send(id);
+            self.complete_send(id, ends);
         }
         ok
     }
 
     /// SENDPAYLOAD: EBX = the next 1..4 bytes, little-endian.
-    fn send_payload(&mut self, id: u16, word: u32) -> u32 {
-        let Some(ch) = self.channels.get_mut(id) else {
+    fn send_payload(&mut self, id: u16, word: u32, ends: &mut Ends<'_>) -> u32 {
+        let Some(ch) = self.table.get_mut(id) else {
             return FAIL;
         };
         let Some(incoming) = ch.incoming.as_mut() else {
@@ -473,16 +494,16 @@ impl Host {
         };
         incoming.bytes.extend_from_slice(chunk);
         let complete = incoming.bytes.len() >= incoming.expected;
-        self.counters.bytes_to_host += take as u64;
+        ends.counters.bytes_to_host += take as u64;
         if complete {
-            self.complete_send(id);
+            self.complete_send(id, ends);
         }
         OK
     }
 
     /// A guest message is complete: execute it (RPCI) or record it (TCLO).
-    fn complete_send(&mut self, id: u16) {
-        let Some(ch) = self.channels.get_mut(id) else {
+    fn complete_send(&mut self, id: u16, ends: &mut Ends<'_>) {
+        let Some(ch) = self.table.get_mut(id) else {
             return;
         };
         let Some(incoming) = ch.incoming.take() else {
@@ -491,26 +512,29 @@ impl Host {
         ch.cpt_spent = false;
         match ch.protocol {
             Protocol::Rpci => {
-                let answer = self.rpci.execute(&incoming.bytes);
-                self.counters.rpcs += 1;
-                // Counted where the log is kept; published with the other counters.
-                self.counters.vmx_log_dropped = self.rpci.vmx_log_dropped;
-                if let Some(ch) = self.channels.get_mut(id) {
+                let answer = ends.rpci.execute(&incoming.bytes, ends.counters);
+                if let Some(ch) = self.table.get_mut(id) {
                     ch.reply = Some(Reply::new(answer));
                 }
             }
             Protocol::Tclo => {
                 ch.tclo_armed = true;
-                self.counters.tclo_messages += 1;
-                self.tclo.guest_message(incoming.bytes);
+                ends.counters.tclo_messages += 1;
+                ends.tclo.guest_message(incoming.bytes);
             }
         }
     }
 
     /// RECVSIZE: is a message waiting, and how long is it?
-    fn recv_size(&mut self, id: u16, regs: &mut Regs, modifier: Option<Answer>) -> u32 {
+    fn recv_size(
+        &mut self,
+        id: u16,
+        regs: &mut Regs,
+        modifier: Option<Answer>,
+        ends: &mut Ends<'_>,
+    ) -> u32 {
         let dorecv = st(status::DORECV) | self.ok_hb();
-        let Some(ch) = self.channels.get_mut(id) else {
+        let Some(ch) = self.table.get_mut(id) else {
             return FAIL;
         };
         if ch.incoming.is_some() {
@@ -518,10 +542,10 @@ impl Host {
             return FAIL;
         }
         if ch.protocol == Protocol::Tclo && ch.tclo_armed && ch.reply.is_none() {
-            if let Some(command) = self.tclo.next_command() {
+            if let Some(command) = ends.tclo.next_command() {
                 ch.tclo_armed = false;
                 ch.reply = Some(Reply::new(command));
-                self.counters.tclo_commands += 1;
+                ends.counters.tclo_commands += 1;
             }
         }
         let phantom = match (&modifier, ch.reply.as_mut()) {
@@ -567,9 +591,15 @@ impl Host {
     }
 
     /// RECVPAYLOAD: EBX in = the guest's status, out = the next 1..4 reply bytes.
-    fn recv_payload(&mut self, id: u16, regs: &mut Regs, modifier: Option<Answer>) -> u32 {
+    fn recv_payload(
+        &mut self,
+        id: u16,
+        regs: &mut Regs,
+        modifier: Option<Answer>,
+        ends: &mut Ends<'_>,
+    ) -> u32 {
         let guest_ok = lo32(regs.bx) & u32::from(status::SUCCESS) != 0;
-        let Some(ch) = self.channels.get_mut(id) else {
+        let Some(ch) = self.table.get_mut(id) else {
             return FAIL;
         };
         let Some(reply) = ch.reply.as_mut() else {
@@ -595,7 +625,7 @@ impl Host {
             *slot = reply.bytes.get(reply.offset + i).copied().unwrap_or(0);
         }
         reply.offset += take;
-        self.counters.bytes_to_guest += take as u64;
+        ends.counters.bytes_to_guest += take as u64;
         regs.bx = u64::from(u32::from_le_bytes(word));
         let kind = match modifier {
             Some(Answer::WrongMessageType(t)) => t,
@@ -608,8 +638,8 @@ impl Host {
     /// RECVSTATUS: the guest acknowledges (EBX = 1) or rejects (EBX = 0) the reply; either
     /// way the host is done with it.
     fn recv_status(&mut self, id: u16) -> u32 {
-        let endless = self.config.endless_dorecv;
-        let Some(ch) = self.channels.get_mut(id) else {
+        let endless = self.endless_dorecv;
+        let Some(ch) = self.table.get_mut(id) else {
             return FAIL;
         };
         match ch.reply.as_mut() {
@@ -627,9 +657,9 @@ impl Host {
     }
 
     /// CLOSE: the id is free again.
-    fn close(&mut self, id: u16) -> u32 {
-        if self.channels.remove(id) {
-            self.note_closed();
+    fn close(&mut self, id: u16, ends: &mut Ends<'_>) -> u32 {
+        if self.table.remove(id) {
+            ends.counters.channels_closed += 1;
             OK
         } else {
             FAIL

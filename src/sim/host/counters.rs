@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 /// Running totals of the guest's backdoor traffic, read with [`super::Host::counters`].
 ///
-/// Every field only grows, except [`Counters::channels_open`].
+/// Every field only grows; [`Counters::channels_open`] is computed from two of them.
 #[non_exhaustive]
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Counters {
@@ -29,8 +29,6 @@ pub struct Counters {
     pub channels_opened: u64,
     /// Channels closed, by the guest's CLOSE or by the host ([`super::Answer::CloseChannel`]).
     pub channels_closed: u64,
-    /// Channels open now.
-    pub channels_open: u64,
     /// RPCI requests executed (each complete guest-to-host message on an RPCI channel).
     pub rpcs: u64,
     /// TCLO commands handed to the guest.
@@ -53,6 +51,11 @@ impl Counters {
             .get(&(command, sub_command))
             .copied()
             .unwrap_or(0)
+    }
+
+    /// Channels open now: those opened and not yet closed.
+    pub fn channels_open(&self) -> u64 {
+        self.channels_opened.saturating_sub(self.channels_closed)
     }
 
     /// Counts one accepted low-bandwidth call.
@@ -80,7 +83,7 @@ impl Counters {
             ("bytes_to_guest", self.bytes_to_guest),
             ("channels_opened", self.channels_opened),
             ("channels_closed", self.channels_closed),
-            ("channels_open_at_exit", self.channels_open),
+            ("channels_open_at_exit", self.channels_open()),
             ("rpcs", self.rpcs),
             ("tclo_commands", self.tclo_commands),
             ("tclo_messages", self.tclo_messages),
@@ -116,7 +119,8 @@ mod tests {
     fn json_has_every_required_key_and_balanced_brackets() {
         let mut c = Counters {
             lb_calls: 3,
-            channels_open: 2,
+            channels_opened: 5,
+            channels_closed: 3,
             ..Counters::default()
         };
         c.count_lb(30, 0);

@@ -1,9 +1,10 @@
 //! A model of the VMware host side of the backdoor, in pure Rust.
 //!
 //! [`Host`] answers the three kinds of backdoor call a guest makes — a low-bandwidth call on
-//! port 0x5658 ([`Host::lb`]), a high-bandwidth `rep outsb` ([`Host::hb_out`]) or
-//! `rep insb` ([`Host::hb_in`]) on port 0x5659 — the way a VMware host does
-//! (see `PROTOCOL.md`): the detection commands (GETVERSION, GETHWVERSION, GETMHZ,
+//! port 0x5658 ([`Backdoor::lb`]), a high-bandwidth `rep outsb` ([`Backdoor::hb_out`]) or
+//! `rep insb` ([`Backdoor::hb_in`]) on port 0x5659 — the way a VMware host does (as
+//! open-vm-tools' `lib/backdoor/backdoor.c`, `lib/message/message.c` and
+//! `lib/include/backdoor_def.h` use it): the detection commands (GETVERSION, GETHWVERSION, GETMHZ,
 //! GETBIOSUUID, GETTIME, GETTIMEFULL, GETHZ, GET_VCPU_INFO), the message channel
 //! (command 30) with cookies, checkpoints and the high-bandwidth transfers, the RPCI
 //! commands (`info-get`, `info-set`, `log`, `tools.set.version`, …) and TCLO host commands.
@@ -11,7 +12,7 @@
 //! The model makes no system calls (unless [`HostConfig::system_clock`] is asked for) and
 //! never panics, whatever the registers say. It is driven either by the trap-and-emulate
 //! runner, which feeds it a real guest process's backdoor instructions, or directly through
-//! [`Backdoor`](crate::Backdoor) by in-memory tests:
+//! [`Backdoor`] by in-memory tests:
 //!
 //! ```
 //! use vmw_backdoor::proto::{cmd, Regs, LB_PORT, MAGIC};
@@ -90,11 +91,13 @@ mod tests;
 
 use std::collections::BTreeMap;
 
+use crate::Backdoor;
+
 pub use config::{Answer, HostConfig, Step};
 pub use counters::Counters;
 
 use crate::proto::{
-    cmd, hi16, lo16, lo32, Regs, Transport, HB_PORT, LB_PORT, MAGIC, NO_ANSWER, VERSION_MAGIC,
+    cmd, hi16, lo16, lo32, Regs, HB_PORT, LB_PORT, MAGIC, NO_ANSWER, VERSION_MAGIC,
 };
 
 /// What EAX reads when no device answers the port (and what unknown commands answer).
@@ -120,23 +123,20 @@ pub enum Mode {
     /// Not VMware (bare metal, KVM without vmport, …): an unprivileged backdoor access
     /// faults; a privileged one finds no device, so `in` reads 0xFFFFFFFF.
     NotVmware,
-    /// VMware with ring-3 backdoor access restricted: the runner makes unprivileged
-    /// accesses fault; privileged ones get the normal VMware answers.
+    /// VMware with ring-3 backdoor access restricted: unprivileged accesses fault;
+    /// privileged ones get the normal VMware answers.
     RestrictBackdoor,
 }
 
 /// The VMware host model: one VM's backdoor, its channels and its state.
 ///
-/// Build it from a [`HostConfig`], drive it with [`Host::lb`], [`Host::hb_out`] and
-/// [`Host::hb_in`] (or through [`Transport`]), then read what the guest did through the
-/// accessors and [`Host::counters`].
+/// Build it from a [`HostConfig`], drive it through [`Backdoor`] (`lb`, `hb_out`, `hb_in`),
+/// then read what the guest did through the accessors and [`Host::counters`].
 pub struct Host {
     config: HostConfig,
     channels: channel::Channels,
     rpci: rpci::Rpci,
     tclo: tclo::Tclo,
-    faults: faults::Faults,
-    rng: rng::SplitMix64,
     counters: Counters,
 }
 
@@ -145,7 +145,7 @@ impl core::fmt::Debug for Host {
         // Short on purpose: guestinfo values may be large, cookies must not be printed.
         f.debug_struct("Host")
             .field("mode", &self.config.mode)
-            .field("open_channels", &self.channels.open_count())
+            .field("open_channels", &self.open_channels())
             .field("guestinfo_keys", &self.rpci.guestinfo.len())
             .field("counters", &self.counters)
             .finish_non_exhaustive()
@@ -160,19 +160,77 @@ impl Host {
         let tclo = std::mem::take(&mut config.tclo);
         let faults = std::mem::take(&mut config.faults);
         Host {
-            channels: channel::Channels::new(config.channels),
+            channels: channel::Channels::new(&config, faults),
             rpci: rpci::Rpci::new(guestinfo, config.deny_guestinfo, machine_id),
             tclo: tclo::Tclo::new(tclo),
-            faults: faults::Faults::new(faults, config.cpt_every),
-            rng: rng::SplitMix64::new(config.seed.0),
             counters: Counters::default(),
             config,
         }
     }
 
+    /// The channel service and, apart, what it hands messages to and counts in.
+    fn channels_and_ends(&mut self) -> (&mut channel::Channels, channel::Ends<'_>) {
+        (
+            &mut self.channels,
+            channel::Ends {
+                rpci: &mut self.rpci,
+                tclo: &mut self.tclo,
+                counters: &mut self.counters,
+            },
+        )
+    }
+
     /// The machine this host plays.
     pub fn mode(&self) -> Mode {
         self.config.mode
+    }
+
+    // ---- The machine's rules, which the runner asks about ----
+
+    /// Whether the machine names itself VMware in CPUID (where the runner can show a
+    /// CPUID of its choosing at all): only a VMware machine does.
+    pub(crate) fn shows_vmware_cpuid(&self) -> bool {
+        self.config.mode != Mode::NotVmware
+    }
+
+    /// Whether a ring-3 port access to `port` executes rather than raising #GP. A thread
+    /// `privileged` for it (by `iopl`/`ioperm`) may touch any port; without privilege only
+    /// the backdoor ports of a VMware host that does not restrict its backdoor answer.
+    pub(crate) fn port_reachable(&self, port: u16, privileged: bool) -> bool {
+        privileged || (self.config.mode == Mode::Vmware && (port == LB_PORT || port == HB_PORT))
+    }
+
+    /// Whether a 32-bit `out` on port 0x5658 with `eax` is a backdoor call: only a live
+    /// backdoor (a VMware host, the magic in EAX) takes one and answers in registers; any
+    /// other `out` is a write to an empty port, which changes no register.
+    pub(crate) fn takes_out(&self, eax: u32) -> bool {
+        self.config.mode != Mode::NotVmware && eax == MAGIC
+    }
+
+    /// Whether VMCALL / VMMCALL reach the backdoor: wherever VMware lets ring 3 use it
+    /// (`privileged`: the thread may use port 0x5658 for 32-bit accesses). Not VMware,
+    /// there is no hypervisor to call and the instruction faults.
+    pub(crate) fn hypercall_allowed(&self, privileged: bool) -> bool {
+        match self.config.mode {
+            Mode::Vmware => true,
+            Mode::RestrictBackdoor => privileged,
+            Mode::NotVmware => false,
+        }
+    }
+
+    /// Whether a `rep insb` on port 0x5659 that got fewer bytes than RCX asked for goes on:
+    /// not VMware, the port is empty and its 0xFF bytes come at most 1 MiB per call, so the
+    /// instruction is re-executed for the rest (as an interrupted REP string instruction
+    /// is). On a VMware host a short answer ends the instruction.
+    pub(crate) fn rep_insb_continues(&self) -> bool {
+        self.config.mode == Mode::NotVmware
+    }
+
+    /// An `in eax, dx` on port 0x5658: the low-bandwidth call [`Host::lb`], then the upper
+    /// half of RAX is cleared, since the instruction writes EAX as a 32-bit register.
+    pub(crate) fn lb_in(&mut self, regs: &mut Regs) {
+        self.lb(regs);
+        regs.ax &= 0xFFFF_FFFF;
     }
 
     /// Whether the call is meant for the backdoor: a VMware host, the magic in EAX and
@@ -244,14 +302,17 @@ impl Host {
                 None => regs.bx = HZ_UNSUPPORTED,
             },
             cmd::GET_VCPU_INFO => regs.ax = c.vcpu_info.into(),
-            cmd::MESSAGE => self.message(regs),
+            cmd::MESSAGE => {
+                let (channels, mut ends) = self.channels_and_ends();
+                channels.message(regs, &mut ends);
+            }
             _ => regs.ax = NO_DEVICE,
         }
     }
 
-    /// `rep outsb` on port 0x5659: `data` is what guest memory held at RSI (the runner reads
-    /// min(RCX, [`crate::proto::MAX_GUEST_MESSAGE`] + 1) bytes, so anything over the cap is
-    /// still seen as over).
+    /// `rep outsb` on port 0x5659 as the runner emulates it: `data` is what guest memory held
+    /// at RSI (the runner reads min(RCX, [`crate::proto::MAX_GUEST_MESSAGE`] + 1) bytes, so
+    /// anything over the cap is still seen as over), RCX the guest's count.
     ///
     /// A message transfer needs EAX = magic, EBX = 0x00010000, ECX = the length SENDSIZE
     /// announced, `hi16(EDX)` = channel, EDI = cookie low, EBP = cookie high. The answer is in
@@ -259,23 +320,26 @@ impl Host {
     /// or port, [`Mode::NotVmware`]) the bytes are discarded and no register changes. The
     /// model does not advance RSI/RCX; that is the runner's part of emulating the string
     /// instruction.
-    pub fn hb_out(&mut self, regs: &mut Regs, data: &[u8]) {
+    pub(crate) fn rep_outsb(&mut self, regs: &mut Regs, data: &[u8]) {
         self.counters.hb_out_calls += 1;
         if self.addressed(regs, HB_PORT) {
-            self.hb_message_out(regs, data);
+            let (channels, mut ends) = self.channels_and_ends();
+            channels.hb_out(regs, data, &mut ends);
         }
     }
 
-    /// `rep insb` on port 0x5659: returns the bytes to write at RDI (never more than RCX).
+    /// `rep insb` on port 0x5659 as the runner emulates it: returns the bytes to write at
+    /// RDI (never more than RCX).
     ///
     /// A message transfer needs EAX = magic, EBX = 0x00010000, RCX ≥ the length RECVSIZE
     /// announced, `hi16(EDX)` = channel, ESI = cookie high, EBP = cookie low. The answer is in
-    /// EBX as for [`Host::hb_out`]; on failure no bytes are returned. Without a backdoor
+    /// EBX as for [`Host::rep_outsb`]; on failure no bytes are returned. Without a backdoor
     /// the port reads as 0xFF bytes (at most 1 MiB per call) and no register changes.
-    pub fn hb_in(&mut self, regs: &mut Regs) -> Vec<u8> {
+    pub(crate) fn rep_insb(&mut self, regs: &mut Regs) -> Vec<u8> {
         self.counters.hb_in_calls += 1;
         if self.addressed(regs, HB_PORT) {
-            self.hb_message_in(regs)
+            let (channels, mut ends) = self.channels_and_ends();
+            channels.hb_in(regs, &mut ends)
         } else {
             let n = regs.cx.min(NO_DEVICE_FILL_LIMIT) as usize;
             vec![0xFF; n]
@@ -328,12 +392,12 @@ impl Host {
 
     /// Channels open now.
     pub fn open_channels(&self) -> usize {
-        self.channels.open_count()
+        self.counters.channels_open() as usize
     }
 }
 
 /// In-memory use: the guest's registers and buffers go straight to the model, no ptrace.
-impl Transport for Host {
+impl Backdoor for Host {
     fn lb(&mut self, regs: &mut Regs) {
         Host::lb(self, regs);
     }
@@ -341,13 +405,13 @@ impl Transport for Host {
     fn hb_out(&mut self, regs: &mut Regs, data: &[u8]) {
         regs.cx = data.len() as u64;
         regs.si = data.as_ptr() as usize as u64;
-        Host::hb_out(self, regs, data);
+        self.rep_outsb(regs, data);
     }
 
     fn hb_in(&mut self, regs: &mut Regs, buf: &mut [u8]) {
         regs.cx = buf.len() as u64;
         regs.di = buf.as_mut_ptr() as usize as u64;
-        let bytes = Host::hb_in(self, regs);
+        let bytes = self.rep_insb(regs);
         for (dst, src) in buf.iter_mut().zip(bytes) {
             *dst = src;
         }

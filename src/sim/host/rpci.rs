@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 
+use super::counters::Counters;
 use crate::proto::GUESTINFO_PREFIX;
 
 /// Bytes of guestinfo (keys plus values) the guest may add beyond what the host configured:
@@ -29,7 +30,6 @@ const STORE_FULL: &[u8] = b"0 Too much guestinfo data";
 pub(super) struct Rpci {
     pub(super) guestinfo: BTreeMap<Vec<u8>, Vec<u8>>,
     pub(super) vmx_log: Vec<Vec<u8>>,
-    pub(super) vmx_log_dropped: u64,
     pub(super) tools_version: Option<Vec<u8>>,
     pub(super) tools_version_type: Option<Vec<u8>>,
     deny_guestinfo: bool,
@@ -68,7 +68,6 @@ impl Rpci {
         Rpci {
             guestinfo,
             vmx_log: Vec::new(),
-            vmx_log_dropped: 0,
             tools_version: None,
             tools_version_type: None,
             deny_guestinfo,
@@ -79,7 +78,8 @@ impl Rpci {
         }
     }
 
-    /// Runs one request and returns the reply.
+    /// Runs one request and returns the reply; counts it (`rpcs`) and a `log` line it could
+    /// not keep (`vmx_log_dropped`) in `counters`.
     ///
     /// | request | reply |
     /// |---|---|
@@ -90,14 +90,17 @@ impl Rpci {
     /// | `tools.set.version N`, `tools.set.versiontype N T` | `1 `; the argument is recorded as sent |
     /// | `machine.id.get` | `1 ID` |
     /// | anything else | `0 Unknown command` |
-    pub(super) fn execute(&mut self, request: &[u8]) -> Vec<u8> {
+    pub(super) fn execute(&mut self, request: &[u8], counters: &mut Counters) -> Vec<u8> {
+        counters.rpcs += 1;
         let request = request.split(|&b| b == 0).next().unwrap_or_default();
         let (name, arg) = split_space(request);
         match name {
             b"info-get" => self.info_get(arg.unwrap_or_default()),
             b"info-set" => self.info_set(arg),
             b"log" => {
-                self.log(arg.unwrap_or_default());
+                if !self.log(arg.unwrap_or_default()) {
+                    counters.vmx_log_dropped = counters.vmx_log_dropped.saturating_add(1);
+                }
                 OK.to_vec()
             }
             b"tools.set.version" => {
@@ -147,20 +150,28 @@ impl Rpci {
         OK.to_vec()
     }
 
-    fn log(&mut self, text: &[u8]) {
+    /// Keeps a `log` line; false when its budget is spent (the line is dropped).
+    fn log(&mut self, text: &[u8]) -> bool {
         let cost = text.len().saturating_add(super::ENTRY_OVERHEAD);
         if self.log_bytes.saturating_add(cost) > LOG_BUDGET {
-            self.vmx_log_dropped = self.vmx_log_dropped.saturating_add(1);
-            return;
+            return false;
         }
         self.log_bytes += cost;
         self.vmx_log.push(text.to_vec());
+        true
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Rpci {
+        /// `execute`, counting into a throw-away set of counters.
+        fn exec(&mut self, request: &[u8]) -> Vec<u8> {
+            self.execute(request, &mut Counters::default())
+        }
+    }
 
     fn rpci() -> Rpci {
         let mut store = BTreeMap::new();
@@ -171,69 +182,63 @@ mod tests {
     #[test]
     fn info_get_serves_stored_values_and_misses_cleanly() {
         let mut r = rpci();
-        assert_eq!(r.execute(b"info-get guestinfo.present"), b"1 yes");
-        assert_eq!(r.execute(b"info-get guestinfo.present\0"), b"1 yes");
-        assert_eq!(
-            r.execute(b"info-get guestinfo.present\0\0\0garbage"),
-            b"1 yes"
-        );
-        assert_eq!(r.execute(b"info-get guestinfo.absent"), b"0 No value found");
-        assert_eq!(r.execute(b"info-get present"), b"0 No value found");
-        assert_eq!(r.execute(b"info-get"), b"0 No value found");
-        assert_eq!(r.execute(b"info-get "), b"0 No value found");
+        assert_eq!(r.exec(b"info-get guestinfo.present"), b"1 yes");
+        assert_eq!(r.exec(b"info-get guestinfo.present\0"), b"1 yes");
+        assert_eq!(r.exec(b"info-get guestinfo.present\0\0\0garbage"), b"1 yes");
+        assert_eq!(r.exec(b"info-get guestinfo.absent"), b"0 No value found");
+        assert_eq!(r.exec(b"info-get present"), b"0 No value found");
+        assert_eq!(r.exec(b"info-get"), b"0 No value found");
+        assert_eq!(r.exec(b"info-get "), b"0 No value found");
     }
 
     #[test]
     fn info_set_takes_everything_after_the_key_as_value() {
         let mut r = rpci();
-        assert_eq!(r.execute(b"info-set guestinfo.a hello world "), b"1 ");
+        assert_eq!(r.exec(b"info-set guestinfo.a hello world "), b"1 ");
         assert_eq!(
             r.guestinfo.get(&b"guestinfo.a"[..]).unwrap(),
             b"hello world "
         );
-        assert_eq!(r.execute(b"info-set guestinfo.empty "), b"1 ");
-        assert_eq!(r.execute(b"info-get guestinfo.empty"), b"1 ");
-        assert_eq!(
-            r.execute(b"info-set guestinfo.bin \xff\x01\0ignored"),
-            b"1 "
-        );
+        assert_eq!(r.exec(b"info-set guestinfo.empty "), b"1 ");
+        assert_eq!(r.exec(b"info-get guestinfo.empty"), b"1 ");
+        assert_eq!(r.exec(b"info-set guestinfo.bin \xff\x01\0ignored"), b"1 ");
         assert_eq!(r.guestinfo.get(&b"guestinfo.bin"[..]).unwrap(), b"\xff\x01");
-        assert_eq!(r.execute(b"info-set guestinfo.novalue"), SET_ARGS);
-        assert_eq!(r.execute(b"info-set"), SET_ARGS);
-        assert_eq!(r.execute(b"info-set  v"), SET_ARGS);
-        assert_eq!(r.execute(b"info-set other.key v"), b"0 Permission denied");
+        assert_eq!(r.exec(b"info-set guestinfo.novalue"), SET_ARGS);
+        assert_eq!(r.exec(b"info-set"), SET_ARGS);
+        assert_eq!(r.exec(b"info-set  v"), SET_ARGS);
+        assert_eq!(r.exec(b"info-set other.key v"), b"0 Permission denied");
         assert!(!r.guestinfo.contains_key(&b"other.key"[..]));
     }
 
     #[test]
     fn deny_guestinfo_refuses_both_directions() {
         let mut r = Rpci::new(BTreeMap::new(), true, Vec::new());
-        assert_eq!(r.execute(b"info-get guestinfo.x"), b"0 Permission denied");
-        assert_eq!(r.execute(b"info-set guestinfo.x 1"), b"0 Permission denied");
+        assert_eq!(r.exec(b"info-get guestinfo.x"), b"0 Permission denied");
+        assert_eq!(r.exec(b"info-set guestinfo.x 1"), b"0 Permission denied");
         assert!(r.guestinfo.is_empty());
     }
 
     #[test]
     fn log_version_machine_id_and_unknown() {
         let mut r = rpci();
-        assert_eq!(r.execute(b"log hello from the guest"), b"1 ");
-        assert_eq!(r.execute(b"log"), b"1 ");
+        assert_eq!(r.exec(b"log hello from the guest"), b"1 ");
+        assert_eq!(r.exec(b"log"), b"1 ");
         assert_eq!(
             r.vmx_log,
             vec![b"hello from the guest".to_vec(), Vec::new()]
         );
-        assert_eq!(r.execute(b"tools.set.version 2147483647"), b"1 ");
+        assert_eq!(r.exec(b"tools.set.version 2147483647"), b"1 ");
         assert_eq!(r.tools_version.as_deref(), Some(&b"2147483647"[..]));
-        assert_eq!(r.execute(b"tools.set.versiontype 12389 4\0"), b"1 ");
+        assert_eq!(r.exec(b"tools.set.versiontype 12389 4\0"), b"1 ");
         assert_eq!(r.tools_version_type.as_deref(), Some(&b"12389 4"[..]));
-        assert_eq!(r.execute(b"machine.id.get"), b"1 vm-42");
+        assert_eq!(r.exec(b"machine.id.get"), b"1 vm-42");
         assert_eq!(
-            r.execute(b"tools.capability.statechange "),
+            r.exec(b"tools.capability.statechange "),
             b"0 Unknown command"
         );
-        assert_eq!(r.execute(b""), b"0 Unknown command");
+        assert_eq!(r.exec(b""), b"0 Unknown command");
         assert_eq!(
-            r.execute(b"\0info-get guestinfo.present"),
+            r.exec(b"\0info-get guestinfo.present"),
             b"0 Unknown command"
         );
     }
@@ -244,20 +249,20 @@ mod tests {
         let mut store = BTreeMap::new();
         store.insert(b"guestinfo.big".to_vec(), big.clone());
         let mut r = Rpci::new(store, false, Vec::new());
-        assert_eq!(r.execute(b"info-get guestinfo.big").len(), 2 + big.len());
+        assert_eq!(r.exec(b"info-get guestinfo.big").len(), 2 + big.len());
         let value = vec![b'v'; 60_000];
         let mut accepted = 0;
         for i in 0..400 {
             let mut req = format!("info-set guestinfo.k{i} ").into_bytes();
             req.extend_from_slice(&value);
-            if r.execute(&req) == b"1 " {
+            if r.exec(&req) == b"1 " {
                 accepted += 1;
             } else {
-                assert_eq!(r.execute(&req), STORE_FULL);
+                assert_eq!(r.exec(&req), STORE_FULL);
             }
         }
         assert!(accepted > 200 && accepted < 300, "{accepted}");
         // Overwriting an existing key with a smaller value still works when full.
-        assert_eq!(r.execute(b"info-set guestinfo.k0 small"), b"1 ");
+        assert_eq!(r.exec(b"info-set guestinfo.k0 small"), b"1 ");
     }
 }

@@ -87,7 +87,7 @@ fn hb_out_raw(host: &mut Host, ch: Chan, data: &[u8], count: u64, bx: u32) -> Re
         di: ch.low.into(),
         bp: ch.high.into(),
     };
-    host.hb_out(&mut r, data);
+    host.rep_outsb(&mut r, data);
     r
 }
 
@@ -102,7 +102,7 @@ fn hb_in(host: &mut Host, ch: Chan, room: u64) -> (Regs, Vec<u8>) {
         di: 0x7000_0000,
         bp: ch.low.into(),
     };
-    let bytes = host.hb_in(&mut r);
+    let bytes = host.rep_insb(&mut r);
     (r, bytes)
 }
 
@@ -283,7 +283,7 @@ fn no_backdoor_answers_all_ones_in_eax_only() {
         cx: 0x40,
         ..lb_regs(0)
     };
-    assert_eq!(host.hb_in(&mut r), vec![0xFF; 0x40]);
+    assert_eq!(host.rep_insb(&mut r), vec![0xFF; 0x40]);
     assert_eq!(
         r,
         Regs {
@@ -296,12 +296,12 @@ fn no_backdoor_answers_all_ones_in_eax_only() {
         ..lb_regs(0)
     };
     assert_eq!(
-        host.hb_in(&mut r).len(),
+        host.rep_insb(&mut r).len(),
         1 << 20,
         "no-device fill is bounded"
     );
     let mut r = lb_regs(0);
-    host.hb_out(&mut r, b"discarded");
+    host.rep_outsb(&mut r, b"discarded");
     assert_eq!(r, lb_regs(0));
     assert_eq!(
         (host.counters().hb_in_calls, host.counters().hb_out_calls),
@@ -708,7 +708,7 @@ fn host_without_hb_refuses_the_hb_port_but_serves_lb() {
         di: ch.low.into(),
         bp: ch.high.into(),
     };
-    host.hb_out(&mut r, request);
+    host.rep_outsb(&mut r, request);
     assert_eq!(r.bx, 0);
     assert_eq!(rpc(&mut host, ch, request, false), b"1 b");
     send(&mut host, ch, request, false);
@@ -853,7 +853,7 @@ fn close_frees_the_id_and_counts() {
     let _ = b;
     let k = host.counters();
     assert_eq!(
-        (k.channels_opened, k.channels_closed, k.channels_open),
+        (k.channels_opened, k.channels_closed, k.channels_open()),
         (3, 1, 2)
     );
 }
@@ -1168,7 +1168,7 @@ fn tclo_delivers_one_command_per_poll_after_each_guest_message() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Counters, Transport, robustness
+// Counters, Backdoor, robustness
 
 #[test]
 fn counters_and_stats_json_follow_a_known_script() {
@@ -1185,7 +1185,7 @@ fn counters_and_stats_json_follow_a_known_script() {
     assert_eq!((c.hb_out_calls, c.hb_in_calls), (1, 1));
     assert_eq!((c.bytes_to_host, c.bytes_to_guest), (26, 6));
     assert_eq!(
-        (c.channels_opened, c.channels_closed, c.channels_open),
+        (c.channels_opened, c.channels_closed, c.channels_open()),
         (2, 1, 1)
     );
     assert_eq!((c.rpcs, c.cpts_injected), (2, 0));
@@ -1223,7 +1223,7 @@ fn transport_impl_moves_buffers() {
         bp: ch.high.into(),
         ..Regs::default()
     };
-    Transport::hb_out(&mut host, &mut r, request);
+    Backdoor::hb_out(&mut host, &mut r, request);
     assert_eq!(r.bx, 0x1_0000);
     assert_eq!(call(&mut host, ch, msg::RECVSIZE, 0).bx, 5);
     let mut buf = [0u8; 5];
@@ -1235,10 +1235,10 @@ fn transport_impl_moves_buffers() {
         bp: ch.low.into(),
         ..Regs::default()
     };
-    Transport::hb_in(&mut host, &mut r, &mut buf);
+    Backdoor::hb_in(&mut host, &mut r, &mut buf);
     assert_eq!((r.bx, &buf), (0x1_0000, b"1 xyz"));
     let mut r = lb_regs(cmd::GETMHZ);
-    Transport::lb(&mut host, &mut r);
+    Backdoor::lb(&mut host, &mut r);
     assert_eq!(r.ax, 2_400);
 }
 
@@ -1315,10 +1315,10 @@ fn random_register_soup_never_panics_and_keeps_invariants() {
                 0 => {
                     let n = soup.next() as usize % 70;
                     let data = vec![b'l'; n];
-                    host.hb_out(&mut r, &data);
+                    host.rep_outsb(&mut r, &data);
                 }
                 1 => {
-                    let out = host.hb_in(&mut r);
+                    let out = host.rep_insb(&mut r);
                     assert!(out.len() as u64 <= r.cx || lo32(r.ax) != MAGIC);
                 }
                 _ => {

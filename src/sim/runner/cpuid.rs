@@ -8,45 +8,36 @@
 //! running a two-instruction stub at the new program's entry point (`syscall` in a 64-bit
 //! program, `int 0x80` in a 32-bit one).
 
+#![forbid(unsafe_code)]
+
 use std::ops::Range;
 
 use libc::pid_t;
 
-use super::sys::{self, Status, UserRegs};
-use super::Tracer;
-use crate::sim::GuestExit;
+use super::decode::{CS_32, CS_64};
+use super::sys::{self, UserRegs, ARCH_SET_CPUID};
 
-/// `arch_prctl` code that turns CPUID faulting on (argument 0) or off (1).
-const ARCH_SET_CPUID: u64 = 0x1012;
 /// `arch_prctl` on x86_64 (`syscall`).
 const NR_ARCH_PRCTL: u32 = 158;
 /// `arch_prctl` in the i386 table (`int 0x80` from a 32-bit program).
 const NR_ARCH_PRCTL_I386: u32 = 384;
-/// Linux user code segments: 64-bit and 32-bit (compat) programs.
-const CS_64: u64 = 0x33;
-const CS_32: u64 = 0x23;
 /// The hypervisor leaves a VMware VM reports (0x40000000 up to 0x40000010).
 const HV_BASE: u32 = 0x4000_0000;
 const HV_FEATURES: u32 = 0x4000_0010;
-/// Stops the re-arm may see (two single steps plus stray signals) before giving up.
-const ARM_STOPS: usize = 8;
+/// Single steps the re-arm stub may take: leaving the exec system call may report one extra
+/// step stop before the first instruction runs.
+const STUB_STEPS: usize = 4;
 
 /// Turns CPUID faulting on for the calling thread (the forked guest, before it runs guest
 /// code). Raw system call only. False when the CPU or kernel cannot.
 pub(crate) fn arm_self() -> bool {
-    // SAFETY: arch_prctl with integer arguments; no memory is passed.
-    unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_SET_CPUID, 0) == 0 }
+    sys::set_cpuid_faulting(true)
 }
 
 /// Whether this CPU and kernel can fault CPUID for a process: tried on the calling thread
-/// and undone at once.
+/// and undone at once (nothing runs CPUID in between).
 pub(crate) fn supported() -> bool {
-    // SAFETY: arch_prctl with integer arguments; turning faulting off again right away
-    // leaves the caller as it was (nothing runs CPUID in between).
-    unsafe {
-        libc::syscall(libc::SYS_arch_prctl, ARCH_SET_CPUID, 0) == 0
-            && libc::syscall(libc::SYS_arch_prctl, ARCH_SET_CPUID, 1) == 0
-    }
+    sys::set_cpuid_faulting(true) && sys::set_cpuid_faulting(false)
 }
 
 /// EAX, EBX, ECX, EDX of CPUID `leaf`/`subleaf` on a VMware VM running on this CPU.
@@ -57,14 +48,9 @@ pub(crate) fn leaf(leaf: u32, subleaf: u32) -> [u32; 4] {
         // Frequencies unknown (guests ask GETHZ), no VMCALL/VMMCALL bits.
         0x4000_0001..=0x4000_00ff => [0; 4],
         _ => {
-            // `__cpuid_count` is an unsafe fn in older Rust (including the 1.77 MSRV) and safe
-            // in recent releases; the block serves both.
-            #[allow(unused_unsafe)]
-            // SAFETY: every x86_64 CPU has CPUID; it only reads identification registers.
-            // The tracer itself never runs with CPUID faulting, so it does not trap here.
-            let r = unsafe { core::arch::x86_64::__cpuid_count(leaf, subleaf) };
-            let ecx = if leaf == 1 { r.ecx | 1 << 31 } else { r.ecx };
-            [r.eax, r.ebx, ecx, r.edx]
+            let [a, b, c, d] = sys::cpuid(leaf, subleaf);
+            let c = if leaf == 1 { c | 1 << 31 } else { c };
+            [a, b, c, d]
         }
     }
 }
@@ -78,108 +64,71 @@ pub(crate) fn emulate(regs: &mut UserRegs) {
     regs.rdx = d.into();
 }
 
-impl Tracer<'_> {
-    /// After `execve` (tracee stopped at its exec event, single-threaded): turns CPUID
-    /// faulting back on by running `arch_prctl(ARCH_SET_CPUID, 0)` from a two-instruction
-    /// stub at the entry point, then restoring the code and registers. Best effort: on
-    /// failure (logged) CPUID stays real for that program.
-    pub(super) fn rearm_cpuid(&mut self, pid: pid_t) {
-        let Ok(saved) = sys::get_regs(pid) else {
-            log::warn!("vmw-sim: could not re-arm CPUID faulting after exec in {pid}");
-            return;
-        };
-        let Some(stub) = Stub::for_code_segment(saved.cs) else {
-            log::warn!(
-                "vmw-sim: {pid} runs neither 64-bit nor 32-bit code (CS {:#x}): CPUID stays real",
-                saved.cs
-            );
-            return;
-        };
-        if !self.run_stub(pid, &saved, &stub) {
-            log::warn!("vmw-sim: could not re-arm CPUID faulting after exec in {pid}");
-        }
+/// After `execve` (tracee `pid` stopped at its exec event, single-threaded): turns CPUID
+/// faulting back on by running `arch_prctl(ARCH_SET_CPUID, 0)` from a two-instruction stub
+/// at the entry point, then restoring the code and registers. `step` runs one instruction
+/// of `pid` and reports whether it came back stopped by that step; it is given the stub's
+/// address range. On failure, the reason (CPUID then stays real for that program).
+pub(crate) fn rearm(
+    pid: pid_t,
+    mut step: impl FnMut(pid_t, Range<u64>) -> bool,
+) -> Result<(), String> {
+    let failed = || format!("could not re-arm CPUID faulting after exec in {pid}");
+    let saved = sys::get_regs(pid).map_err(|_| failed())?;
+    let Some(stub) = Stub::for_code_segment(saved.cs) else {
+        return Err(format!(
+            "{pid} runs neither 64-bit nor 32-bit code (CS {:#x}): CPUID stays real",
+            saved.cs
+        ));
+    };
+    if run_stub(pid, &saved, &stub, &mut step) {
+        Ok(())
+    } else {
+        Err(failed())
     }
+}
 
-    /// Runs `stub` at `saved.rip` and puts code and registers back; true if the system call
-    /// ran and succeeded.
-    fn run_stub(&mut self, pid: pid_t, saved: &UserRegs, stub: &Stub) -> bool {
-        let entry = saved.rip;
-        let Ok(code) = sys::peek8(pid, entry) else {
-            return false;
-        };
-        let [.., keep] = code;
-        let [c0, c1, c2, c3, c4, c5, c6] = stub.code;
-        if sys::poke8(pid, entry, [c0, c1, c2, c3, c4, c5, c6, keep]).is_err() {
-            return false;
-        }
-        let end = entry + stub.code.len() as u64;
-        let mut regs = *saved;
-        (stub.set_args)(&mut regs);
-        // Step until RIP is past the stub: leaving the exec system call may report one
-        // extra step stop before the first instruction runs.
-        let mut armed = false;
-        if sys::set_regs(pid, &regs).is_ok() {
-            for _ in 0..4 {
-                if !self.step(pid, entry..end) {
+/// Runs `stub` at `saved.rip` and puts code and registers back; true if the system call ran
+/// and succeeded.
+fn run_stub(
+    pid: pid_t,
+    saved: &UserRegs,
+    stub: &Stub,
+    step: &mut impl FnMut(pid_t, Range<u64>) -> bool,
+) -> bool {
+    let entry = saved.rip;
+    let Ok(code) = sys::peek8(pid, entry) else {
+        return false;
+    };
+    let [.., keep] = code;
+    let [c0, c1, c2, c3, c4, c5, c6] = stub.code;
+    if sys::poke8(pid, entry, [c0, c1, c2, c3, c4, c5, c6, keep]).is_err() {
+        return false;
+    }
+    let end = entry + stub.code.len() as u64;
+    let mut regs = *saved;
+    (stub.set_args)(&mut regs);
+    // Step until RIP is past the stub.
+    let mut armed = false;
+    if sys::set_regs(pid, &regs).is_ok() {
+        for _ in 0..STUB_STEPS {
+            if !step(pid, entry..end) {
+                break;
+            }
+            match sys::get_regs(pid) {
+                Ok(r) if r.rip == end => {
+                    armed = r.rax == 0;
                     break;
                 }
-                match sys::get_regs(pid) {
-                    Ok(r) if r.rip == end => {
-                        armed = r.rax == 0;
-                        break;
-                    }
-                    Ok(r) if (entry..end).contains(&r.rip) => {}
-                    _ => break,
-                }
+                Ok(r) if (entry..end).contains(&r.rip) => {}
+                _ => break,
             }
         }
-        // Put everything back as execve left it (RAX: execve's 0).
-        let restored = sys::poke8(pid, entry, code).is_ok()
-            && sys::set_regs(pid, &UserRegs { rax: 0, ..*saved }).is_ok();
-        armed && restored
     }
-
-    /// Runs one instruction of `pid`; false if it did not come back stopped by the step.
-    /// Signals that arrive meanwhile are kept for delivery when it resumes, except a fault
-    /// raised by the runner's own `stub` code, which the program must never see.
-    fn step(&mut self, pid: pid_t, stub: Range<u64>) -> bool {
-        for _ in 0..ARM_STOPS {
-            if sys::single_step(pid).is_err() {
-                return false;
-            }
-            match sys::wait_for(pid) {
-                Ok(Some((
-                    _,
-                    Status::Stopped {
-                        sig: libc::SIGTRAP,
-                        event: 0,
-                    },
-                ))) => return true,
-                Ok(Some((_, Status::Stopped { sig, event: 0 }))) => {
-                    let faulted_in_stub = matches!(
-                        sig,
-                        libc::SIGSEGV | libc::SIGILL | libc::SIGBUS | libc::SIGFPE
-                    ) && sys::get_regs(pid)
-                        .map_or(true, |r| stub.contains(&r.rip));
-                    if faulted_in_stub {
-                        return false;
-                    }
-                    self.deferred.push((pid, sig));
-                }
-                Ok(Some((_, Status::Stopped { .. }))) => {}
-                Ok(Some((_, Status::Exited(code)))) => {
-                    self.gone(pid, GuestExit::Exited(code));
-                    return false;
-                }
-                Ok(Some((_, Status::Killed(sig)))) => {
-                    self.gone(pid, GuestExit::Signaled(sig));
-                    return false;
-                }
-                Ok(None) | Err(_) => return false,
-            }
-        }
-        false
-    }
+    // Put everything back as execve left it (RAX: execve's 0).
+    let restored = sys::poke8(pid, entry, code).is_ok()
+        && sys::set_regs(pid, &UserRegs { rax: 0, ..*saved }).is_ok();
+    armed && restored
 }
 
 /// The code that calls `arch_prctl(ARCH_SET_CPUID, 0)` in a freshly exec'd program, for
@@ -234,14 +183,6 @@ mod tests {
         assert_eq!(name, b"VMwareVMware");
         assert_eq!(leaf(HV_FEATURES, 0)[2] & 3, 0, "no hypercall offered");
         assert_ne!(leaf(1, 0)[2] & (1 << 31), 0);
-        // Unsafe fn in older Rust (the 1.77 MSRV), safe in recent releases.
-        #[allow(unused_unsafe)]
-        // SAFETY: every x86_64 CPU has CPUID; it only reads identification registers.
-        let real = unsafe { core::arch::x86_64::__cpuid(0) };
-        assert_eq!(
-            leaf(0, 0),
-            [real.eax, real.ebx, real.ecx, real.edx],
-            "others are real"
-        );
+        assert_eq!(leaf(0, 0), sys::cpuid(0, 0), "others are real");
     }
 }

@@ -1,5 +1,16 @@
 //! Decoding the instruction a guest faulted on: port I/O (`in`, `out`, `ins`, `outs`, with
-//! their prefixes) and the VMCALL / VMMCALL hypercalls. Pure functions over bytes.
+//! their prefixes) and the VMCALL / VMMCALL hypercalls. Pure functions over bytes, and the
+//! per-thread cache of decoded call sites.
+
+#![forbid(unsafe_code)]
+
+/// Linux user code segment selectors on x86_64: 64-bit programs and 32-bit (compatibility
+/// mode) ones (`__USER_CS` and `__USER32_CS`, arch/x86/include/asm/segment.h).
+pub(crate) const CS_64: u64 = 0x33;
+pub(crate) const CS_32: u64 = 0x23;
+
+/// Port I/O call sites a thread's [`DecodeCache`] remembers.
+const CACHE_SLOTS: usize = 4;
 
 /// The longest x86 instruction; longer ones raise #GP and are not ours.
 pub(crate) const MAX_INSN: usize = 15;
@@ -175,6 +186,52 @@ pub(crate) fn decode(bytes: &[u8], long_mode: bool) -> Option<Insn> {
         seg: if long_mode { seg } else { Seg::Flat },
         len: len as u8,
     }))
+}
+
+/// Whether code running with code segment `cs` is 64-bit (`Some(true)`) or 32-bit
+/// (`Some(false)`); `None` for any other segment (not a Linux user program).
+pub(crate) fn long_mode(cs: u64) -> Option<bool> {
+    match cs {
+        CS_64 => Some(true),
+        CS_32 => Some(false),
+        _ => None,
+    }
+}
+
+/// The last few port I/O instructions a thread faulted on, by (RIP, CS), so a call site
+/// that traps again skips reading its instruction bytes (a ptrace round trip).
+///
+/// An entry is only used for a fault of the kind port I/O raises (#GP, `SI_KERNEL`) at the
+/// same address and code segment, and the cache is dropped at `execve`. What it cannot see
+/// is code replaced in place at that very address by another #GP-raising instruction
+/// (unloading a library and loading another exactly there, or a JIT): accepted.
+#[derive(Default)]
+pub(crate) struct DecodeCache {
+    slots: [Option<(u64, u64, PortIo)>; CACHE_SLOTS],
+    next: usize,
+}
+
+impl DecodeCache {
+    pub(crate) fn get(&self, rip: u64, cs: u64) -> Option<PortIo> {
+        self.slots
+            .iter()
+            .flatten()
+            .find(|(r, c, _)| *r == rip && *c == cs)
+            .map(|(_, _, io)| *io)
+    }
+
+    pub(crate) fn put(&mut self, rip: u64, cs: u64, io: PortIo) {
+        if self.get(rip, cs).is_none() {
+            if let Some(slot) = self.slots.get_mut(self.next) {
+                *slot = Some((rip, cs, io));
+            }
+            self.next = (self.next + 1) % CACHE_SLOTS;
+        }
+    }
+
+    pub(crate) fn clear(&mut self) {
+        *self = DecodeCache::default();
+    }
 }
 
 #[cfg(test)]

@@ -1,31 +1,34 @@
 //! What a faulting instruction does under the simulated machine: the backdoor forms go to
 //! the host model, other port I/O behaves like an empty port (reads all ones, writes
-//! vanish) when the thread may touch the port, and anything else keeps its fault.
+//! vanish) when the machine lets the thread touch the port, and anything else keeps its
+//! fault. Which accesses execute is the host model's decision ([`Host`]); this file turns
+//! instructions into host calls and back into registers and guest memory.
+
+#![forbid(unsafe_code)]
 
 use libc::pid_t;
 
 use super::decode::{self, Insn, Op, PortArg, PortIo, Seg, MAX_INSN};
 use super::sys::{self, UserRegs};
-use super::{cpuid, Tracer};
+use super::{cpuid, Thread};
 use crate::proto::{self, Regs, HB_PORT, LB_PORT, MAX_GUEST_MESSAGE};
-use crate::sim::Mode;
+use crate::sim::Host;
 
 /// EFLAGS.DF: string instructions walk downwards.
 const DF: u64 = 1 << 10;
-/// User code segment selectors on x86_64 Linux.
-const CS_64: u64 = 0x33;
-const CS_32: u64 = 0x23;
 /// `si_code` of a fault the kernel raised for #GP.
 const SI_KERNEL: i32 = 0x80;
 /// Bytes of an empty-port `rep ins` written per trap; the rest is left in RCX and the
 /// instruction re-executes, as an interrupted REP string instruction does on hardware.
 const FILL_BUDGET: u64 = 1 << 20;
-/// Hypercall flags in `lo16(EDX)` (PROTOCOL §8.1).
+/// Hypercall flags in `lo16(EDX)`: low-bandwidth, high-bandwidth read (host to guest),
+/// high-bandwidth write (`BDOOR_FLAGS_HB` = 1 and `BDOOR_FLAGS_WRITE` = 2 in open-vm-tools'
+/// `lib/include/backdoor_def.h`).
 const HC_LB: u16 = 0;
 const HC_HB_IN: u16 = 1;
 const HC_HB_OUT: u16 = 3;
 
-/// The access an instruction makes, decided against the mode and the thread's privilege.
+/// The access an instruction makes, decided by the host model's rules.
 enum Action {
     /// Low-bandwidth backdoor call (`in`/`out` of EAX on the LB port).
     Lb,
@@ -39,31 +42,71 @@ enum Action {
     Fault,
 }
 
-impl Tracer<'_> {
-    /// Emulates the instruction a guest thread faulted on with `sig`. False when it is not
-    /// one the simulated machine would have executed: the signal is then delivered.
-    pub(super) fn emulate(&mut self, pid: pid_t, sig: i32) -> bool {
+/// What [`Emulator::emulate`] did with a faulting instruction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Emulated {
+    /// A port I/O instruction was executed (backdoor call or empty port).
+    PortIo,
+    /// A VMCALL / VMMCALL was executed.
+    Hypercall,
+    /// A CPUID was answered.
+    Cpuid,
+    /// A port I/O instruction the machine does not allow: the signal is to be delivered.
+    PortFault,
+    /// Nothing the simulated machine would have executed: the signal is to be delivered.
+    No,
+}
+
+/// Executes faulting instructions of the guest against the host model.
+pub(super) struct Emulator<'h> {
+    host: &'h mut Host,
+    /// Whether the guest sees a VMware CPUID (CPUID faulting armed in every process).
+    cpuid: bool,
+    /// Reused buffer for guest memory (no allocation per call).
+    scratch: Vec<u8>,
+}
+
+impl<'h> Emulator<'h> {
+    pub(super) fn new(host: &'h mut Host, cpuid: bool) -> Self {
+        Emulator {
+            host,
+            cpuid,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Whether the guest sees a VMware CPUID.
+    pub(super) fn vmware_cpuid(&self) -> bool {
+        self.cpuid
+    }
+
+    /// Emulates the instruction guest thread `pid` (its runner state: `thread`) faulted on
+    /// with `sig`; on success its registers are written back, RIP past the instruction.
+    pub(super) fn emulate(
+        &mut self,
+        pid: pid_t,
+        sig: i32,
+        mut thread: Option<&mut Thread>,
+    ) -> Emulated {
         // Only faults count: a SIGSEGV sent with kill() while RIP happens to sit on an `in`
         // must reach the guest.
         let Ok(code) = sys::signal_code(pid) else {
-            return false;
+            return Emulated::No;
         };
         if code <= 0 {
-            return false;
+            return Emulated::No;
         }
         let Ok(mut regs) = sys::get_regs(pid) else {
-            return false;
+            return Emulated::No;
         };
-        let long_mode = match regs.cs {
-            CS_64 => true,
-            CS_32 => false,
-            _ => return false,
+        let Some(long_mode) = decode::long_mode(regs.cs) else {
+            return Emulated::No;
         };
         // Port I/O without permission raises #GP, which the kernel reports as SI_KERNEL.
         let gp = sig == libc::SIGSEGV && code == SI_KERNEL;
         let cached = if gp {
-            self.threads
-                .get(&pid)
+            thread
+                .as_deref()
                 .and_then(|t| t.decoded.get(regs.rip, regs.cs))
         } else {
             None
@@ -72,17 +115,18 @@ impl Tracer<'_> {
             Some(io) => Insn::Port(io),
             None => {
                 let Some(insn) = fetch(pid, regs.rip, long_mode) else {
-                    return false;
+                    return Emulated::No;
                 };
-                if let (true, Insn::Port(io), Some(t)) = (gp, insn, self.threads.get_mut(&pid)) {
+                if let (true, Insn::Port(io), Some(t)) = (gp, insn, thread.as_deref_mut()) {
                     t.decoded.put(regs.rip, regs.cs, io);
                 }
                 insn
             }
         };
+        let thread = thread.as_deref();
         let done = match insn {
-            Insn::Port(io) if sig == libc::SIGSEGV => self.port_io(pid, &mut regs, &io),
-            Insn::Hypercall => self.hypercall(pid, &mut regs),
+            Insn::Port(io) if sig == libc::SIGSEGV => self.port_io(pid, &mut regs, &io, thread),
+            Insn::Hypercall => self.hypercall(pid, &mut regs, thread),
             Insn::Cpuid { .. } if gp && self.cpuid => {
                 cpuid::emulate(&mut regs);
                 Step::Next
@@ -90,73 +134,63 @@ impl Tracer<'_> {
             Insn::Port(_) | Insn::Cpuid { .. } => Step::Fault,
         };
         match done {
-            Step::Fault => {
-                if let Insn::Port(_) = insn {
-                    self.stats.faults_delivered += 1;
-                }
-                false
-            }
+            Step::Fault => match insn {
+                Insn::Port(_) => Emulated::PortFault,
+                _ => Emulated::No,
+            },
             Step::Next | Step::Again => {
                 if matches!(done, Step::Next) {
                     regs.rip = regs.rip.wrapping_add(u64::from(insn.len()));
                 }
                 if sys::set_regs(pid, &regs).is_err() {
-                    return false;
+                    return Emulated::No;
                 }
                 match insn {
-                    Insn::Port(_) => self.stats.port_io += 1,
-                    Insn::Hypercall => self.stats.hypercalls += 1,
-                    Insn::Cpuid { .. } => self.stats.cpuid += 1,
+                    Insn::Port(_) => Emulated::PortIo,
+                    Insn::Hypercall => Emulated::Hypercall,
+                    Insn::Cpuid { .. } => Emulated::Cpuid,
                 }
-                true
             }
         }
     }
 
-    fn decide(&self, pid: pid_t, io: &PortIo, port: u16, eax: u32) -> Action {
-        // An `out` only returns a result when a live backdoor takes it; any other write
-        // to the port goes nowhere and changes no register, unlike an `in`, which reads.
-        let live = self.host.mode() != Mode::NotVmware && eax == proto::MAGIC;
-        let backdoor = match (io.op, io.size, io.rep) {
-            (Op::In, 4, _) if port == LB_PORT => Some(Action::Lb),
-            (Op::Out, 4, _) if port == LB_PORT && live => Some(Action::Lb),
-            (Op::Outs, 1, true) if port == HB_PORT => Some(Action::HbOut),
-            (Op::Ins, 1, true) if port == HB_PORT => Some(Action::HbIn),
-            _ => None,
-        };
-        let backdoor_port = port == LB_PORT || port == HB_PORT;
-        let privileged = self
-            .threads
-            .get(&pid)
-            .is_some_and(|t| t.io.allows(port, io.size));
-        match (self.host.mode(), backdoor) {
-            // VMware lets ring 3 use the backdoor ports whatever the I/O bitmap says.
-            (Mode::Vmware, Some(call)) => call,
-            (Mode::Vmware, None) if backdoor_port || privileged => Action::Empty,
-            (Mode::RestrictBackdoor, Some(call)) if privileged => call,
-            // Bare metal: a privileged backdoor read reaches an empty port; the host model
-            // answers it as such (EAX all ones, 0xFF bytes) and counts it.
-            (Mode::NotVmware, Some(call)) if privileged => call,
-            (_, _) if privileged => Action::Empty,
-            _ => Action::Fault,
+    /// What `io` on `port` does on this machine, for a thread with `thread`'s privilege.
+    fn decide(&self, io: &PortIo, port: u16, eax: u32, thread: Option<&Thread>) -> Action {
+        let privileged = thread.is_some_and(|t| t.io.allows(port, io.size));
+        if !self.host.port_reachable(port, privileged) {
+            return Action::Fault;
+        }
+        match (io.op, io.size, io.rep) {
+            (Op::In, 4, _) if port == LB_PORT => Action::Lb,
+            (Op::Out, 4, _) if port == LB_PORT && self.host.takes_out(eax) => Action::Lb,
+            (Op::Outs, 1, true) if port == HB_PORT => Action::HbOut,
+            (Op::Ins, 1, true) if port == HB_PORT => Action::HbIn,
+            // Any other access to a port it may touch finds no device there.
+            _ => Action::Empty,
         }
     }
 
-    fn port_io(&mut self, pid: pid_t, regs: &mut UserRegs, io: &PortIo) -> Step {
+    fn port_io(
+        &mut self,
+        pid: pid_t,
+        regs: &mut UserRegs,
+        io: &PortIo,
+        thread: Option<&Thread>,
+    ) -> Step {
         let port = match io.port {
             PortArg::Dx => proto::lo16(regs.rdx),
             PortArg::Imm(p) => u16::from(p),
         };
-        match self.decide(pid, io, port, regs.rax as u32) {
+        match self.decide(io, port, regs.rax as u32, thread) {
             Action::Fault => Step::Fault,
             Action::Lb => {
                 let mut r = to_proto(regs);
-                self.host.lb(&mut r);
-                from_proto(regs, &r);
                 if io.op == Op::In {
-                    // A 32-bit register write clears the upper half of RAX.
-                    regs.rax &= 0xffff_ffff;
+                    self.host.lb_in(&mut r);
+                } else {
+                    self.host.lb(&mut r);
                 }
+                from_proto(regs, &r);
                 Step::Next
             }
             Action::HbOut => self.hb_out(pid, regs, io),
@@ -190,7 +224,7 @@ impl Tracer<'_> {
         }
         let before = to_proto(regs);
         let mut r = before;
-        self.host.hb_out(&mut r, &self.scratch);
+        self.host.rep_outsb(&mut r, &self.scratch);
         from_proto(regs, &r);
         // Finish the string instruction where the host did not say otherwise.
         if r.si == before.si {
@@ -214,7 +248,7 @@ impl Tracer<'_> {
         }
         let before = to_proto(regs);
         let mut r = before;
-        let mut data = self.host.hb_in(&mut r);
+        let mut data = self.host.rep_insb(&mut r);
         data.truncate(usize::try_from(count).unwrap_or(usize::MAX));
         let n = data.len() as u64;
         let dst = reg(regs.rdi, io.addr_bits);
@@ -240,7 +274,7 @@ impl Tracer<'_> {
             set_reg(&mut regs.rcx, count - n, io.addr_bits);
             // An empty port hands out a bounded amount per call: the guest re-executes the
             // rest, as an interrupted REP instruction does.
-            if n < count && self.host.mode() == Mode::NotVmware {
+            if n < count && self.host.rep_insb_continues() {
                 return Step::Again;
             }
         }
@@ -248,17 +282,10 @@ impl Tracer<'_> {
     }
 
     /// VMCALL / VMMCALL: the same host calls, selected by flags in `lo16(EDX)` instead of a
-    /// port. Allowed wherever VMware would allow ring 3 to use the backdoor.
-    fn hypercall(&mut self, pid: pid_t, regs: &mut UserRegs) -> Step {
-        let allowed = match self.host.mode() {
-            Mode::Vmware => true,
-            Mode::RestrictBackdoor => self
-                .threads
-                .get(&pid)
-                .is_some_and(|t| t.io.allows(LB_PORT, 4)),
-            Mode::NotVmware => false,
-        };
-        if !allowed {
+    /// port, where the host model allows them.
+    fn hypercall(&mut self, pid: pid_t, regs: &mut UserRegs, thread: Option<&Thread>) -> Step {
+        let privileged = thread.is_some_and(|t| t.io.allows(LB_PORT, 4));
+        if !self.host.hypercall_allowed(privileged) {
             return Step::Fault;
         }
         let flags = proto::lo16(regs.rdx);
@@ -279,11 +306,11 @@ impl Tracer<'_> {
                 if sys::read_mem(pid, regs.rsi, &mut self.scratch) < take {
                     return Step::Fault;
                 }
-                self.host.hb_out(&mut r, &self.scratch);
+                self.host.rep_outsb(&mut r, &self.scratch);
             }
             HC_HB_IN => {
                 r.dx = as_port(HB_PORT);
-                let mut data = self.host.hb_in(&mut r);
+                let mut data = self.host.rep_insb(&mut r);
                 data.truncate(usize::try_from(regs.rcx).unwrap_or(usize::MAX));
                 if !data.is_empty() && !sys::write_mem(pid, regs.rdi, &data) {
                     return Step::Fault;

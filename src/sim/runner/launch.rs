@@ -7,13 +7,17 @@
 //! until SIGCONT, as it would without the runner. The child reports a panic message or an
 //! `exec` failure through a second pipe, read once every tracee is gone.
 
-use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+#![forbid(unsafe_code)]
+
+use std::fs::File;
+use std::io::{self, IoSlice, Read, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::panic::{self, AssertUnwindSafe};
 use std::process::Command;
 
-use super::{cpuid, seccomp, sys, Tracer};
+use super::sys::{self, exit_now, Forked};
+use super::{cpuid, seccomp, Tracer};
 use crate::sim::{GuestExit, Host, IoplPolicy, SimRun};
 
 /// The longest panic message carried back (well under a pipe's buffer, so the child's write
@@ -45,40 +49,35 @@ pub(crate) fn run(
     vmware_cpuid: bool,
     guest: Guest<'_>,
 ) -> io::Result<SimRun> {
-    // Only a VMware machine names itself in CPUID, and only CPUID faulting lets it.
-    let cpuid = vmware_cpuid && host.mode() != crate::sim::Mode::NotVmware && cpuid::supported();
-    let (go_read, go_write) = pipe(0)?;
-    let (report_read, report_write) = pipe(libc::O_NONBLOCK)?;
-    // SAFETY: fork has no memory-safety preconditions. The child only makes raw system
-    // calls (no allocation, no locks) until it runs the guest; the guest (the closure, or
-    // `Command::exec`) then runs in a copy of this process, which is the documented
-    // contract of `Sim::run`.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if pid == 0 {
-        drop(go_write);
-        drop(report_read);
-        child(go_read, report_write, cpuid, guest);
-    }
+    // Only CPUID faulting lets the runner show the CPUID the machine has.
+    let cpuid = vmware_cpuid && host.shows_vmware_cpuid() && cpuid::supported();
+    let (go_read, go_write) = sys::pipe(false)?;
+    let (report_read, report_write) = sys::pipe(true)?;
+    // The child only makes raw system calls (no allocation, no locks) until it runs the
+    // guest; the guest (the closure, or `Command::exec`) then runs in a copy of this
+    // process, which is the documented contract of `Sim::run`.
+    let pid = match sys::fork()? {
+        Forked::Child => {
+            drop(go_write);
+            drop(report_read);
+            child(go_read, report_write, cpuid, guest);
+        }
+        Forked::Parent(pid) => pid,
+    };
     drop(go_read);
     drop(report_write);
+    let mut report_read = File::from(report_read);
 
     if let Err(e) = sys::seize(pid) {
-        // SAFETY: pid is our own child; killing and reaping it has no other effect.
-        unsafe {
-            libc::kill(pid, libc::SIGKILL);
-            libc::waitpid(pid, std::ptr::null_mut(), 0);
-        }
-        return Err(read_report(&report_read).map_or(e, |r| r.into_error()));
+        sys::kill_and_reap(pid);
+        return Err(read_report(&mut report_read).map_or(e, |r| r.into_error()));
     }
     // Let the child go; from here on it runs traced.
     // If this fails the child is already gone; the loop below collects its exit.
-    let _ = io::Write::write_all(&mut std::fs::File::from(go_write), b"g");
+    let _ = File::from(go_write).write_all(b"g");
 
     let (root, traps) = Tracer::new(&mut host, policy, cpuid, pid).run()?;
-    let exit = match (read_report(&report_read), root) {
+    let exit = match (read_report(&mut report_read), root) {
         (Some(Report::Panic(msg)), Some(GuestExit::Exited(PANIC_EXIT))) => GuestExit::Panicked(msg),
         (
             Some(report @ (Report::Exec(_) | Report::Setup(_))),
@@ -87,7 +86,7 @@ pub(crate) fn run(
         (_, Some(exit)) => exit,
         (_, None) => {
             return Err(io::Error::other(
-                "vmw-sim: the guest's exit status was never reported",
+                "the guest's exit status was never reported",
             ))
         }
     };
@@ -96,8 +95,10 @@ pub(crate) fn run(
 
 /// The child side: never returns.
 fn child(go: OwnedFd, report: OwnedFd, cpuid: bool, guest: Guest<'_>) -> ! {
+    // Files only to use std's read and writev on the pipes: neither allocates.
+    let mut report = File::from(report);
     if let Err(errno) = seccomp::install() {
-        send(&report, TAG_SETUP, &errno.to_le_bytes());
+        send(&mut report, TAG_SETUP, &errno.to_le_bytes());
         exit_now(SETUP_EXIT);
     }
     // A program about to exec is re-armed by the tracer at its exec stop instead.
@@ -105,27 +106,25 @@ fn child(go: OwnedFd, report: OwnedFd, cpuid: bool, guest: Guest<'_>) -> ! {
         cpuid::arm_self();
     }
     // Wait until the parent has seized us; EOF means it died first: run nothing untraced.
-    let mut byte = 0u8;
-    let mut n = -1;
+    let mut go = File::from(go);
+    let mut byte = [0u8; 1];
+    let mut n = Ok(0);
     for _ in 0..100 {
-        // SAFETY: reading one byte into a local.
-        n = unsafe { libc::read(go.as_raw_fd(), (&mut byte as *mut u8).cast(), 1) };
-        if n >= 0 || errno::errno().0 != libc::EINTR {
+        n = go.read(&mut byte);
+        if !matches!(&n, Err(e) if e.kind() == io::ErrorKind::Interrupted) {
             break;
         }
     }
-    if n != 1 {
+    if !matches!(n, Ok(1)) {
         exit_now(SETUP_EXIT);
     }
     drop(go);
     match guest {
         Guest::Closure(f) => {
-            // SAFETY: getpid has no preconditions.
-            let me = unsafe { libc::getpid() };
+            let me = std::process::id();
             let result = panic::catch_unwind(AssertUnwindSafe(f));
             // A process the guest forked that returns from `f` ends here too, silently.
-            // SAFETY: as above.
-            if unsafe { libc::getpid() } != me {
+            if std::process::id() != me {
                 exit_now(if result.is_ok() { 0 } else { PANIC_EXIT });
             }
             let Err(payload) = result else { exit_now(0) };
@@ -136,7 +135,7 @@ fn child(go: OwnedFd, report: OwnedFd, cpuid: bool, guest: Guest<'_>) -> ! {
                 .unwrap_or_else(|| "Box<dyn Any>".to_string());
             let cut = floor_char_boundary(&msg, MAX_REPORT);
             send(
-                &report,
+                &mut report,
                 TAG_PANIC,
                 msg.as_bytes().get(..cut).unwrap_or_default(),
             );
@@ -146,34 +145,16 @@ fn child(go: OwnedFd, report: OwnedFd, cpuid: bool, guest: Guest<'_>) -> ! {
             // `exec` only returns on failure.
             let err = cmd.exec();
             let errno = err.raw_os_error().unwrap_or(libc::ENOEXEC);
-            send(&report, TAG_EXEC, &errno.to_le_bytes());
+            send(&mut report, TAG_EXEC, &errno.to_le_bytes());
             exit_now(SETUP_EXIT);
         }
     }
 }
 
-/// Ends the child without running the parent's atexit handlers or flushing its buffers.
-fn exit_now(code: i32) -> ! {
-    // SAFETY: _exit never returns and has no preconditions.
-    unsafe { libc::_exit(code) }
-}
-
 /// Writes one tagged report (best effort: nothing to do if it fails). One `writev`, no
 /// allocation: it runs in the forked child before the guest.
-fn send(fd: &OwnedFd, tag: u8, body: &[u8]) {
-    let parts = [
-        libc::iovec {
-            iov_base: (&tag as *const u8).cast_mut().cast(),
-            iov_len: 1,
-        },
-        libc::iovec {
-            iov_base: body.as_ptr().cast_mut().cast(),
-            iov_len: body.len(),
-        },
-    ];
-    // SAFETY: both iovecs describe live buffers (`tag`, `body`) of the given lengths, which
-    // the kernel only reads.
-    unsafe { libc::writev(fd.as_raw_fd(), parts.as_ptr(), parts.len() as libc::c_int) };
+fn send(fd: &mut File, tag: u8, body: &[u8]) {
+    let _ = fd.write_vectored(&[IoSlice::new(&[tag]), IoSlice::new(body)]);
 }
 
 /// What the child reported before exiting.
@@ -191,7 +172,7 @@ impl Report {
                 let e = io::Error::from_raw_os_error(errno);
                 io::Error::new(
                     e.kind(),
-                    format!("vmw-sim: installing the seccomp filter in the guest failed: {e}"),
+                    format!("installing the seccomp filter in the guest failed: {e}"),
                 )
             }
             Report::Panic(msg) => io::Error::other(msg),
@@ -201,11 +182,10 @@ impl Report {
 
 /// Reads the child's report, if any (the pipe is non-blocking: descendants of the guest may
 /// still hold its write end, so EOF cannot be waited for).
-fn read_report(fd: &OwnedFd) -> Option<Report> {
+fn read_report(fd: &mut File) -> Option<Report> {
     let mut buf = vec![0u8; MAX_REPORT + 8];
-    // SAFETY: reading into a live buffer of the given length.
-    let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-    let body = buf.get(1..usize::try_from(n).ok()?)?;
+    let n = fd.read(&mut buf).ok()?;
+    let body = buf.get(1..n)?;
     let errno = || Some(i32::from_le_bytes(body.get(..4)?.try_into().ok()?));
     match *buf.first()? {
         TAG_PANIC => Some(Report::Panic(String::from_utf8_lossy(body).into_owned())),
@@ -213,22 +193,6 @@ fn read_report(fd: &OwnedFd) -> Option<Report> {
         TAG_SETUP => Some(Report::Setup(errno()?)),
         _ => None,
     }
-}
-
-/// A close-on-exec pipe (read end, write end); `read_flags` are added to the read end.
-fn pipe(read_flags: i32) -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 fills the two-element array.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: both descriptors were just created and are owned by nobody else.
-    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    if read_flags != 0 {
-        // SAFETY: fcntl on a descriptor we own.
-        unsafe { libc::fcntl(r.as_raw_fd(), libc::F_SETFL, read_flags) };
-    }
-    Ok((r, w))
 }
 
 /// The largest index <= `max` that starts a character of `s`.

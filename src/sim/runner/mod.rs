@@ -10,9 +10,16 @@
 //! `iopl`/`ioperm` never reach the kernel: a seccomp filter turns them into ptrace stops and
 //! the runner answers them from a per-thread virtual privilege ([`privilege`]).
 //!
-//! Pieces: [`sys`] (raw calls), [`decode`] (instruction bytes), [`emulate`] (what an
-//! instruction does), [`privilege`] and [`seccomp`] (virtual `iopl`/`ioperm`), [`launch`]
-//! (fork, set-up of the child, the outcome).
+//! Pieces: [`sys`] (every raw system call, and the only `unsafe` code of the runner),
+//! [`decode`] (instruction bytes), [`emulate`] (what an instruction does, by the host
+//! model's rules), [`privilege`] and [`seccomp`] (virtual `iopl`/`ioperm`), [`cpuid`] (the
+//! VMware CPUID), [`launch`] (fork, set-up of the child, the outcome); the [`Tracer`] here
+//! owns the event loop and the traced processes.
+
+// `forbid` here would reach into `sys` too (an inner attribute covers the child modules and
+// cannot be lifted); `deny` with the one exception below keeps this file and every
+// submodule but `sys` free of `unsafe`, and the other files forbid it themselves.
+#![deny(unsafe_code)]
 
 mod cpuid;
 mod decode;
@@ -20,14 +27,18 @@ mod emulate;
 pub(crate) mod launch;
 mod privilege;
 mod seccomp;
+#[allow(unsafe_code)]
 mod sys;
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
+use std::ops::Range;
 
 use libc::pid_t;
 
+use self::decode::DecodeCache;
+use self::emulate::{Emulated, Emulator};
 use self::privilege::IoPrivilege;
 use self::seccomp::IoCall;
 use self::sys::Status;
@@ -36,6 +47,9 @@ use super::{GuestExit, Host, IoplPolicy, TrapStats};
 /// Events a new tracee may wait for its creator's fork/clone event before it runs anyway
 /// (the creator was killed between creating it and reporting it).
 const HOLD_LIMIT: u32 = 10_000;
+/// Stops a single step of the runner's own code may see (the step plus stray signals)
+/// before giving up.
+const STEP_STOPS: usize = 8;
 
 /// Pids are already well spread: hashing them is wasted time on every trap.
 #[derive(Default)]
@@ -75,42 +89,6 @@ impl Thread {
     }
 }
 
-/// The last few port I/O instructions a thread faulted on, by (RIP, CS), so a call site
-/// that traps again skips reading its instruction bytes (a ptrace round trip).
-///
-/// An entry is only used for a fault of the kind port I/O raises (#GP, `SI_KERNEL`) at the
-/// same address and code segment, and the cache is dropped at `execve`. What it cannot see
-/// is code replaced in place at that very address by another #GP-raising instruction
-/// (unloading a library and loading another exactly there, or a JIT): accepted.
-#[derive(Default)]
-struct DecodeCache {
-    slots: [Option<(u64, u64, decode::PortIo)>; 4],
-    next: usize,
-}
-
-impl DecodeCache {
-    fn get(&self, rip: u64, cs: u64) -> Option<decode::PortIo> {
-        self.slots
-            .iter()
-            .flatten()
-            .find(|(r, c, _)| *r == rip && *c == cs)
-            .map(|(_, _, io)| *io)
-    }
-
-    fn put(&mut self, rip: u64, cs: u64, io: decode::PortIo) {
-        if self.get(rip, cs).is_none() {
-            if let Some(slot) = self.slots.get_mut(self.next % 4) {
-                *slot = Some((rip, cs, io));
-            }
-            self.next = (self.next + 1) % 4;
-        }
-    }
-
-    fn clear(&mut self) {
-        *self = DecodeCache::default();
-    }
-}
-
 /// A stop reported for a tracee whose creator has not reported it yet.
 struct Held {
     pid: pid_t,
@@ -121,7 +99,8 @@ struct Held {
 
 /// The tracer of one guest process tree; owns the event loop.
 pub(crate) struct Tracer<'h> {
-    host: &'h mut Host,
+    /// Executes the guest's faulting instructions against the host model.
+    emu: Emulator<'h>,
     policy: IoplPolicy,
     root: pid_t,
     root_exit: Option<GuestExit>,
@@ -131,14 +110,10 @@ pub(crate) struct Tracer<'h> {
     expected: PidMap<IoPrivilege>,
     /// Stopped before its creator's fork/clone event: resumed when that comes.
     held: Vec<Held>,
-    /// Whether the guest sees a VMware CPUID (CPUID faulting armed in every process).
-    cpuid: bool,
     /// Signals that arrived while the runner was stepping a tracee itself; delivered when
     /// it resumes.
     deferred: Vec<(pid_t, i32)>,
     stats: TrapStats,
-    /// Reused buffer for guest memory (no allocation per call).
-    scratch: Vec<u8>,
 }
 
 impl<'h> Tracer<'h> {
@@ -147,20 +122,18 @@ impl<'h> Tracer<'h> {
         let mut threads = PidMap::default();
         threads.insert(root, Thread::default());
         Tracer {
-            host,
+            emu: Emulator::new(host, cpuid),
             policy,
             root,
             root_exit: None,
             threads,
             expected: PidMap::default(),
             held: Vec::new(),
-            cpuid,
             deferred: Vec::new(),
             stats: TrapStats {
                 tracees: 1,
                 ..TrapStats::default()
             },
-            scratch: Vec::new(),
         }
     }
 
@@ -246,8 +219,10 @@ impl<'h> Tracer<'h> {
                     t.decoded.clear();
                 }
                 self.stats.execs += 1;
-                if self.cpuid {
-                    self.rearm_cpuid(pid);
+                if self.emu.vmware_cpuid() {
+                    if let Err(msg) = cpuid::rearm(pid, |pid, stub| self.step(pid, stub)) {
+                        log::warn!("{msg}");
+                    }
                 }
                 self.resume_with_deferred(pid);
             }
@@ -284,10 +259,7 @@ impl<'h> Tracer<'h> {
             h.waited += 1;
             if nobody_else || h.waited > HOLD_LIMIT {
                 let h = self.held.swap_remove(i);
-                log::warn!(
-                    "vmw-sim: tracee {} started before its creator reported it",
-                    h.pid
-                );
+                log::warn!("tracee {} started before its creator reported it", h.pid);
                 self.threads.insert(h.pid, Thread::default());
                 self.stats.tracees += 1;
                 self.on_stop(h.pid, h.sig, h.event);
@@ -298,11 +270,23 @@ impl<'h> Tracer<'h> {
     }
 
     fn on_signal(&mut self, pid: pid_t, sig: i32) {
-        if (sig == libc::SIGSEGV || sig == libc::SIGILL) && self.emulate(pid, sig) {
-            resume(pid, 0);
+        let done = if sig == libc::SIGSEGV || sig == libc::SIGILL {
+            self.emu.emulate(pid, sig, self.threads.get_mut(&pid))
         } else {
+            Emulated::No
+        };
+        match done {
+            Emulated::PortIo => self.stats.port_io += 1,
+            Emulated::Hypercall => self.stats.hypercalls += 1,
+            Emulated::Cpuid => self.stats.cpuid += 1,
+            Emulated::PortFault => self.stats.faults_delivered += 1,
+            Emulated::No => {}
+        }
+        if matches!(done, Emulated::PortFault | Emulated::No) {
             self.stats.signals_delivered += 1;
             resume(pid, sig);
+        } else {
+            resume(pid, 0);
         }
     }
 
@@ -336,9 +320,50 @@ impl<'h> Tracer<'h> {
             self.stats.io_syscalls += 1;
         }
     }
-}
 
-impl Tracer<'_> {
+    /// Runs one instruction of `pid` for the runner's own code at `stub`; false if it did
+    /// not come back stopped by the step. Signals that arrive meanwhile are kept for
+    /// delivery when it resumes, except a fault raised by `stub` itself, which the program
+    /// must never see.
+    fn step(&mut self, pid: pid_t, stub: Range<u64>) -> bool {
+        for _ in 0..STEP_STOPS {
+            if sys::single_step(pid).is_err() {
+                return false;
+            }
+            match sys::wait_for(pid) {
+                Ok(Some((
+                    _,
+                    Status::Stopped {
+                        sig: libc::SIGTRAP,
+                        event: 0,
+                    },
+                ))) => return true,
+                Ok(Some((_, Status::Stopped { sig, event: 0 }))) => {
+                    let faulted_in_stub = matches!(
+                        sig,
+                        libc::SIGSEGV | libc::SIGILL | libc::SIGBUS | libc::SIGFPE
+                    ) && sys::get_regs(pid)
+                        .map_or(true, |r| stub.contains(&r.rip));
+                    if faulted_in_stub {
+                        return false;
+                    }
+                    self.deferred.push((pid, sig));
+                }
+                Ok(Some((_, Status::Stopped { .. }))) => {}
+                Ok(Some((_, Status::Exited(code)))) => {
+                    self.gone(pid, GuestExit::Exited(code));
+                    return false;
+                }
+                Ok(Some((_, Status::Killed(sig)))) => {
+                    self.gone(pid, GuestExit::Signaled(sig));
+                    return false;
+                }
+                Ok(None) | Err(_) => return false,
+            }
+        }
+        false
+    }
+
     /// Resumes `pid` with the first signal that was held back while the runner stepped it;
     /// any further ones are sent again.
     fn resume_with_deferred(&mut self, pid: pid_t) {
@@ -355,10 +380,12 @@ impl Tracer<'_> {
             self.deferred.swap_remove(i);
             if first == 0 {
                 first = sig;
-            } else {
-                // SAFETY: tgkill to a thread of our own tracee; pid is its thread-group leader
-                // (it just completed execve).
-                unsafe { libc::syscall(libc::SYS_tgkill, pid, pid, sig) };
+            } else if let Err(e) = sys::tgkill(pid, pid, sig) {
+                // pid is the thread-group leader (it just completed execve); one that
+                // vanished meanwhile is fine, anything else loses the signal.
+                if e.raw_os_error() != Some(libc::ESRCH) {
+                    log::warn!("signal {sig} for {pid} lost: tgkill: {e}");
+                }
             }
         }
         resume(pid, first);
@@ -373,7 +400,7 @@ fn resume(pid: pid_t, sig: i32) {
 fn ignore_gone(r: io::Result<()>) {
     if let Err(e) = r {
         if e.raw_os_error() != Some(libc::ESRCH) {
-            log::warn!("vmw-sim: ptrace: {e}");
+            log::warn!("ptrace: {e}");
         }
     }
 }

@@ -1,6 +1,8 @@
 //! Virtual I/O privilege: what `iopl` and `ioperm` would have granted a guest thread, kept
 //! by the runner instead of the kernel, with the kernel's argument checks and errors.
 
+#![forbid(unsafe_code)]
+
 use crate::sim::IoplPolicy;
 
 /// Ports in the x86 I/O space (and bits in an I/O permission bitmap).

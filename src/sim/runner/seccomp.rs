@@ -2,7 +2,11 @@
 //! stops it with `PTRACE_EVENT_SECCOMP` (the runner then answers it virtually); every other
 //! system call is allowed untouched.
 
+#![forbid(unsafe_code)]
+
 use libc::sock_filter;
+
+use super::sys;
 
 /// Which I/O-privilege call stopped the guest: the filter's `SECCOMP_RET_DATA`, read back
 /// with `PTRACE_GETEVENTMSG`.
@@ -95,28 +99,8 @@ static FILTER: [sock_filter; 17] = [
 /// code). Only raw system calls: safe between `fork` and `exec`. Returns the errno on
 /// failure.
 pub(crate) fn install() -> Result<(), i32> {
-    let prog = libc::sock_fprog {
-        len: FILTER.len() as u16,
-        filter: FILTER.as_ptr() as *mut sock_filter,
-    };
-    // SAFETY: prctl with integer arguments only.
-    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-        return Err(errno::errno().0);
-    }
-    // SAFETY: `prog` points to the static FILTER for its whole length; the kernel copies the
-    // program and never writes through the pointer.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_seccomp,
-            libc::SECCOMP_SET_MODE_FILTER,
-            0,
-            &prog as *const libc::sock_fprog,
-        )
-    };
-    if r != 0 {
-        return Err(errno::errno().0);
-    }
-    Ok(())
+    sys::set_no_new_privs()?;
+    sys::seccomp_filter(&FILTER)
 }
 
 #[cfg(test)]

@@ -1,8 +1,12 @@
-//! Thin safe wrappers over the raw `ptrace`, `waitpid` and `process_vm_*` calls the runner
-//! makes. Nothing here knows about the backdoor; every function returns `io::Result` and
-//! never panics, whatever the tracee does (a tracee may vanish between any two calls).
+//! Thin safe wrappers over every raw system call the runner makes: `ptrace`, `waitpid` and
+//! `process_vm_*` on tracees, and `fork`, pipes, `prctl`/seccomp, `arch_prctl`, `tgkill` and
+//! the CPUID instruction for the runner's own process. The only file of the runner with
+//! `unsafe`. Nothing here knows about the backdoor; the functions report failure as
+//! `io::Result` (or an errno) and never panic, whatever the tracee does (a tracee may vanish
+//! between any two calls).
 
-use std::io;
+use std::io::{self, IoSlice, IoSliceMut};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use libc::{c_long, c_void, pid_t};
 
@@ -161,17 +165,27 @@ fn remote_pieces(addr: u64, len: usize, out: &mut [libc::iovec; IOV_PER_CALL]) -
     n
 }
 
-/// Which way a `process_vm_*` transfer goes.
-#[derive(Clone, Copy)]
-enum Dir {
-    Read,
-    Write,
+/// The local side of a `process_vm_*` transfer: where the bytes go (a read) or come from
+/// (a write).
+enum Local<'a> {
+    Read(&'a mut [u8]),
+    Write(&'a [u8]),
+}
+
+impl Local<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Local::Read(buf) => buf.len(),
+            Local::Write(data) => data.len(),
+        }
+    }
 }
 
 /// Moves bytes between `local` and tracee memory at `addr` with `process_vm_readv` or
 /// `process_vm_writev`; returns how many leading bytes moved (stops at the first
 /// unmapped page) or the error when not even the call worked.
-fn transfer(pid: pid_t, addr: u64, local: *mut u8, len: usize, dir: Dir) -> io::Result<usize> {
+fn transfer(pid: pid_t, addr: u64, mut local: Local<'_>) -> io::Result<usize> {
+    let len = local.len();
     let mut done = 0usize;
     // Each round moves up to IOV_PER_CALL pages, so this ends after len / (32 * 4 KiB) + 1.
     while done < len {
@@ -182,21 +196,44 @@ fn transfer(pid: pid_t, addr: u64, local: *mut u8, len: usize, dir: Dir) -> io::
         let at = addr.wrapping_add(done as u64);
         let pieces = remote_pieces(at, len - done, &mut remote);
         let want: usize = remote.iter().take(pieces).map(|v| v.iov_len).sum();
-        // SAFETY: `local` points to `len` bytes the caller owns (readable for Write,
-        // writable for Read) and done + want <= len.
-        let local_iov = libc::iovec {
-            iov_base: unsafe { local.add(done) }.cast(),
-            iov_len: want,
-        };
-        // SAFETY: both iovec arrays are valid for the lengths given; the remote side is
-        // checked by the kernel, which reports EFAULT or a short count for bad addresses.
-        let r = unsafe {
-            match dir {
-                Dir::Read => {
-                    libc::process_vm_readv(pid, &local_iov, 1, remote.as_ptr(), pieces as _, 0)
+        let end = done + want;
+        // The local side is one IoSlice / IoSliceMut, which std guarantees to be
+        // ABI-compatible with `struct iovec` on Unix.
+        let r = match &mut local {
+            Local::Read(buf) => {
+                let Some(part) = buf.get_mut(done..end) else {
+                    break;
+                };
+                let local_iov = [IoSliceMut::new(part)];
+                // SAFETY: `local_iov` describes `part`, a live, writable buffer of its length,
+                // and is layout-compatible with one iovec; the remote iovecs are checked by
+                // the kernel, which reports EFAULT or a short count for bad addresses.
+                unsafe {
+                    libc::process_vm_readv(
+                        pid,
+                        local_iov.as_ptr().cast::<libc::iovec>(),
+                        1,
+                        remote.as_ptr(),
+                        pieces as _,
+                        0,
+                    )
                 }
-                Dir::Write => {
-                    libc::process_vm_writev(pid, &local_iov, 1, remote.as_ptr(), pieces as _, 0)
+            }
+            Local::Write(data) => {
+                let Some(part) = data.get(done..end) else {
+                    break;
+                };
+                let local_iov = [IoSlice::new(part)];
+                // SAFETY: as above; the kernel only reads `part` for a write.
+                unsafe {
+                    libc::process_vm_writev(
+                        pid,
+                        local_iov.as_ptr().cast::<libc::iovec>(),
+                        1,
+                        remote.as_ptr(),
+                        pieces as _,
+                        0,
+                    )
                 }
             }
         };
@@ -222,7 +259,7 @@ fn transfer(pid: pid_t, addr: u64, local: *mut u8, len: usize, dir: Dir) -> io::
 /// Falls back to word-wise `PTRACE_PEEKDATA` for what `process_vm_readv` could not read
 /// (execute-only code pages, or a kernel without the call).
 pub(crate) fn read_mem(pid: pid_t, addr: u64, buf: &mut [u8]) -> usize {
-    let mut got = transfer(pid, addr, buf.as_mut_ptr(), buf.len(), Dir::Read).unwrap_or(0);
+    let mut got = transfer(pid, addr, Local::Read(buf)).unwrap_or(0);
     // At most len / 8 + 2 words; stops at the first word that cannot be read.
     while got < buf.len() {
         let at = addr.wrapping_add(got as u64);
@@ -242,8 +279,7 @@ pub(crate) fn read_mem(pid: pid_t, addr: u64, buf: &mut [u8]) -> usize {
 /// Writes `data` into tracee memory at `addr`, as the tracee itself could (a read-only page
 /// is an error, as it would fault the tracee). Returns false when not all bytes landed.
 pub(crate) fn write_mem(pid: pid_t, addr: u64, data: &[u8]) -> bool {
-    // process_vm_writev only reads `data`; the *mut cast is for the shared helper.
-    matches!(transfer(pid, addr, data.as_ptr() as *mut u8, data.len(), Dir::Write), Ok(n) if n == data.len())
+    matches!(transfer(pid, addr, Local::Write(data)), Ok(n) if n == data.len())
 }
 
 /// What `waitpid` reported for one tracee.
@@ -295,4 +331,140 @@ pub(crate) fn wait_for(pid: pid_t) -> io::Result<Option<(pid_t, Status)>> {
         return Ok(Some((got, status)));
     }
     Err(io::Error::from_raw_os_error(libc::EINTR))
+}
+
+// ---- Process plumbing: fork, pipes, the child's own set-up ----
+
+/// Which side of [`fork`] the caller is on.
+pub(crate) enum Forked {
+    /// The new process.
+    Child,
+    /// The caller, with the child's pid.
+    Parent(pid_t),
+}
+
+/// Forks the calling process.
+///
+/// The child is a copy of the caller with only the calling thread; locks other threads held
+/// at that moment stay held for ever in it. That is a hazard for liveness (the child may
+/// hang), not for memory safety: the runner's child makes only system calls until it runs
+/// the guest, and the guest closure's contract (`Sim::run`) says to keep to what is safe
+/// after `fork`.
+pub(crate) fn fork() -> io::Result<Forked> {
+    // SAFETY: fork has no memory-safety preconditions; what the child may do afterwards is
+    // the caller's contract described above.
+    match unsafe { libc::fork() } {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(Forked::Child),
+        pid => Ok(Forked::Parent(pid)),
+    }
+}
+
+/// Kills `pid` (a child of the caller) and reaps it; best effort.
+pub(crate) fn kill_and_reap(pid: pid_t) {
+    // SAFETY: kill and waitpid take integers (and a null status pointer, which waitpid
+    // allows); pid is our own child, so nothing else is affected.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        libc::waitpid(pid, std::ptr::null_mut(), 0);
+    }
+}
+
+/// A close-on-exec pipe (read end, write end); the read end is non-blocking if asked.
+pub(crate) fn pipe(nonblocking_read: bool) -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills the two-element array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let [r, w] = fds;
+    // SAFETY: both descriptors were just created and are owned by nobody else.
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(r), OwnedFd::from_raw_fd(w)) };
+    if nonblocking_read {
+        // SAFETY: fcntl with integer arguments on a descriptor we own.
+        if unsafe { libc::fcntl(r.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok((r, w))
+}
+
+/// Ends the calling process at once with `code`: no atexit handlers, no buffer flushing
+/// (for the forked child, whose buffers are the parent's).
+pub(crate) fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit has no preconditions and never returns.
+    unsafe { libc::_exit(code) }
+}
+
+/// Forbids the calling process and its descendants to gain privileges (set-uid, file
+/// capabilities), which an unprivileged seccomp filter requires. Returns the errno on
+/// failure. One raw system call: safe between `fork` and `exec`.
+pub(crate) fn set_no_new_privs() -> Result<(), i32> {
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return Err(last_errno());
+    }
+    Ok(())
+}
+
+/// Installs the classic BPF `filter` as a seccomp filter of the calling thread. Returns the
+/// errno on failure. One raw system call: safe between `fork` and `exec`.
+pub(crate) fn seccomp_filter(filter: &'static [libc::sock_filter]) -> Result<(), i32> {
+    let len = u16::try_from(filter.len()).map_err(|_| libc::EINVAL)?;
+    let prog = libc::sock_fprog {
+        len,
+        // The C struct has one pointer type; SECCOMP_SET_MODE_FILTER only reads through it.
+        filter: filter.as_ptr().cast_mut(),
+    };
+    // SAFETY: `prog` points to `filter` for its whole length, and `filter` lives for ever;
+    // the kernel copies the program and never writes through the pointer.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            0,
+            &prog as *const libc::sock_fprog,
+        )
+    };
+    if r != 0 {
+        return Err(last_errno());
+    }
+    Ok(())
+}
+
+/// `arch_prctl` code that turns CPUID faulting on (argument 0) or off (1).
+pub(crate) const ARCH_SET_CPUID: u64 = 0x1012;
+
+/// Turns CPUID faulting on or off for the calling thread (`arch_prctl(ARCH_SET_CPUID)`);
+/// false when the CPU or kernel cannot. One raw system call: safe between `fork` and `exec`.
+pub(crate) fn set_cpuid_faulting(on: bool) -> bool {
+    // SAFETY: arch_prctl with integer arguments; no memory is passed.
+    unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_SET_CPUID, u64::from(!on)) == 0 }
+}
+
+/// EAX, EBX, ECX, EDX of the real CPU's CPUID `leaf`/`subleaf`.
+pub(crate) fn cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {
+    // `__cpuid_count` is an unsafe fn in older Rust (including the 1.77 MSRV) and safe in
+    // recent releases; the block serves both.
+    #[allow(unused_unsafe)]
+    // SAFETY: every x86_64 CPU has CPUID; it only reads identification registers. The
+    // tracer itself never runs with CPUID faulting, so it does not trap here.
+    let r = unsafe { core::arch::x86_64::__cpuid_count(leaf, subleaf) };
+    [r.eax, r.ebx, r.ecx, r.edx]
+}
+
+/// Sends `sig` to thread `tid` of thread group `tgid` (`tgkill`).
+pub(crate) fn tgkill(tgid: pid_t, tid: pid_t, sig: i32) -> io::Result<()> {
+    // SAFETY: tgkill takes integers only; the kernel checks that the thread exists.
+    if unsafe { libc::syscall(libc::SYS_tgkill, tgid, tid, sig) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The calling thread's errno (no allocation: usable in the forked child).
+fn last_errno() -> i32 {
+    io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
 }
