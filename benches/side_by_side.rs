@@ -10,7 +10,7 @@
 //!
 //! Method, the same for all three implementations:
 //!
-//! - Each is a separate guest program run with [`Sim::run_command`]
+//! - Each is a separate guest program run with [`HostConfig::run_command`]
 //!   (`vmw_backdoor::sim`) on a host configured identically: the two peer programs of
 //!   `benches/peers/` (paths from `VMW024_PEER` / `OVT_PEER`, else their build locations),
 //!   and this binary itself in `guest` mode for our library. All three take the same command

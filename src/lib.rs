@@ -143,9 +143,15 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
+// A value that is the point of a call is marked so (`config.no_hb();` alone is a mistake).
+#![warn(clippy::must_use_candidate, clippy::return_self_not_must_use)]
 #![deny(missing_debug_implementations)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+// `#[non_exhaustive]` policy: on what the host or the protocol can extend (ErrorKind,
+// Product) and on the simulator's records and hostile answers (Counters, TrapStats, Answer);
+// not on fixed register layouts (Regs, Version, HostTime, Frequencies, BiosUuid) nor on the
+// simulator's knobs a test matches on (Mode, IoplPolicy, Step) or GuestExit.
 mod backdoor;
 mod erpc;
 mod error;

@@ -3,15 +3,14 @@
 
 #![cfg(all(feature = "sim", target_os = "linux", target_arch = "x86_64"))]
 
-use vmw_backdoor::proto::product;
-use vmw_backdoor::sim::{Host, HostConfig, IoplPolicy, Mode, Sim};
+use vmw_backdoor::sim::{Host, HostConfig, IoplPolicy, Mode};
 use vmw_backdoor::{BiosUuid, ErrorKind, Frequencies, HostTime, Product, Version};
 
 /// Runs `guest` under the simulator and requires a clean exit (a failed assertion in the
 /// guest fails the test with its message; a signal fails it too).
 #[track_caller]
-fn run(sim: Sim, guest: impl FnOnce()) -> Host {
-    sim.run(guest).expect("start the guest").expect_success()
+fn run(config: HostConfig, guest: impl FnOnce()) -> Host {
+    config.run(guest).expect("start the guest").expect_success()
 }
 
 fn expect_kind<T: std::fmt::Debug>(
@@ -25,11 +24,8 @@ fn expect_kind<T: std::fmt::Debug>(
 
 #[test]
 fn probes_find_vmware_and_report_version_and_product() {
-    for (raw, expected) in [
-        (product::ESX, Product::EsxServer),
-        (product::WORKSTATION, Product::Workstation),
-    ] {
-        let host = run(HostConfig::default().product(raw).sim(), move || {
+    for expected in [Product::EsxServer, Product::Workstation] {
+        let host = run(HostConfig::default().product(expected), move || {
             let want = Version {
                 version: 6,
                 product: expected,
@@ -48,7 +44,7 @@ fn probes_find_vmware_and_report_version_and_product() {
 
 #[test]
 fn outside_vmware_every_probe_is_an_error_and_the_guest_lives() {
-    let host = run(HostConfig::default().mode(Mode::NotVmware).sim(), || {
+    let host = run(HostConfig::default().mode(Mode::NotVmware), || {
         let m = expect_kind(vmw_backdoor::probe_backdoor(), ErrorKind::NotVmware);
         assert!(
             m.contains("faulted") && m.contains("probe_backdoor_privileged"),
@@ -85,19 +81,16 @@ fn outside_vmware_every_probe_is_an_error_and_the_guest_lives() {
 
 #[test]
 fn restricted_ring3_access_needs_the_privileged_probe() {
-    run(
-        HostConfig::default().mode(Mode::RestrictBackdoor).sim(),
-        || {
-            let m = expect_kind(vmw_backdoor::probe_backdoor(), ErrorKind::NotVmware);
-            assert!(m.contains("probe_backdoor_privileged"), "{m}");
-            let mut g = vmw_backdoor::probe_backdoor_privileged()
-                .or_else(|_| vmw_backdoor::probe_backdoor())
-                .unwrap();
-            assert_eq!(g.get_version().unwrap().product, Product::EsxServer);
-            let mut chan = g.open_enhanced_chan().unwrap();
-            chan.log("restricted but privileged").unwrap();
-        },
-    );
+    run(HostConfig::default().mode(Mode::RestrictBackdoor), || {
+        let m = expect_kind(vmw_backdoor::probe_backdoor(), ErrorKind::NotVmware);
+        assert!(m.contains("probe_backdoor_privileged"), "{m}");
+        let mut g = vmw_backdoor::probe_backdoor_privileged()
+            .or_else(|_| vmw_backdoor::probe_backdoor())
+            .unwrap();
+        assert_eq!(g.get_version().unwrap().product, Product::EsxServer);
+        let mut chan = g.open_enhanced_chan().unwrap();
+        chan.log("restricted but privileged").unwrap();
+    });
 }
 
 #[test]
@@ -106,7 +99,7 @@ fn iopl_refusals_are_distinct_errors_pointing_at_the_unprivileged_access() {
         (IoplPolicy::Eperm, libc::EPERM, "CAP_SYS_RAWIO"),
         (IoplPolicy::Enosys, libc::ENOSYS, "CONFIG_X86_IOPL_IOPERM"),
     ] {
-        run(HostConfig::default().sim().iopl(policy), move || {
+        run(HostConfig::default().iopl(policy), move || {
             for r in [
                 vmw_backdoor::access_backdoor_privileged(),
                 vmw_backdoor::probe_backdoor_privileged(),
@@ -132,45 +125,42 @@ fn iopl_refusals_are_distinct_errors_pointing_at_the_unprivileged_access() {
 fn privilege_is_given_back_by_the_last_guard_of_the_thread() {
     // On a host that restricts ring 3, an unprivileged knock succeeds exactly while this
     // thread holds I/O privilege.
-    run(
-        HostConfig::default().mode(Mode::RestrictBackdoor).sim(),
-        || {
-            let reachable = || vmw_backdoor::probe_backdoor().is_ok();
-            assert!(!reachable());
+    run(HostConfig::default().mode(Mode::RestrictBackdoor), || {
+        let reachable = || vmw_backdoor::probe_backdoor().is_ok();
+        assert!(!reachable());
 
-            let g = vmw_backdoor::probe_backdoor_privileged().unwrap();
-            assert!(reachable());
-            drop(g);
-            assert!(!reachable(), "drop gives the privilege back");
+        let g = vmw_backdoor::probe_backdoor_privileged().unwrap();
+        assert!(reachable());
+        drop(g);
+        assert!(!reachable(), "drop gives the privilege back");
 
-            let g = vmw_backdoor::probe_backdoor_privileged().unwrap();
-            g.release_access().unwrap();
-            assert!(!reachable(), "release_access gives it back");
+        let g = vmw_backdoor::probe_backdoor_privileged().unwrap();
+        g.release_access().unwrap();
+        assert!(!reachable(), "release_access gives it back");
 
-            let mut first = vmw_backdoor::probe_backdoor_privileged().unwrap();
-            let second = vmw_backdoor::probe_backdoor_privileged().unwrap();
-            drop(second);
-            assert!(reachable(), "another guard still holds it");
-            first.get_version().unwrap();
-            first
-                .open_enhanced_chan()
-                .unwrap()
-                .log("still privileged")
-                .unwrap();
-            drop(first);
-            assert!(!reachable());
+        let mut first = vmw_backdoor::probe_backdoor_privileged().unwrap();
+        let second = vmw_backdoor::probe_backdoor_privileged().unwrap();
+        drop(second);
+        assert!(reachable(), "another guard still holds it");
+        first.get_version().unwrap();
+        first
+            .open_enhanced_chan()
+            .unwrap()
+            .log("still privileged")
+            .unwrap();
+        drop(first);
+        assert!(!reachable());
 
-            // A thread that already ran when this one took privilege does not share it.
-            let (go, wait) = std::sync::mpsc::channel::<()>();
-            let other = std::thread::spawn(move || {
-                wait.recv().unwrap();
-                reachable()
-            });
-            let _held = vmw_backdoor::probe_backdoor_privileged().unwrap();
-            go.send(()).unwrap();
-            assert!(!other.join().unwrap(), "I/O privilege is per thread");
-        },
-    );
+        // A thread that already ran when this one took privilege does not share it.
+        let (go, wait) = std::sync::mpsc::channel::<()>();
+        let other = std::thread::spawn(move || {
+            wait.recv().unwrap();
+            reachable()
+        });
+        let _held = vmw_backdoor::probe_backdoor_privileged().unwrap();
+        go.send(()).unwrap();
+        assert!(!other.join().unwrap(), "I/O privilege is per thread");
+    });
 }
 
 #[test]
@@ -184,7 +174,7 @@ fn low_level_commands_return_typed_answers() {
         .max_time_lag(2_000)
         .hz(2_900_000_001, 1_000_000_000)
         .vcpu_info((1 << 1) | (1 << 4));
-    run(config.sim(), move || {
+    run(config, move || {
         let mut g = vmw_backdoor::access_backdoor().unwrap();
         assert_eq!(g.hardware_version().unwrap(), Some(19));
         assert_eq!(g.cpu_mhz().unwrap(), Some(3_100));
@@ -214,7 +204,7 @@ fn low_level_commands_return_typed_answers() {
 #[test]
 fn commands_a_host_lacks_read_as_none() {
     let config = HostConfig::default().no_gethz().no_vcpu_info().mhz(0);
-    run(config.sim(), || {
+    run(config, || {
         let mut g = vmw_backdoor::probe_backdoor().unwrap();
         assert_eq!(g.frequencies().unwrap(), None);
         assert_eq!(g.vcpu_info().unwrap(), None);
@@ -228,12 +218,12 @@ fn the_cpuid_hint_sees_the_vmware_signature_and_probes_do_not_need_it() {
     let cpuid_fault = std::fs::read_to_string("/proc/cpuinfo")
         .is_ok_and(|s| s.split_whitespace().any(|flag| flag == "cpuid_fault"));
     if cpuid_fault {
-        run(HostConfig::default().sim().vmware_cpuid(true), || {
+        run(HostConfig::default().vmware_cpuid(true), || {
             assert!(vmw_backdoor::is_vmware_cpu());
         });
     }
     // Where the signature is hidden or names another hypervisor, the knock still decides.
-    run(HostConfig::default().sim().vmware_cpuid(false), || {
+    run(HostConfig::default().vmware_cpuid(false), || {
         let cpu_says = vmw_backdoor::is_vmware_cpu();
         let mut g = vmw_backdoor::probe_backdoor().unwrap();
         assert_eq!(

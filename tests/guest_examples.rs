@@ -6,7 +6,6 @@ mod support;
 
 use std::process::{Command, Stdio};
 
-use vmw_backdoor::proto::product;
 use vmw_backdoor::sim::{GuestExit, Host, HostConfig, IoplPolicy, Mode};
 
 struct Output {
@@ -35,7 +34,7 @@ fn run_example_with(config: HostConfig, iopl: IoplPolicy, name: &str, args: &[&s
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&out_path).unwrap())
         .stderr(std::fs::File::create(&err_path).unwrap());
-    let run = config.sim().iopl(iopl).run_command(&mut cmd).unwrap();
+    let run = config.iopl(iopl).run_command(&mut cmd).unwrap();
     let output = Output {
         exit: run.exit,
         stdout: std::fs::read(&out_path).unwrap(),
@@ -56,7 +55,7 @@ fn checkvm_reports_version_and_product_or_fails_cleanly() {
     let o = run_example(HostConfig::default(), "checkvm", &["-p"]);
     assert_eq!(o.stdout, b"ESX Server\n");
     let o = run_example(
-        HostConfig::default().product(product::WORKSTATION),
+        HostConfig::default().product(vmw_backdoor::Product::Workstation),
         "checkvm",
         &["-p"],
     );
@@ -164,7 +163,6 @@ fn the_i686_build_speaks_the_protocol_byte_exactly() {
         cmd.arg("k").stdout(std::fs::File::create(&out).unwrap());
         let run = config
             .guestinfo("k", &value)
-            .sim()
             .iopl(IoplPolicy::Enosys)
             .run_command(&mut cmd)
             .unwrap();
@@ -176,7 +174,6 @@ fn the_i686_build_speaks_the_protocol_byte_exactly() {
     }
     let run = HostConfig::default()
         .mode(Mode::RestrictBackdoor)
-        .sim()
         .iopl(IoplPolicy::Allow)
         .run_command(Command::new(&guestinfo).args(["k", "set-from-i686"]))
         .unwrap();

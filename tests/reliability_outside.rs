@@ -165,7 +165,6 @@ fn run(mode: Mode, iopl: IoplPolicy, guest: fn() -> usize, expected: usize) -> u
     let run = HostConfig::default()
         .guestinfo("k", "v")
         .mode(mode)
-        .sim()
         .iopl(iopl)
         .run(move || std::process::exit(i32::try_from(guest()).unwrap()))
         .expect("start the guest");
@@ -309,7 +308,6 @@ fn the_examples_exit_with_an_error_and_never_die_of_a_signal() {
         ] {
             let run = HostConfig::default()
                 .mode(mode)
-                .sim()
                 .iopl(iopl)
                 .run_command(quiet(Command::new(&exe).args(args)))
                 .unwrap();

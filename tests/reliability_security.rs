@@ -261,7 +261,6 @@ fn channels_are_closed_while_a_panic_unwinds() {
     // unprivileged probe then fails again).
     let run = HostConfig::default()
         .mode(Mode::RestrictBackdoor)
-        .sim()
         .iopl(IoplPolicy::Allow)
         .run(|| {
             let worker = std::thread::spawn(|| {
@@ -317,7 +316,6 @@ fn port_allowed(port: u16) -> bool {
 fn privileged_access_takes_only_the_backdoor_ports() {
     let run = HostConfig::default()
         .mode(Mode::RestrictBackdoor)
-        .sim()
         .iopl(IoplPolicy::Allow)
         .run(|| {
             // SAFETY: installs a handler that touches only an atomic and the interrupted

@@ -469,21 +469,24 @@ fn tclo_commands_are_delivered_and_answered() {
 
 #[test]
 fn out_instead_of_in_works_like_the_published_crate() {
-    let host = serve(HostConfig::default().product(4), || {
-        let mut r = Regs {
-            ax: MAGIC,
-            bx: !MAGIC & 0xffff_ffff,
-            cx: 10,
-            dx: LB_PORT,
-            ..Regs::default()
-        };
-        lb_out(&mut r);
-        assert_eq!(
-            (r.ax, r.bx, r.cx),
-            (6, MAGIC, 4),
-            "GETVERSION through `out`: workstation"
-        );
-    });
+    let host = serve(
+        HostConfig::default().product(vmw_backdoor::Product::Workstation),
+        || {
+            let mut r = Regs {
+                ax: MAGIC,
+                bx: !MAGIC & 0xffff_ffff,
+                cx: 10,
+                dx: LB_PORT,
+                ..Regs::default()
+            };
+            lb_out(&mut r);
+            assert_eq!(
+                (r.ax, r.bx, r.cx),
+                (6, MAGIC, 4),
+                "GETVERSION through `out`: workstation"
+            );
+        },
+    );
     assert_eq!(host.counters().lb_calls, 1);
 }
 

@@ -72,7 +72,6 @@ fn iopl_and_ioperm_are_answered_virtually() {
 #[test]
 fn iopl_can_fail_with_eperm() {
     let run = HostConfig::default()
-        .sim()
         .iopl(IoplPolicy::Eperm)
         .run(|| {
             assert_eq!(iopl(3), Err(libc::EPERM), "raising needs CAP_SYS_RAWIO");
@@ -89,7 +88,6 @@ fn iopl_can_fail_with_eperm() {
 #[test]
 fn iopl_can_fail_with_enosys() {
     let run = HostConfig::default()
-        .sim()
         .iopl(IoplPolicy::Enosys)
         .run(|| {
             assert_eq!(iopl(3), Err(libc::ENOSYS));
@@ -766,7 +764,7 @@ fn cpuid_names_vmware_on_request_where_it_can_fault() {
         eprintln!("no CPUID faulting here: CPUID stays the real one");
         return;
     }
-    let vmware = || HostConfig::default().sim().vmware_cpuid(true);
+    let vmware = || HostConfig::default().vmware_cpuid(true);
     let run = vmware()
         .run(|| {
             assert_eq!(hypervisor_name(), b"VMwareVMware");
@@ -813,7 +811,6 @@ fn cpuid_names_vmware_on_request_where_it_can_fault() {
     let real = hypervisor_name();
     let run = HostConfig::default()
         .mode(Mode::NotVmware)
-        .sim()
         .vmware_cpuid(true)
         .run(move || assert_eq!(hypervisor_name(), real))
         .unwrap();
@@ -883,7 +880,6 @@ fn a_32_bit_program_sees_vmware_cpuid_too() {
     let run = (0..50)
         .find_map(|_| {
             let r = HostConfig::default()
-                .sim()
                 .vmware_cpuid(true)
                 .run_command(&mut std::process::Command::new(&path));
             match r {

@@ -46,6 +46,20 @@ impl Product {
         }
     }
 
+    /// The number GETVERSION reports in ECX for this product.
+    #[must_use]
+    pub fn raw(self) -> u32 {
+        match self {
+            Product::Unset => product::UNSET,
+            Product::Express => product::EXPRESS,
+            Product::EsxServer => product::ESX,
+            Product::Server => product::SERVER,
+            Product::Workstation => product::WORKSTATION,
+            Product::WorkstationEnterprise => product::WORKSTATION_ENTERPRISE,
+            Product::Other(other) => other,
+        }
+    }
+
     /// The name `vmware-checkvm -p` prints for this product.
     #[must_use]
     pub fn name(self) -> &'static str {

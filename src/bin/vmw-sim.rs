@@ -73,8 +73,9 @@ mod cli {
     use std::os::unix::ffi::OsStrExt;
     use std::process::Command;
 
-    use vmw_backdoor::proto::{product, GUESTINFO_PREFIX};
+    use vmw_backdoor::proto::GUESTINFO_PREFIX;
     use vmw_backdoor::sim::{HostConfig, IoplPolicy, Mode, SimRun};
+    use vmw_backdoor::Product;
 
     /// Exit status for a usage error.
     const USAGE_EXIT: i32 = 2;
@@ -130,11 +131,7 @@ mod cli {
         };
         let mut cmd = Command::new(program);
         cmd.args(args);
-        let sim = opts
-            .config
-            .sim()
-            .iopl(opts.iopl)
-            .vmware_cpuid(opts.vmware_cpuid);
+        let sim = opts.config.iopl(opts.iopl).vmware_cpuid(opts.vmware_cpuid);
         let run = match sim.run_command(&mut cmd) {
             Ok(run) => run,
             Err(e) => {
@@ -234,9 +231,9 @@ mod cli {
                 "--product" => {
                     let p = value("esx or workstation")?;
                     config = config.product(match p.to_str() {
-                        Some("esx") => product::ESX,
-                        Some("workstation") => product::WORKSTATION,
-                        _ => number(name, &p).map_err(|_| {
+                        Some("esx") => Product::EsxServer,
+                        Some("workstation") => Product::Workstation,
+                        _ => number(name, &p).map(Product::from_raw).map_err(|_| {
                             format!(
                                 "--product: expected esx or workstation, got '{}'",
                                 p.to_string_lossy()

@@ -44,8 +44,8 @@
 //!
 //! A panic in the guest comes back as [`GuestExit::Panicked`] with its message;
 //! [`SimRun::expect_success`] turns anything but a clean exit into a test failure. To run
-//! another program instead of a closure, use [`HostConfig::run_command`]; for the
-//! `iopl`/`ioperm` knob, [`HostConfig::sim`] and [`Sim::iopl`]. From a shell, the `vmw-sim`
+//! another program instead of a closure, use [`HostConfig::run_command`]; the machine's
+//! `iopl`/`ioperm` answer is [`HostConfig::iopl`]. From a shell, the `vmw-sim`
 //! binary does the same for any command.
 //!
 //! # Limits
@@ -57,7 +57,7 @@
 //!   with `_exit`).
 //! - Only the calling thread may run the tracer; one run per thread at a time, any number of
 //!   threads in parallel.
-//! - CPUID is the real CPU's unless [`Sim::vmware_cpuid`] asks for a VMware one (which
+//! - CPUID is the real CPU's unless [`HostConfig::vmware_cpuid`] asks for a VMware one (which
 //!   needs CPUID faulting and slows every trap down): by default `is_vmware_cpu()`-style
 //!   checks see the real CPU.
 //! - VMCALL is only emulated where the CPU delivers it to the guest as a signal (not inside
@@ -70,7 +70,7 @@ use std::fmt;
 use std::io;
 use std::process::Command;
 
-pub use host::{Answer, Counters, Host, HostConfig, Mode, Step};
+pub use host::{Answer, Counters, Host, HostConfig, IoplPolicy, Mode, Step};
 
 /// How the guest (the root process of the run) ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,6 +86,7 @@ pub enum GuestExit {
 impl GuestExit {
     /// The status a shell would report: the exit status, `128 + N` for signal N, 101 for a
     /// panic (what a Rust program that panics in `main` exits with).
+    #[must_use]
     pub fn code(&self) -> i32 {
         match self {
             GuestExit::Exited(code) => *code,
@@ -95,6 +96,7 @@ impl GuestExit {
     }
 
     /// Whether the guest exited with status 0.
+    #[must_use]
     pub fn success(&self) -> bool {
         *self == GuestExit::Exited(0)
     }
@@ -125,6 +127,7 @@ impl SimRun {
     /// The host, if the guest exited with status 0; otherwise panics with how it ended
     /// (for tests: `let host = config.run(guest)?.expect_success();`).
     #[track_caller]
+    #[allow(clippy::must_use_candidate)] // called for its assertion as often as for the host
     pub fn expect_success(self) -> Host {
         assert!(self.exit.success(), "guest under vmw-sim {}", self.exit);
         self.host
@@ -145,7 +148,7 @@ pub struct TrapStats {
     pub signals_delivered: u64,
     /// `iopl`/`ioperm` calls answered virtually.
     pub io_syscalls: u64,
-    /// CPUID instructions answered (see [`Sim::vmware_cpuid`]).
+    /// CPUID instructions answered (see [`HostConfig::vmware_cpuid`]).
     pub cpuid: u64,
     /// Processes and threads traced, the first guest included.
     pub tracees: u64,
@@ -153,120 +156,46 @@ pub struct TrapStats {
     pub execs: u64,
 }
 
-/// How the virtual `iopl`/`ioperm` answer a guest.
-///
-/// Either way the guest's real I/O privilege never changes; only the runner's record of it,
-/// which decides what its port accesses do (see [`Mode`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum IoplPolicy {
-    /// They succeed, with the kernel's argument checks (EINVAL for `iopl(4)` or a range past
-    /// port 65535): a root process on a kernel with `CONFIG_X86_IOPL_IOPERM`.
-    #[default]
-    Allow,
-    /// Raising privilege fails with EPERM (no CAP_SYS_RAWIO, or kernel lockdown);
-    /// lowering it still works.
-    Eperm,
-    /// Both fail with ENOSYS: a kernel built without `CONFIG_X86_IOPL_IOPERM`.
-    Enosys,
-}
-
-/// A configured simulation: the host plus the runner's own knobs.
-///
-/// ```
-/// use vmw_backdoor::sim::{HostConfig, IoplPolicy};
-///
-/// let run = HostConfig::default()
-///     .sim()
-///     .iopl(IoplPolicy::Enosys)
-///     .run(|| {
-///         // SAFETY: iopl has no memory effects.
-///         let r = unsafe { libc::iopl(3) };
-///         assert_eq!(r, -1);
-///         assert_eq!(std::io::Error::last_os_error().raw_os_error(), Some(libc::ENOSYS));
-///     })
-///     .unwrap();
-/// run.expect_success();
-/// ```
-#[derive(Debug, Clone)]
-pub struct Sim {
-    config: HostConfig,
-    iopl: IoplPolicy,
-    vmware_cpuid: bool,
-}
-
-impl Sim {
-    /// A simulation of the host `config` describes, with `iopl`/`ioperm` allowed.
-    pub fn new(config: HostConfig) -> Sim {
-        Sim {
-            config,
-            iopl: IoplPolicy::Allow,
-            vmware_cpuid: false,
-        }
-    }
-
-    /// How the guest's `iopl`/`ioperm` calls are answered.
-    pub fn iopl(mut self, policy: IoplPolicy) -> Sim {
-        self.iopl = policy;
-        self
-    }
-
-    /// Whether the guest's CPUID shows a VMware VM (default: no). Needs a CPU with CPUID
-    /// faulting; never applies in [`Mode::NotVmware`].
+impl HostConfig {
+    /// Forks; the child runs `f` as the guest of this host, traced (its backdoor
+    /// instructions are answered by the host model). Returns when the child and everything
+    /// it started have ended. Errors only when the guest could not be started.
     ///
-    /// With it, leaf 1 has the hypervisor bit, leaf 0x40000000 names `VMwareVMware` and leaf
-    /// 0x40000010 offers no hypercall, so CPUID-based checks (`is_vmware_cpu()`,
-    /// `vmware-checkvm`, `vmware-rpctool`) pass; every other leaf is the real CPU's. Without
-    /// CPUID faulting (older CPUs, some hypervisors) CPUID stays the real one whatever this
-    /// says.
+    /// ```
+    /// use vmw_backdoor::sim::{HostConfig, IoplPolicy};
     ///
-    /// The cost is not the CPUID traps but the context switches: the kernel rewrites a
-    /// model-specific register whenever it switches to or from a task with CPUID faulting,
-    /// and inside a virtual machine each such write exits to the hypervisor. Measured inside
-    /// a KVM guest, every backdoor call became about 4x slower; hence off by default.
-    pub fn vmware_cpuid(mut self, on: bool) -> Sim {
-        self.vmware_cpuid = on;
-        self
-    }
-
-    /// Forks; the child runs `f` as the guest, traced (its backdoor instructions are
-    /// answered by the host model). Returns when the child and everything it started have
-    /// ended. Errors only when the guest could not be started.
+    /// let run = HostConfig::default()
+    ///     .iopl(IoplPolicy::Enosys)
+    ///     .run(|| {
+    ///         // SAFETY: iopl has no memory effects.
+    ///         let r = unsafe { libc::iopl(3) };
+    ///         assert_eq!(r, -1);
+    ///         assert_eq!(std::io::Error::last_os_error().raw_os_error(), Some(libc::ENOSYS));
+    ///     })
+    ///     .unwrap();
+    /// run.expect_success();
+    /// ```
     pub fn run<F: FnOnce()>(self, f: F) -> io::Result<SimRun> {
+        let (iopl, vmware_cpuid) = (self.iopl, self.vmware_cpuid);
         runner::launch::run(
-            Host::new(self.config),
-            self.iopl,
-            self.vmware_cpuid,
+            Host::new(self),
+            iopl,
+            vmware_cpuid,
             runner::launch::Guest::Closure(Box::new(f)),
         )
     }
 
-    /// Runs `cmd` as the guest, traced, with every process and thread it starts; returns
-    /// when all have ended. An `exec` failure (program not found, ...) is the error
-    /// `Command::spawn` would give. `cmd`'s arguments, environment, working directory and
-    /// inherited or file stdio apply; `Stdio::piped()` does not give the caller a handle.
+    /// Runs `cmd` as the guest of this host, traced, with every process and thread it
+    /// starts; returns when all have ended. An `exec` failure (program not found, ...) is the
+    /// error `Command::spawn` would give. `cmd`'s arguments, environment, working directory
+    /// and inherited or file stdio apply; `Stdio::piped()` does not give the caller a handle.
     pub fn run_command(self, cmd: &mut Command) -> io::Result<SimRun> {
+        let (iopl, vmware_cpuid) = (self.iopl, self.vmware_cpuid);
         runner::launch::run(
-            Host::new(self.config),
-            self.iopl,
-            self.vmware_cpuid,
+            Host::new(self),
+            iopl,
+            vmware_cpuid,
             runner::launch::Guest::Command(cmd),
         )
-    }
-}
-
-impl HostConfig {
-    /// This host plus the runner's knobs ([`Sim::iopl`], [`Sim::vmware_cpuid`]).
-    pub fn sim(self) -> Sim {
-        Sim::new(self)
-    }
-
-    /// Runs `f` as a guest of this host: see [`Sim::run`].
-    pub fn run<F: FnOnce()>(self, f: F) -> io::Result<SimRun> {
-        Sim::new(self).run(f)
-    }
-
-    /// Runs `cmd` as a guest of this host: see [`Sim::run_command`].
-    pub fn run_command(self, cmd: &mut Command) -> io::Result<SimRun> {
-        Sim::new(self).run_command(cmd)
     }
 }

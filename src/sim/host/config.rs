@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use super::Mode;
 use crate::proto::{product, GUESTINFO_PREFIX, MAX_CHANNELS};
+use crate::Product;
 
 /// Seed of the cookie generator when [`HostConfig::seed`] is not called: runs are
 /// reproducible by default.
@@ -157,10 +158,30 @@ pub(super) struct Fault {
     pub(super) answer: Answer,
 }
 
-/// The host the model plays: product, features, guestinfo store, host commands and faults.
+/// How the virtual `iopl`/`ioperm` answer a guest.
 ///
-/// Build it with the chained methods, then hand it to [`super::Host::new`] (or to the
-/// runner). `HostConfig::default()` is a current ESXi host: GETVERSION reports product ESX,
+/// Either way the guest's real I/O privilege never changes; only the runner's record of it,
+/// which decides what its port accesses do (see [`Mode`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IoplPolicy {
+    /// They succeed, with the kernel's argument checks (EINVAL for `iopl(4)` or a range past
+    /// port 65535): a root process on a kernel with `CONFIG_X86_IOPL_IOPERM`.
+    #[default]
+    Allow,
+    /// Raising privilege fails with EPERM (no CAP_SYS_RAWIO, or kernel lockdown);
+    /// lowering it still works.
+    Eperm,
+    /// Both fail with ENOSYS: a kernel built without `CONFIG_X86_IOPL_IOPERM`.
+    Enosys,
+}
+
+/// The machine the model plays: the VMware host (product, features, guestinfo store, host
+/// commands, faults) and the guest's kernel and CPU as the runner presents them
+/// ([`iopl`](Self::iopl), [`vmware_cpuid`](Self::vmware_cpuid)).
+///
+/// Build it with the chained methods, then run a guest on it ([`HostConfig::run`],
+/// [`HostConfig::run_command`]) or hand it to [`super::Host::new`] to drive the model in
+/// memory. `HostConfig::default()` is a current ESXi host: GETVERSION reports product ESX,
 /// high-bandwidth transfers and channel cookies are offered, 128 channels, no faults, an
 /// empty guestinfo store, a fixed clock and a fixed cookie seed (so runs are reproducible).
 ///
@@ -174,7 +195,8 @@ pub(super) struct Fault {
 ///     .fault(Step::RecvStatus, 1, Answer::Cpt);
 /// # let _ = config;
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
+#[must_use = "a HostConfig does nothing until a guest runs on it"]
 pub struct HostConfig {
     pub(super) mode: Mode,
     pub(super) product: u32,
@@ -197,6 +219,35 @@ pub struct HostConfig {
     pub(super) guestinfo: BTreeMap<Vec<u8>, Vec<u8>>,
     pub(super) tclo: VecDeque<Vec<u8>>,
     pub(super) faults: Vec<Fault>,
+    pub(crate) iopl: IoplPolicy,
+    pub(crate) vmware_cpuid: bool,
+}
+
+impl core::fmt::Debug for HostConfig {
+    /// The settings, with the guestinfo store and the TCLO queue summarized (values may be
+    /// megabytes) and the cookie seed hidden.
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let values: usize = self.guestinfo.values().map(Vec::len).sum();
+        f.debug_struct("HostConfig")
+            .field("mode", &self.mode)
+            .field("product", &self.product)
+            .field("hb", &self.hb)
+            .field("cookies", &self.cookies)
+            .field("channels", &self.channels)
+            .field("cpt_every", &self.cpt_every)
+            .field("deny_guestinfo", &self.deny_guestinfo)
+            .field("endless_dorecv", &self.endless_dorecv)
+            .field("seed", &self.seed)
+            .field(
+                "guestinfo",
+                &format_args!("{} keys, {values} value bytes", self.guestinfo.len()),
+            )
+            .field("tclo", &format_args!("{} commands", self.tclo.len()))
+            .field("faults", &self.faults)
+            .field("iopl", &self.iopl)
+            .field("vmware_cpuid", &self.vmware_cpuid)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for HostConfig {
@@ -229,6 +280,8 @@ impl Default for HostConfig {
             guestinfo: BTreeMap::new(),
             tclo: VecDeque::new(),
             faults: Vec::new(),
+            iopl: IoplPolicy::Allow,
+            vmware_cpuid: false,
         }
     }
 }
@@ -249,18 +302,30 @@ impl HostConfig {
         self
     }
 
-    /// Models a host without high-bandwidth transfers: SENDSIZE and RECVSIZE never report
-    /// the HB status bit, and calls on the high-bandwidth port answer status 0.
-    pub fn no_hb(mut self) -> Self {
-        self.hb = false;
+    /// Whether the host offers high-bandwidth transfers (default: yes). Without them
+    /// SENDSIZE and RECVSIZE never report the HB status bit, and calls on the high-bandwidth
+    /// port answer status 0.
+    pub fn hb(mut self, on: bool) -> Self {
+        self.hb = on;
         self
     }
 
-    /// Models an old host without channel cookies: an OPEN with the cookie flag fails
-    /// (status 0), an OPEN without it succeeds with zero cookies.
-    pub fn no_cookies(mut self) -> Self {
-        self.cookies = false;
+    /// A host without high-bandwidth transfers: `hb(false)`.
+    pub fn no_hb(self) -> Self {
+        self.hb(false)
+    }
+
+    /// Whether the host offers channel cookies (default: yes). An old host without them
+    /// fails an OPEN with the cookie flag (status 0) and opens one without it with zero
+    /// cookies.
+    pub fn cookies(mut self, on: bool) -> Self {
+        self.cookies = on;
         self
+    }
+
+    /// An old host without channel cookies: `cookies(false)`.
+    pub fn no_cookies(self) -> Self {
+        self.cookies(false)
     }
 
     /// How many channels may be open at once (default 128, hosts before 2022 had 8).
@@ -270,10 +335,34 @@ impl HostConfig {
         self
     }
 
-    /// The product type GETVERSION reports in ECX ([`crate::proto::product`]; default ESX = 2,
-    /// Workstation = 4).
-    pub fn product(mut self, p: u32) -> Self {
-        self.product = p;
+    /// The product GETVERSION reports in ECX (default [`Product::EsxServer`]).
+    pub fn product(mut self, p: Product) -> Self {
+        self.product = p.raw();
+        self
+    }
+
+    /// How the guest's kernel answers `iopl`/`ioperm` (default [`IoplPolicy::Allow`]). The
+    /// runner answers them virtually; the guest's real I/O privilege never changes.
+    pub fn iopl(mut self, policy: IoplPolicy) -> Self {
+        self.iopl = policy;
+        self
+    }
+
+    /// Whether the guest's CPUID shows a VMware VM (default: no). Needs a CPU with CPUID
+    /// faulting; never applies in [`Mode::NotVmware`].
+    ///
+    /// With it, leaf 1 has the hypervisor bit, leaf 0x40000000 names `VMwareVMware` and leaf
+    /// 0x40000010 offers no hypercall, so CPUID-based checks (`is_vmware_cpu()`,
+    /// `vmware-checkvm`, `vmware-rpctool`) pass; every other leaf is the real CPU's. Without
+    /// CPUID faulting (older CPUs, some hypervisors) CPUID stays the real one whatever this
+    /// says.
+    ///
+    /// The cost is not the CPUID traps but the context switches: the kernel rewrites a
+    /// model-specific register whenever it switches to or from a task with CPUID faulting,
+    /// and inside a virtual machine each such write exits to the hypervisor. Measured inside
+    /// a KVM guest, every backdoor call became about 4x slower; hence off by default.
+    pub fn vmware_cpuid(mut self, on: bool) -> Self {
+        self.vmware_cpuid = on;
         self
     }
 

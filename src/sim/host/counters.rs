@@ -46,6 +46,7 @@ pub struct Counters {
 
 impl Counters {
     /// Low-bandwidth calls accepted for `command` and `sub_command` (0 unless MESSAGE).
+    #[must_use]
     pub fn lb_calls_for(&self, command: u16, sub_command: u16) -> u64 {
         self.lb_by_command
             .get(&(command, sub_command))
@@ -54,6 +55,7 @@ impl Counters {
     }
 
     /// Channels open now: those opened and not yet closed.
+    #[must_use]
     pub fn channels_open(&self) -> u64 {
         self.channels_opened.saturating_sub(self.channels_closed)
     }
@@ -74,6 +76,7 @@ impl Counters {
     /// `tclo_messages`, `cpts_injected`, `faults_injected`, `vmx_log_dropped`, and
     /// `lb_by_command`, an array of
     /// `{"command": C, "subcommand": S, "calls": N}`.
+    #[must_use]
     pub fn to_json(&self) -> String {
         let fields: [(&str, u64); 14] = [
             ("lb_calls", self.lb_calls),

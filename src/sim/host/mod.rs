@@ -93,7 +93,7 @@ use std::collections::BTreeMap;
 
 use crate::Backdoor;
 
-pub use config::{Answer, HostConfig, Step};
+pub use config::{Answer, HostConfig, IoplPolicy, Step};
 pub use counters::Counters;
 
 use crate::proto::{
@@ -154,6 +154,7 @@ impl core::fmt::Debug for Host {
 
 impl Host {
     /// A host playing `config`.
+    #[must_use]
     pub fn new(mut config: HostConfig) -> Host {
         let guestinfo = std::mem::take(&mut config.guestinfo);
         let machine_id = std::mem::take(&mut config.machine_id);
@@ -181,6 +182,7 @@ impl Host {
     }
 
     /// The machine this host plays.
+    #[must_use]
     pub fn mode(&self) -> Mode {
         self.config.mode
     }
@@ -347,50 +349,59 @@ impl Host {
     }
 
     /// What the guest has done so far.
+    #[must_use]
     pub fn counters(&self) -> &Counters {
         &self.counters
     }
 
     /// The counters as one JSON object (the runner's `--stats` file); see
     /// [`Counters::to_json`] for the keys.
+    #[must_use]
     pub fn stats_json(&self) -> String {
         self.counters.to_json()
     }
 
     /// The guestinfo store: configured entries plus what the guest set, keys with their
     /// `guestinfo.` prefix.
+    #[must_use]
     pub fn guestinfo(&self) -> &BTreeMap<Vec<u8>, Vec<u8>> {
         &self.rpci.guestinfo
     }
 
     /// Every `log` line the guest sent, in order (the text after `log `). Past 16 MiB of
     /// text further lines are not kept.
+    #[must_use]
     pub fn vmx_log(&self) -> &[Vec<u8>] {
         &self.rpci.vmx_log
     }
 
     /// Every non-empty message the guest sent on a TCLO channel (its answers to host
     /// commands, e.g. `OK ATR toolbox`), in order.
+    #[must_use]
     pub fn tclo_replies(&self) -> &[Vec<u8>] {
         &self.tclo.replies
     }
 
     /// TCLO commands not yet delivered to the guest.
+    #[must_use]
     pub fn tclo_pending(&self) -> usize {
         self.tclo.queued()
     }
 
     /// The argument of the last `tools.set.version`, as sent.
+    #[must_use]
     pub fn tools_version(&self) -> Option<&[u8]> {
         self.rpci.tools_version.as_deref()
     }
 
     /// The argument of the last `tools.set.versiontype`, as sent.
+    #[must_use]
     pub fn tools_version_type(&self) -> Option<&[u8]> {
         self.rpci.tools_version_type.as_deref()
     }
 
     /// Channels open now.
+    #[must_use]
     pub fn open_channels(&self) -> usize {
         self.counters.channels_open() as usize
     }

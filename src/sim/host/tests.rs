@@ -218,7 +218,7 @@ fn getversion_reports_version_magic_and_product() {
     for (config, expected) in [
         (HostConfig::default(), product::ESX),
         (
-            HostConfig::default().product(product::WORKSTATION),
+            HostConfig::default().product(crate::Product::Workstation),
             product::WORKSTATION,
         ),
     ] {
@@ -1357,6 +1357,14 @@ fn debug_output_hides_the_cookie_seed() {
     for form in [format!("{seed}"), format!("{seed:x}"), format!("{seed:X}")] {
         assert!(!shown.contains(&form), "{shown}");
     }
+}
+
+#[test]
+fn debug_output_summarizes_guestinfo_values() {
+    let config = HostConfig::default().guestinfo("big", vec![b'x'; 1 << 20]);
+    let shown = format!("{config:?}");
+    assert!(shown.len() < 1000, "{} bytes of Debug", shown.len());
+    assert!(shown.contains("1 keys, 1048576 value bytes"), "{shown}");
 }
 
 #[test]

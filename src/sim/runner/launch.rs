@@ -55,7 +55,7 @@ pub(crate) fn run(
     let (report_read, report_write) = sys::pipe(true)?;
     // The child only makes raw system calls (no allocation, no locks) until it runs the
     // guest; the guest (the closure, or `Command::exec`) then runs in a copy of this
-    // process, which is the documented contract of `Sim::run`.
+    // process, which is the documented contract of `HostConfig::run`.
     let pid = match sys::fork()? {
         Forked::Child => {
             drop(go_write);

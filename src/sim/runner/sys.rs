@@ -348,7 +348,7 @@ pub(crate) enum Forked {
 /// The child is a copy of the caller with only the calling thread; locks other threads held
 /// at that moment stay held for ever in it. That is a hazard for liveness (the child may
 /// hang), not for memory safety: the runner's child makes only system calls until it runs
-/// the guest, and the guest closure's contract (`Sim::run`) says to keep to what is safe
+/// the guest, and the guest closure's contract (`HostConfig::run`) says to keep to what is safe
 /// after `fork`.
 pub(crate) fn fork() -> io::Result<Forked> {
     // SAFETY: fork has no memory-safety preconditions; what the child may do afterwards is
