@@ -132,8 +132,7 @@ impl<'h> GuestRun<'h> {
         let c1 = self.host.borrow().counters().clone();
         let d = Delta {
             ran: true,
-            calls: (c1.lb_calls + c1.hb_in_calls + c1.hb_out_calls)
-                - (c0.lb_calls + c0.hb_in_calls + c0.hb_out_calls),
+            calls: c1.backdoor_calls() - c0.backdoor_calls(),
             faults: c1.faults_injected - c0.faults_injected,
             cpts: c1.cpts_injected - c0.cpts_injected,
         };

@@ -12,7 +12,7 @@ use crate::{ErrorKind, RpciChannel};
 /// Every backdoor call the host saw.
 fn calls(host: &Host) -> u64 {
     let c = host.counters();
-    c.lb_calls + c.hb_in_calls + c.hb_out_calls
+    c.backdoor_calls()
 }
 
 fn message_calls(host: &Host, sub: u16) -> u64 {

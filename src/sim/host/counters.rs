@@ -45,6 +45,13 @@ pub struct Counters {
 }
 
 impl Counters {
+    /// Every backdoor call the host saw: low-bandwidth calls and high-bandwidth transfers
+    /// both ways (on VMware, each is one VM exit).
+    #[must_use]
+    pub fn backdoor_calls(&self) -> u64 {
+        self.lb_calls + self.hb_in_calls + self.hb_out_calls
+    }
+
     /// Low-bandwidth calls accepted for `command` and `sub_command` (0 unless MESSAGE).
     #[must_use]
     pub fn lb_calls_for(&self, command: u16, sub_command: u16) -> u64 {
