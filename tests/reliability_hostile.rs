@@ -12,60 +12,21 @@
 
 #![cfg(all(feature = "sim", target_os = "linux", target_arch = "x86_64"))]
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+#[path = "support/alloc.rs"]
+mod alloc;
 
 use vmw_backdoor::proto::{cmd, msg};
 use vmw_backdoor::sim::{Answer, GuestExit, Host, HostConfig, Step};
 use vmw_backdoor::ErrorKind;
 use vmw_backdoor::DEFAULT_MAX_REPLY_LEN;
 
-/// The system allocator, recording the largest single request while armed.
-struct Watching;
-
-static ARMED: AtomicBool = AtomicBool::new(false);
-static LARGEST: AtomicUsize = AtomicUsize::new(0);
-
-fn note(size: usize) {
-    if ARMED.load(Ordering::Relaxed) {
-        LARGEST.fetch_max(size, Ordering::Relaxed);
-    }
-}
-
-// SAFETY: every call is forwarded unchanged to the system allocator; the bookkeeping only
-// touches atomics (no allocation, no locks).
-unsafe impl GlobalAlloc for Watching {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        // SAFETY: the caller's contract is passed on as is.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        // SAFETY: as above.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note(new_size);
-        // SAFETY: as above.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: as above.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Watching = Watching;
+static GLOBAL: alloc::CountingAlloc = alloc::CountingAlloc;
 
 /// The largest single allocation `f` makes (the guest process is single-threaded).
 fn largest_allocation<T>(f: impl FnOnce() -> T) -> (T, usize) {
-    LARGEST.store(0, Ordering::Relaxed);
-    ARMED.store(true, Ordering::Relaxed);
-    let out = f();
-    ARMED.store(false, Ordering::Relaxed);
-    (out, LARGEST.load(Ordering::Relaxed))
+    let (out, allocs) = alloc::measure(f);
+    (out, allocs.largest)
 }
 
 /// No call here may allocate more than this: the request and the real reply are a few bytes,

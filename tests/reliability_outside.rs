@@ -4,64 +4,41 @@
 //! (ENOSYS), and on this machine itself, without the simulator.
 //!
 //! Each environment's guest tries every entry point it can reach, checks each result, and
-//! exits with the number it tried; the parent checks that number, so an entry point
+//! exits with the number of calls it made; the parent checks that number, so an entry point
 //! skipped by mistake (or a guest killed by a signal) fails the test. Channel methods need
 //! a channel, which no probe hands out where there is no backdoor; they are reached on a
 //! restricted VMware host through a ring-3 guard that was answered while another guard of
 //! the thread held I/O privilege, after that privilege was given back.
+//!
+//! Which entry points there are is not kept by hand: it is read from the library's rustdoc
+//! JSON (`support/public_api.rs` has the rule), and the entry points the guests tried must
+//! be exactly those, so a new public function that no test here calls fails by name.
 
 #![cfg(all(feature = "sim", target_os = "linux", target_arch = "x86_64"))]
 
+#[path = "support/public_api.rs"]
+mod public_api;
 mod support;
 
 use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
 
 use vmw_backdoor::sim::{GuestExit, HostConfig, IoplPolicy, Mode};
-use vmw_backdoor::{BackdoorGuard, EnhancedChan, ErrorKind, VmwError};
+use vmw_backdoor::{BackdoorAccess, BackdoorGuard, EnhancedChan, ErrorKind, VmwError};
 
-/// Free functions (the channel constructor included).
-const FREE_FUNCTIONS: [&str; 6] = [
-    "is_vmware_cpu",
-    "access_backdoor",
-    "access_backdoor_privileged",
-    "probe_backdoor",
-    "probe_backdoor_privileged",
-    "EnhancedChan::open",
-];
+/// Entry points no guest outside VMware can call: the instructions themselves, which only
+/// an `Instructions` runs, and that only a guard whose knock was answered hands out
+/// (`BackdoorGuard::instructions` and `BackdoorAccess::backdoor` are tried, and fail).
+const NEED_AN_ANSWER: [&str; 3] = ["Backdoor::lb", "Backdoor::hb_out", "Backdoor::hb_in"];
 
-/// Methods of a guard (dropping it included).
-const GUARD_METHODS: [&str; 12] = [
-    "probe_vmware_backdoor",
-    "is_privileged",
-    "get_version",
-    "hardware_version",
-    "cpu_mhz",
-    "bios_uuid",
-    "host_time",
-    "frequencies",
-    "vcpu_info",
-    "open_enhanced_chan",
-    "release_access",
-    "drop(BackdoorGuard)",
-];
-
-/// Methods of a channel (dropping it included).
-const CHANNEL_METHODS: [&str; 9] = [
-    "rpc",
-    "get_guestinfo",
-    "set_guestinfo",
-    "log",
-    "report_agent",
-    "max_reply_len",
-    "set_max_reply_len",
-    "close",
-    "drop(EnhancedChan)",
-];
+/// Calls that are not in the rustdoc inventory (a `Drop` impl is a trait impl) but are an
+/// entry point all the same.
+const DROPS: [&str; 2] = ["drop(BackdoorGuard)", "drop(RpciChannel)"];
 
 /// The entry points tried in one environment, and how their errors must look.
 struct Tries {
     names: BTreeSet<&'static str>,
+    /// Calls made, accessors of the errors they returned not counted.
     calls: usize,
     /// The kind every backdoor call must fail with.
     no_backdoor: ErrorKind,
@@ -81,29 +58,46 @@ impl Tries {
         self.calls += 1;
     }
 
-    /// An entry point that needs the backdoor: it must fail with `no_backdoor`.
+    /// An entry point that needs the backdoor: it must fail with `no_backdoor`, and no host
+    /// reply.
     fn fails<T: std::fmt::Debug>(&mut self, name: &'static str, r: Result<T, VmwError>) {
         self.tried(name);
         let e = r.expect_err(name);
+        self.names
+            .extend(["VmwError::kind", "VmwError::host_reply"]);
         assert_eq!(e.kind(), self.no_backdoor, "{name}: {e}");
+        assert_eq!(e.host_reply(), None, "{name}: {e}");
     }
 
     /// Every guard method, on a guard that cannot reach the backdoor; consumes it.
     fn guard(&mut self, mut g: BackdoorGuard) {
-        self.fails("probe_vmware_backdoor", g.probe_vmware_backdoor());
-        self.fails("get_version", g.get_version());
-        self.fails("hardware_version", g.hardware_version());
-        self.fails("cpu_mhz", g.cpu_mhz());
-        self.fails("bios_uuid", g.bios_uuid());
-        self.fails("host_time", g.host_time());
-        self.fails("frequencies", g.frequencies());
-        self.fails("vcpu_info", g.vcpu_info());
-        self.fails("open_enhanced_chan", g.open_enhanced_chan().map(drop));
-        self.fails("EnhancedChan::open", EnhancedChan::open(&mut g).map(drop));
-        self.tried("is_privileged");
+        self.fails(
+            "BackdoorGuard::probe_vmware_backdoor",
+            g.probe_vmware_backdoor(),
+        );
+        self.fails("BackdoorGuard::get_version", g.get_version());
+        self.fails("BackdoorGuard::hardware_version", g.hardware_version());
+        self.fails("BackdoorGuard::cpu_mhz", g.cpu_mhz());
+        self.fails("BackdoorGuard::bios_uuid", g.bios_uuid());
+        self.fails("BackdoorGuard::host_time", g.host_time());
+        self.fails("BackdoorGuard::frequencies", g.frequencies());
+        self.fails("BackdoorGuard::vcpu_info", g.vcpu_info());
+        self.fails("BackdoorGuard::instructions", g.instructions().map(drop));
+        // As a channel's access: the guard itself, and borrowed (`EnhancedChan`'s).
+        self.fails("BackdoorAccess::backdoor", g.backdoor().map(drop));
+        self.fails(
+            "BackdoorAccess::backdoor",
+            BackdoorAccess::backdoor(&mut &mut g).map(drop),
+        );
+        self.fails(
+            "BackdoorGuard::open_enhanced_chan",
+            g.open_enhanced_chan().map(drop),
+        );
+        self.fails("RpciChannel::open", EnhancedChan::open(&mut g).map(drop));
+        self.tried("BackdoorGuard::is_privileged");
         let privileged = g.is_privileged();
         if privileged {
-            self.tried("release_access");
+            self.tried("BackdoorGuard::release_access");
             assert!(g.release_access().is_ok(), "release_access");
         } else {
             self.tried("drop(BackdoorGuard)");
@@ -113,21 +107,29 @@ impl Tries {
 
     /// Every channel method, on a channel whose backdoor access is gone; consumes it.
     fn channel(&mut self, mut c: EnhancedChan<'_>, close: bool) {
-        self.fails("rpc", c.rpc(b"machine.id.get"));
-        self.fails("get_guestinfo", c.get_guestinfo(b"k"));
-        self.fails("set_guestinfo", c.set_guestinfo(b"k", b"v"));
-        self.fails("log", c.log("line"));
-        self.fails("report_agent", c.report_agent());
-        self.tried("max_reply_len");
+        self.fails("RpciChannel::rpc", c.rpc(b"machine.id.get"));
+        self.fails("RpciChannel::get_guestinfo", c.get_guestinfo(b"k"));
+        self.fails("RpciChannel::set_guestinfo", c.set_guestinfo(b"k", b"v"));
+        self.fails("RpciChannel::log", c.log("line"));
+        self.fails("RpciChannel::report_agent", c.report_agent());
+        self.tried("RpciChannel::max_reply_len");
         let cap = c.max_reply_len();
-        self.tried("set_max_reply_len");
+        self.tried("RpciChannel::set_max_reply_len");
         c.set_max_reply_len(cap / 2);
         assert_eq!(c.max_reply_len(), cap / 2);
+        // Nothing reached the host, so it still holds the channel opened while privileged.
+        self.tried("RpciChannel::is_open");
+        assert!(c.is_open(), "is_open");
+        self.tried("RpciChannel::access");
+        assert!(!c.access().is_privileged(), "a ring-3 guard");
+        self.tried("RpciChannel::access_mut");
+        let access = c.access_mut();
+        self.fails("BackdoorAccess::backdoor", access.backdoor().map(drop));
         if close {
-            self.tried("close");
+            self.tried("RpciChannel::close");
             assert!(c.close().is_err(), "close without access");
         } else {
-            self.tried("drop(EnhancedChan)");
+            self.tried("drop(RpciChannel)");
             drop(c);
         }
     }
@@ -152,6 +154,7 @@ impl Tries {
         match (vmw_backdoor::access_backdoor_privileged(), privilege) {
             (Ok(g), Ok(())) => self.guard(g),
             (Err(e), Err(errno)) => {
+                self.names.insert("VmwError::raw_os_error");
                 assert_eq!(e.kind(), ErrorKind::Privilege, "{e}");
                 assert_eq!(e.raw_os_error(), Some(errno), "{e}");
             }
@@ -160,13 +163,37 @@ impl Tries {
     }
 }
 
-/// Runs `guest` on the simulator; it must exit with the count it returns.
-fn run(mode: Mode, iopl: IoplPolicy, guest: fn() -> usize, expected: usize) -> usize {
+/// Calls a guest makes on each guard it gets.
+const GUARD_CALLS: usize = 15;
+/// Calls a guest makes on each channel it gets.
+const CHANNEL_CALLS: usize = 12;
+/// Calls of the free functions.
+const FREE_CALLS: usize = 5;
+
+/// Calls `Tries::everything` makes: the free functions, and the guard methods on each guard
+/// handed out (one unprivileged, one privileged where the kernel grants it).
+fn everything_calls(privileged: bool) -> usize {
+    FREE_CALLS + GUARD_CALLS * (1 + usize::from(privileged))
+}
+
+/// Runs `guest` on the simulator; it must exit with `expected`, the number of calls it made.
+/// Returns the entry points it tried.
+fn run(mode: Mode, iopl: IoplPolicy, guest: fn() -> Tries, expected: usize) -> BTreeSet<String> {
+    let file = std::env::temp_dir().join(format!(
+        "vmw-outside-{}-{mode:?}-{iopl:?}",
+        std::process::id()
+    ));
+    let names = file.clone();
     let run = HostConfig::default()
         .guestinfo("k", "v")
         .mode(mode)
         .iopl(iopl)
-        .run(move || std::process::exit(i32::try_from(guest()).unwrap()))
+        .run(move || {
+            let t = guest();
+            let list: Vec<_> = t.names.into_iter().collect();
+            std::fs::write(&names, list.join("\n")).expect("write the names tried");
+            std::process::exit(i32::try_from(t.calls).unwrap())
+        })
         .expect("start the guest");
     assert_eq!(
         run.exit,
@@ -174,7 +201,9 @@ fn run(mode: Mode, iopl: IoplPolicy, guest: fn() -> usize, expected: usize) -> u
         "{mode:?}, iopl {iopl:?}: entry points tried (or how the guest died)"
     );
     assert_eq!(run.host.counters().rpcs, 0, "{mode:?}: nothing got through");
-    expected
+    let list = std::fs::read_to_string(&file).expect("the names the guest tried");
+    std::fs::remove_file(&file).ok();
+    list.lines().map(str::to_owned).collect()
 }
 
 fn errno(policy: IoplPolicy) -> Result<(), i32> {
@@ -187,24 +216,15 @@ fn errno(policy: IoplPolicy) -> Result<(), i32> {
 
 /// Free functions, and guard methods on the unprivileged guard and (where the kernel
 /// grants privilege) on the privileged one.
-fn no_backdoor_guest(policy: IoplPolicy) -> usize {
+fn no_backdoor_guest(policy: IoplPolicy) -> Tries {
     let mut t = Tries::new(ErrorKind::NotVmware);
     t.everything(errno(policy));
-    let mut want: BTreeSet<_> = FREE_FUNCTIONS.into_iter().collect();
-    want.extend(GUARD_METHODS);
-    if policy != IoplPolicy::Allow {
-        want.remove("release_access");
-    }
-    assert_eq!(t.names, want);
-    t.calls
+    t
 }
 
-#[test]
-fn every_entry_point_fails_cleanly_on_the_simulators_machines_without_a_backdoor() {
-    let mut total = 0;
-    // Calls: 5 free functions, then 12 guard calls (`EnhancedChan::open` among them) on
-    // each guard handed out: one unprivileged, one privileged where the kernel grants it.
-    let calls = |privileged: bool| 5 + 12 * (1 + usize::from(privileged));
+/// The simulator's machines without a backdoor, each kernel policy; the names tried.
+fn on_the_simulators_machines_without_a_backdoor() -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
     for (mode, iopl) in [
         (Mode::NotVmware, IoplPolicy::Allow),
         (Mode::NotVmware, IoplPolicy::Eperm),
@@ -212,21 +232,27 @@ fn every_entry_point_fails_cleanly_on_the_simulators_machines_without_a_backdoor
         (Mode::RestrictBackdoor, IoplPolicy::Eperm),
         (Mode::RestrictBackdoor, IoplPolicy::Enosys),
     ] {
-        let guest: fn() -> usize = match iopl {
+        let guest: fn() -> Tries = match iopl {
             IoplPolicy::Allow => || no_backdoor_guest(IoplPolicy::Allow),
             IoplPolicy::Eperm => || no_backdoor_guest(IoplPolicy::Eperm),
             IoplPolicy::Enosys => || no_backdoor_guest(IoplPolicy::Enosys),
         };
-        total += run(mode, iopl, guest, calls(iopl == IoplPolicy::Allow));
+        let expected = everything_calls(iopl == IoplPolicy::Allow);
+        names.extend(run(mode, iopl, guest, expected));
     }
-    println!("outside VMware (simulated): {total} entry-point calls");
-    assert_eq!(total, 29 + 4 * 17);
+    names
+}
+
+#[test]
+fn every_entry_point_fails_cleanly_on_the_simulators_machines_without_a_backdoor() {
+    let names = on_the_simulators_machines_without_a_backdoor();
+    println!("outside VMware (simulated): {} entry points", names.len());
 }
 
 /// A ring-3 guard answered while another guard of the thread held I/O privilege, and its
 /// channel, after that privilege was given back: on a host that restricts ring 3, their
 /// access is gone, and every call must say so instead of faulting.
-fn stale_guard_guest() -> usize {
+fn stale_guard_guest() -> Tries {
     let mut t = Tries::new(ErrorKind::NotVmware);
     let privileged = vmw_backdoor::probe_backdoor_privileged().expect("privileged probe");
     let mut ring3 = vmw_backdoor::probe_backdoor().expect("answered while privileged");
@@ -243,37 +269,35 @@ fn stale_guard_guest() -> usize {
     let chan = ring3.open_enhanced_chan().expect("open while privileged");
     drop(privileged);
     t.channel(chan, false);
+    t
+}
 
-    let mut want: BTreeSet<_> = CHANNEL_METHODS.into_iter().collect();
-    want.extend(GUARD_METHODS);
-    want.insert("EnhancedChan::open");
-    want.remove("release_access");
-    assert_eq!(t.names, want);
-    t.calls
+/// The stale guard and its channels; the names tried.
+fn through_a_guard_whose_borrowed_privilege_is_gone() -> BTreeSet<String> {
+    run(
+        Mode::RestrictBackdoor,
+        IoplPolicy::Allow,
+        stale_guard_guest,
+        2 * CHANNEL_CALLS + GUARD_CALLS,
+    )
 }
 
 #[test]
 fn a_guard_whose_borrowed_privilege_is_gone_fails_cleanly() {
-    let calls = run(
-        Mode::RestrictBackdoor,
-        IoplPolicy::Allow,
-        stale_guard_guest,
-        2 * 8 + 12,
-    );
-    println!("stale access: {calls} entry-point calls");
+    let names = through_a_guard_whose_borrowed_privilege_is_gone();
+    println!("stale access: {} entry points", names.len());
 }
 
 /// This machine, no simulator: a KVM guest whose kernel has no `iopl`/`ioperm` (ENOSYS) and
 /// where a ring-3 `in` on 0x5658 dies of SIGSEGV. (On a real VMware guest the backdoor
-/// answers, and this test only checks that nothing died.)
-#[test]
-fn every_entry_point_fails_cleanly_on_this_machine() {
+/// answers, and this only checks that nothing died.) The names tried, if not VMware.
+fn on_this_machine() -> Option<BTreeSet<String>> {
     let vmware = vmw_backdoor::probe_backdoor().is_ok();
     if vmware {
         println!("this machine answers the VMware backdoor: only checking for survival");
         let mut g = vmw_backdoor::probe_backdoor().unwrap();
         g.get_version().unwrap();
-        return;
+        return None;
     }
     let kernel = match vmw_backdoor::access_backdoor_privileged() {
         Ok(_) => Ok(()),
@@ -285,7 +309,52 @@ fn every_entry_point_fails_cleanly_on_this_machine() {
         "outside VMware (this machine, privilege {kernel:?}): {} entry-point calls",
         t.calls
     );
-    assert_eq!(t.calls, 5 + 12 * (1 + usize::from(kernel.is_ok())));
+    assert_eq!(t.calls, everything_calls(kernel.is_ok()));
+    Some(t.names.into_iter().map(str::to_owned).collect())
+}
+
+#[test]
+fn every_entry_point_fails_cleanly_on_this_machine() {
+    on_this_machine();
+}
+
+/// The entry points tried above, in every environment together, are exactly the library's
+/// public ones (from its rustdoc), but for those that need an answered backdoor: a new
+/// public function fails this test until a guest here calls it, and a name tried here that
+/// the inventory lacks means the inventory lost something.
+#[test]
+fn the_guests_try_every_public_entry_point() {
+    let (inventory, took) = public_api::entry_points();
+    println!(
+        "rustdoc JSON in {took:.1?}: {} entry points",
+        inventory.len()
+    );
+    for name in NEED_AN_ANSWER {
+        assert!(inventory.contains(name), "{name} is not public any more");
+    }
+
+    let mut tried = on_the_simulators_machines_without_a_backdoor();
+    tried.extend(through_a_guard_whose_borrowed_privilege_is_gone());
+    tried.extend(on_this_machine().unwrap_or_default());
+    for name in DROPS {
+        assert!(tried.remove(name), "{name} was not tried");
+    }
+
+    let untried: Vec<_> = inventory
+        .iter()
+        .filter(|name| !tried.contains(*name) && !NEED_AN_ANSWER.contains(&name.as_str()))
+        .collect();
+    assert!(
+        untried.is_empty(),
+        "public entry points no guest here tries outside VMware: {untried:?} \
+         (call them in `Tries`, checking how they fail)"
+    );
+    let unknown: Vec<_> = tried.difference(&inventory).collect();
+    assert!(
+        unknown.is_empty(),
+        "tried, but not in the rustdoc inventory: {unknown:?} (renamed, or the reader in \
+         support/public_api.rs missed them)"
+    );
 }
 
 fn quiet(cmd: &mut Command) -> &mut Command {

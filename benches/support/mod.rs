@@ -1,15 +1,14 @@
 //! What the perf benches and `tests/perf_counts.rs` share: the operations and payload sizes
-//! measured, the hosts they run on, the protocol's floor of backdoor calls, a counting
-//! allocator, and the measurement of calls and allocations per operation under the simulator.
+//! measured, the hosts they run on, the protocol's floor of backdoor calls, the counting
+//! allocator (`tests/support/alloc.rs`), and the measurement of calls and allocations per operation under the simulator.
 //!
 //! Included with `#[path]` by `benches/rpc.rs`, `benches/counts.rs`,
 //! `benches/side_by_side.rs` and `tests/perf_counts.rs`; each uses a part of it.
 #![allow(dead_code)]
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use vmw_backdoor::proto::{cmd, msg};
 use vmw_backdoor::sim::{Counters, HostConfig};
@@ -372,59 +371,20 @@ pub fn floor(op: Op, host: HostKind, mode: ChanMode) -> Calls {
 // ---------------------------------------------------------------------------------------
 // Counting allocator
 
-/// The global allocator of every binary that includes this module: the system allocator,
-/// plus a count of allocations made while [`count_allocations`] is measuring.
-pub struct CountingAlloc;
+/// The global allocator of every binary that includes this module (the tests' and the fuzz
+/// crate's too): the system allocator, plus per-thread allocation statistics.
+#[path = "../../tests/support/alloc.rs"]
+mod alloc;
 
-static MEASURING: AtomicBool = AtomicBool::new(false);
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-impl CountingAlloc {
-    fn note(&self) {
-        if MEASURING.load(Ordering::Relaxed) {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-}
-
-// SAFETY: every method forwards to `System` with the caller's arguments unchanged, so
-// `System`'s guarantees hold; the counting touches only two atomics and never allocates.
-unsafe impl GlobalAlloc for CountingAlloc {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        self.note();
-        // SAFETY: forwarded as received; the caller upholds `alloc`'s contract.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        self.note();
-        // SAFETY: as in `alloc`.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    /// A reallocation counts as an allocation: it may move and copy the block.
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        self.note();
-        // SAFETY: as in `alloc`; `ptr` and `layout` come from this allocator, i.e. `System`.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: as in `realloc`.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+#[allow(unused_imports)] // not every bench makes it its global allocator
+pub use alloc::CountingAlloc;
 
 /// Runs `f` and returns how many heap allocations (including reallocations) it made.
 ///
-/// Exact only where no other thread allocates meanwhile: the guest process of a simulated
-/// run, which is a single-threaded fork. Needs [`CountingAlloc`] as the global allocator.
+/// Counts the calling thread's allocations: in the guest process of a simulated run, a
+/// single-threaded fork, all of them. Needs [`CountingAlloc`] as the global allocator.
 pub fn count_allocations(f: impl FnOnce()) -> u64 {
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
-    MEASURING.store(true, Ordering::Relaxed);
-    f();
-    MEASURING.store(false, Ordering::Relaxed);
-    ALLOCATIONS.load(Ordering::Relaxed) - before
+    alloc::measure(f).1.count
 }
 
 // ---------------------------------------------------------------------------------------

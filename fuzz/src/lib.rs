@@ -3,6 +3,8 @@
 //! in this crate replays the seed corpus and the saved regressions on the stable toolchain,
 //! without libFuzzer.
 
+// The counting allocator the main crate's tests and benches use too.
+#[path = "../../tests/support/alloc.rs"]
 pub mod alloc_watch;
 pub mod bytes;
 pub mod guest_run;
@@ -11,4 +13,4 @@ pub mod scenario;
 pub mod seeds;
 
 #[global_allocator]
-static ALLOC: alloc_watch::Watch = alloc_watch::Watch;
+static ALLOC: alloc_watch::CountingAlloc = alloc_watch::CountingAlloc;
