@@ -6,8 +6,7 @@
 //! also `tests/perf_counts.rs` and the benches) and `fuzz/src/lib.rs`.
 //!
 //! What is kept, for the calling thread: allocations made (an `alloc`, `alloc_zeroed` or
-//! `realloc` each; a reallocation may move and copy the block), bytes asked for, the
-//! largest single request (a reallocation's new size), live bytes and their peak.
+//! `realloc` each; a reallocation may move and copy the block), the largest single request (a reallocation's new size), live bytes and their peak.
 //! [`measure`] gives them for one closure; `largest`/`peak` with their resets serve callers
 //! that measure across more than one call: the fuzz targets assert with them that memory
 //! stays bounded without a sanitizer (so with `--sanitizer none` on stable, where
@@ -31,7 +30,6 @@ thread_local! {
     // `const` initialisers without destructors: reading them never allocates and never
     // fails, so the allocator may use them.
     static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-    static BYTES: Cell<u64> = const { Cell::new(0) };
     static LARGEST: Cell<usize> = const { Cell::new(0) };
     static LIVE: Cell<usize> = const { Cell::new(0) };
     static PEAK: Cell<usize> = const { Cell::new(0) };
@@ -39,7 +37,6 @@ thread_local! {
 
 fn note_alloc(size: usize) {
     let _ = ALLOCATIONS.try_with(|n| n.set(n.get().wrapping_add(1)));
-    let _ = BYTES.try_with(|b| b.set(b.get().wrapping_add(size as u64)));
     let _ = LARGEST.try_with(|l| l.set(l.get().max(size)));
     let _ = LIVE.try_with(|live| {
         let now = live.get().saturating_add(size);
@@ -92,32 +89,23 @@ unsafe impl GlobalAlloc for CountingAlloc {
 pub struct Allocs {
     /// Allocations and reallocations.
     pub count: u64,
-    /// Bytes asked for by them (a reallocation: its new size).
-    pub bytes: u64,
     /// The largest single request (0 if none).
     pub largest: usize,
-    /// The most live heap bytes at any point, above those live when it started.
-    pub peak_growth: usize,
 }
 
 /// Runs `f` and returns its result with what it allocated on this thread. Needs
 /// [`CountingAlloc`] as the global allocator; measurements may nest.
 pub fn measure<T>(f: impl FnOnce() -> T) -> (T, Allocs) {
-    let (count, bytes) = (ALLOCATIONS.with(Cell::get), BYTES.with(Cell::get));
-    let (outer_largest, outer_peak) = (largest(), peak());
-    let live_before = live();
+    let count = ALLOCATIONS.with(Cell::get);
+    let outer_largest = largest();
     reset_largest();
-    reset_peak();
     let out = f();
     let allocs = Allocs {
         count: ALLOCATIONS.with(Cell::get).wrapping_sub(count),
-        bytes: BYTES.with(Cell::get).wrapping_sub(bytes),
         largest: largest(),
-        peak_growth: peak().saturating_sub(live_before),
     };
     // An enclosing measurement still sees what happened in here.
     LARGEST.with(|l| l.set(l.get().max(outer_largest)));
-    PEAK.with(|p| p.set(p.get().max(outer_peak)));
     (out, allocs)
 }
 
