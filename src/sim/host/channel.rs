@@ -202,7 +202,7 @@ impl Channels {
         Channels {
             table: Table {
                 slots: Vec::new(),
-                limit: config.channels.min(1 << 16),
+                limit: config.channels, // `HostConfig::channels` caps it at 65,536
             },
             faults: Faults::new(faults, config.cpt_every),
             rng: SplitMix64::new(config.seed.0),

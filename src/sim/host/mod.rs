@@ -100,12 +100,6 @@ use crate::proto::{
     cmd, hi16, lo16, lo32, Regs, HB_PORT, LB_PORT, MAGIC, NO_ANSWER, VERSION_MAGIC,
 };
 
-/// What EAX reads when no device answers the port (and what unknown commands answer).
-const NO_DEVICE: u64 = NO_ANSWER as u64;
-
-/// What GETHZ leaves in EBX when the host cannot report frequencies.
-const HZ_UNSUPPORTED: u64 = 0xFFFF_FFFF;
-
 /// Bytes of 0xFF a `rep insb` on a port without a device yields at most per call; the
 /// rest of the guest's count is left to the runner (no allocation sized by a guest's RCX).
 const NO_DEVICE_FILL_LIMIT: u64 = 1 << 20;
@@ -249,7 +243,7 @@ impl Host {
     pub fn lb(&mut self, regs: &mut Regs) {
         self.counters.lb_calls += 1;
         if !self.addressed(regs, LB_PORT) {
-            regs.ax = NO_DEVICE;
+            regs.ax = NO_ANSWER.into();
             return;
         }
         let command = lo16(regs.cx);
@@ -301,14 +295,14 @@ impl Host {
                     regs.bx = hz >> 32;
                     regs.cx = c.apic_hz.into();
                 }
-                None => regs.bx = HZ_UNSUPPORTED,
+                None => regs.bx = NO_ANSWER.into(), // GETHZ unsupported: EBX all ones
             },
             cmd::GET_VCPU_INFO => regs.ax = c.vcpu_info.into(),
             cmd::MESSAGE => {
                 let (channels, mut ends) = self.channels_and_ends();
                 channels.message(regs, &mut ends);
             }
-            _ => regs.ax = NO_DEVICE,
+            _ => regs.ax = NO_ANSWER.into(),
         }
     }
 

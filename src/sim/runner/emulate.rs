@@ -316,7 +316,7 @@ impl<'h> Emulator<'h> {
                     return Step::Fault;
                 }
             }
-            _ => r.ax = 0xffff_ffff,
+            _ => r.ax = proto::NO_ANSWER.into(),
         }
         if proto::lo16(r.dx) == LB_PORT || proto::lo16(r.dx) == HB_PORT {
             r.dx = (r.dx & !0xffff) | u64::from(flags);
@@ -365,7 +365,7 @@ fn empty_port(pid: pid_t, regs: &mut UserRegs, io: &PortIo, scratch: &mut Vec<u8
             regs.rax = match io.size {
                 1 => regs.rax | 0xff,
                 2 => regs.rax | 0xffff,
-                _ => 0xffff_ffff,
+                _ => proto::NO_ANSWER.into(),
             };
             Step::Next
         }
