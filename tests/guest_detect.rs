@@ -233,3 +233,28 @@ fn the_cpuid_hint_sees_the_vmware_signature_and_probes_do_not_need_it() {
         );
     });
 }
+
+/// The instructions a guard lends reach only the backdoor: a call aimed at another port, or
+/// without the magic, still goes to the backdoor instead of faulting in ring 3.
+#[test]
+fn lent_instructions_reach_only_the_backdoor() {
+    use vmw_backdoor::proto::{cmd, Regs, MAGIC};
+    use vmw_backdoor::Backdoor;
+    run(HostConfig::default(), || {
+        let mut guard = vmw_backdoor::probe_backdoor().unwrap();
+        let mut calls = guard.instructions().unwrap();
+        let mut regs = Regs {
+            ax: 0,
+            bx: 0,
+            cx: cmd::GETVERSION.into(),
+            dx: 0x80, // the POST port, not the backdoor
+            ..Regs::default()
+        };
+        calls.lb(&mut regs);
+        assert_eq!(
+            regs.bx,
+            u64::from(MAGIC),
+            "GETVERSION answered by the backdoor"
+        );
+    });
+}

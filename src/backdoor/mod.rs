@@ -24,7 +24,7 @@ use access::Access;
 pub use cmd::{BiosUuid, Frequencies, HostTime, Product, VcpuInfo, Version};
 use platform::{Knock, RawCalls};
 
-use crate::proto::Regs;
+use crate::proto::{Regs, HB_PORT, LB_PORT, MAGIC};
 use crate::{ErrorKind, VmwError};
 
 /// Something that answers the three backdoor calls: the seam between the protocol and the
@@ -136,21 +136,35 @@ impl<B: Backdoor + ?Sized> Backdoor for &core::cell::RefCell<B> {
 /// answered: the only way this crate runs them outside the contained knock.
 ///
 /// Borrows the guard, so the I/O access the answer was given to outlives every call, and is
-/// neither `Send` nor `Sync`: that access belongs to the guard's thread.
+/// neither `Send` nor `Sync`: that access belongs to the guard's thread. Every call goes to
+/// the backdoor: EAX is set to the magic and `lo16(EDX)` to the backdoor port, whatever the
+/// caller put there, so no call can reach another port (or fault on one).
 #[derive(Debug)]
 pub struct Instructions<'g> {
     raw: RawCalls,
     _guard: PhantomData<&'g mut BackdoorGuard>,
 }
 
+/// Makes a call the backdoor's whatever `regs` held: the magic in EAX and the backdoor port
+/// in `lo16(EDX)`. Another port, or the backdoor port without the magic, is an ordinary port
+/// access, which faults in ring 3 (and reaches real hardware with `iopl`); the answer the
+/// guard was given holds only for the backdoor.
+fn aim(regs: &mut Regs, port: u16) {
+    regs.ax = MAGIC.into();
+    regs.dx = (regs.dx & !0xFFFF) | u64::from(port);
+}
+
 impl Backdoor for Instructions<'_> {
     fn lb(&mut self, regs: &mut Regs) {
+        aim(regs, LB_PORT);
         self.raw.lb(regs);
     }
     fn hb_out(&mut self, regs: &mut Regs, data: &[u8]) {
+        aim(regs, HB_PORT);
         self.raw.hb_out(regs, data);
     }
     fn hb_in(&mut self, regs: &mut Regs, buf: &mut [u8]) {
+        aim(regs, HB_PORT);
         self.raw.hb_in(regs, buf);
     }
 }
