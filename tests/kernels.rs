@@ -1,4 +1,4 @@
-//! The crate's own programs inside real Linux kernels (Debian's 5.10 and 6.1, booted under
+//! The crate's own programs inside real Linux kernels (Debian's 5.10, 6.1 and 6.12, booted under
 //! QEMU by `tests/vm/harness.rs`), on QEMU's `vmport` (an independent, partial VMware
 //! backdoor), on `vmport` with unknown commands left silent, and on a machine with nothing
 //! on the port; each as root and as an unprivileged user.

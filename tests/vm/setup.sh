@@ -12,7 +12,7 @@ set -euo pipefail
 
 cache=${VMW_VM_CACHE:-/var/cache/vmw-backdoor-vm}
 # suite:architecture, one per kernel line to test.
-kernels=(bullseye:amd64 bookworm:amd64)
+kernels=(bullseye:amd64 bookworm:amd64 trixie:amd64)
 
 need_root() {
     if [ "$(id -u)" != 0 ]; then
