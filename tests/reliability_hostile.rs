@@ -6,9 +6,9 @@
 //! Each case runs on a fresh host with the fault aimed at the guest's first exchange (a
 //! `get_guestinfo`) and checks what a boot agent relies on: the call returns a typed error
 //! (or the right value), no panic, no allocation sized by what the host claims, a bounded
-//! number of backdoor calls, and the next call on the same channel works. The same answers
-//! are exercised in memory by the unit tests in `src/erpc/tests.rs`; these go through the
-//! real instructions and the trap-and-emulate runner.
+//! number of backdoor calls, and the next call on the same channel works. The broad matrix
+//! (every answer at every step, on every transport) is in `guest_channel.rs`; these cases
+//! pin the exact error and the work bounds, measured in the traced guest process.
 
 #![cfg(all(feature = "sim", target_os = "linux", target_arch = "x86_64"))]
 

@@ -1,6 +1,6 @@
-//! Bad input from the caller, through the real instructions under the simulator: refused
-//! with a typed error before anything is sent, or sent and read back byte for byte where
-//! the bytes are legal.
+//! Bad input from the caller, over every transport (in memory, and through the real
+//! instructions under the simulator): refused with a typed error before anything is sent,
+//! or sent and read back byte for byte where the bytes are legal.
 //!
 //! What is legal follows from the RPCI text format. `info-set guestinfo.KEY VALUE` ends the
 //! key at the first space and takes the value as everything after that space up to the end
@@ -17,13 +17,13 @@
 
 #![cfg(all(feature = "sim", target_os = "linux", target_arch = "x86_64"))]
 
+#[path = "support/transport.rs"]
+mod transport;
+
+use transport::Transport;
 use vmw_backdoor::proto::{cmd, msg, MAX_GUEST_MESSAGE};
 use vmw_backdoor::sim::{Host, HostConfig};
-use vmw_backdoor::{EnhancedChan, ErrorKind, VmwError};
-
-fn run(config: HostConfig, guest: impl FnOnce()) -> Host {
-    config.run(guest).expect("start the guest").expect_success()
-}
+use vmw_backdoor::{BackdoorAccess, ErrorKind, RpciChannel, VmwError};
 
 /// Message-channel calls other than OPEN and CLOSE, and high-bandwidth transfers: the
 /// calls a request makes.
@@ -60,7 +60,9 @@ const BAD_KEYS: [&[u8]; 16] = [
 ];
 
 /// Every refusal the library makes on its own, each with the kind it must have.
-fn refusals(c: &mut EnhancedChan<'_>) -> Vec<(String, Result<(), VmwError>, ErrorKind)> {
+fn refusals<A: BackdoorAccess>(
+    c: &mut RpciChannel<A>,
+) -> Vec<(String, Result<(), VmwError>, ErrorKind)> {
     let mut out = Vec::new();
     for key in BAD_KEYS {
         let k = key.escape_ascii();
@@ -116,23 +118,24 @@ fn refusals(c: &mut EnhancedChan<'_>) -> Vec<(String, Result<(), VmwError>, Erro
 
 #[test]
 fn bad_keys_values_and_sizes_are_refused_before_the_backdoor_is_touched() {
-    let host = run(HostConfig::default().guestinfo("k", "v"), || {
-        let mut g = vmw_backdoor::probe_backdoor().unwrap();
-        let mut c = g.open_enhanced_chan().unwrap();
-        let refused = refusals(&mut c);
-        for (what, result, kind) in &refused {
-            let e = result.as_ref().expect_err(what);
-            assert_eq!(e.kind(), *kind, "{what}: {e}");
-        }
-        assert_eq!(refused.len(), 2 * BAD_KEYS.len() + 4 + 2 + 2 + 2);
-        // Refusals cost nothing, not even the channel: one good request, one exchange.
-        assert_eq!(c.get_guestinfo(b"k").unwrap().as_deref(), Some(&b"v"[..]));
-    });
-    // SENDSIZE, rep outsb, RECVSIZE, rep insb, RECVSTATUS of the one good request.
-    assert_eq!(request_calls(&host), 5);
-    assert_eq!(host.counters().rpcs, 1);
-    assert_eq!(host.guestinfo().len(), 1, "nothing was set");
-    assert!(host.vmx_log().is_empty(), "nothing was logged");
+    for t in Transport::ALL {
+        let host = t.run(HostConfig::default().guestinfo("k", "v"), |b| {
+            let mut c = RpciChannel::open(b).unwrap();
+            let refused = refusals(&mut c);
+            for (what, result, kind) in &refused {
+                let e = result.as_ref().expect_err(what);
+                assert_eq!(e.kind(), *kind, "{what}: {e}");
+            }
+            assert_eq!(refused.len(), 2 * BAD_KEYS.len() + 4 + 2 + 2 + 2);
+            // Refusals cost nothing, not even the channel: one good request, one exchange.
+            assert_eq!(c.get_guestinfo(b"k").unwrap().as_deref(), Some(&b"v"[..]));
+        });
+        // SENDSIZE, rep outsb, RECVSIZE, rep insb, RECVSTATUS of the one good request.
+        assert_eq!(request_calls(&host), 5);
+        assert_eq!(host.counters().rpcs, 1);
+        assert_eq!(host.guestinfo().len(), 1, "nothing was set");
+        assert!(host.vmx_log().is_empty(), "nothing was logged");
+    }
 }
 
 /// Legal but awkward values: each must come back exactly as set.
@@ -157,50 +160,51 @@ const VALUES: [&[u8]; 14] = [
 fn legal_awkward_keys_and_values_round_trip_byte_for_byte() {
     let all_bytes: Vec<u8> = (1..=255).collect();
     let keys: [&[u8]; 5] = [b"k", b"a.b-c_d", b"a=b", b"\xffkey\xfe", b"UPPER.lower"];
-    let host = run(HostConfig::default(), move || {
-        let mut g = vmw_backdoor::probe_backdoor().unwrap();
-        let mut c = g.open_enhanced_chan().unwrap();
-        for key in keys {
-            for value in VALUES.iter().copied().chain([&all_bytes[..]]) {
-                c.set_guestinfo(key, value).unwrap();
-                let back = c.get_guestinfo(key).unwrap();
-                assert_eq!(
-                    back.as_deref(),
-                    Some(value),
-                    "{} = {}",
-                    key.escape_ascii(),
-                    value.escape_ascii()
-                );
+    for t in Transport::ALL {
+        let host = t.run(HostConfig::default(), |b| {
+            let mut c = RpciChannel::open(b).unwrap();
+            for key in keys {
+                for value in VALUES.iter().copied().chain([&all_bytes[..]]) {
+                    c.set_guestinfo(key, value).unwrap();
+                    let back = c.get_guestinfo(key).unwrap();
+                    assert_eq!(
+                        back.as_deref(),
+                        Some(value),
+                        "{} = {}",
+                        key.escape_ascii(),
+                        value.escape_ascii()
+                    );
+                }
             }
-        }
-        // The prefix is optional and matched in any case: these name one key.
-        c.set_guestinfo(b"GuestInfo.same", b"1").unwrap();
+            // The prefix is optional and matched in any case: these name one key.
+            c.set_guestinfo(b"GuestInfo.same", b"1").unwrap();
+            assert_eq!(
+                c.get_guestinfo(b"same").unwrap().as_deref(),
+                Some(&b"1"[..])
+            );
+            assert_eq!(
+                c.get_guestinfo(b"guestinfo.same").unwrap().as_deref(),
+                Some(&b"1"[..])
+            );
+            c.log("a log line\twith a tab, spaces  and \u{e9}").unwrap();
+            c.log("").unwrap();
+        });
+        let store = host.guestinfo();
         assert_eq!(
-            c.get_guestinfo(b"same").unwrap().as_deref(),
-            Some(&b"1"[..])
+            store.get(&b"guestinfo.\xffkey\xfe"[..]).map(Vec::as_slice),
+            Some(&(1..=255).collect::<Vec<u8>>()[..]),
+            "non-UTF-8 key, every byte but NUL as the value"
         );
+        assert!(store.contains_key(&b"guestinfo.same"[..]));
         assert_eq!(
-            c.get_guestinfo(b"guestinfo.same").unwrap().as_deref(),
-            Some(&b"1"[..])
+            host.vmx_log(),
+            [
+                "a log line\twith a tab, spaces  and \u{e9}"
+                    .as_bytes()
+                    .to_vec(),
+                Vec::new()
+            ]
         );
-        c.log("a log line\twith a tab, spaces  and \u{e9}").unwrap();
-        c.log("").unwrap();
-    });
-    let store = host.guestinfo();
-    assert_eq!(
-        store.get(&b"guestinfo.\xffkey\xfe"[..]).map(Vec::as_slice),
-        Some(&(1..=255).collect::<Vec<u8>>()[..]),
-        "non-UTF-8 key, every byte but NUL as the value"
-    );
-    assert!(store.contains_key(&b"guestinfo.same"[..]));
-    assert_eq!(
-        host.vmx_log(),
-        [
-            "a log line\twith a tab, spaces  and \u{e9}"
-                .as_bytes()
-                .to_vec(),
-            Vec::new()
-        ]
-    );
-    assert_eq!(host.open_channels(), 0);
+        assert_eq!(host.open_channels(), 0);
+    }
 }
