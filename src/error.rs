@@ -30,6 +30,10 @@ pub enum ErrorKind {
     InvalidInput,
     /// A request or reply is larger than the protocol or the configured cap allows.
     TooLarge,
+    /// A value could not be read as asked: an unknown `KEY.encoding`, bytes that are not
+    /// base64 or gzip, text that is not UTF-8 or not a boolean or number, an OVF environment
+    /// that is not XML.
+    Decode,
     /// This platform has no VMware backdoor (not x86, or no port I/O from user space).
     Unsupported,
     /// A system call the library relies on failed (creating the probe's child process, or
@@ -87,12 +91,19 @@ impl VmwError {
             ..Self::new(
                 ErrorKind::HostRefused,
                 format_args!(
-                    "the host refused `{}`: {}",
-                    String::from_utf8_lossy(command).escape_debug(),
+                    "the host refused {}: {}",
+                    Command(command),
                     String::from_utf8_lossy(text).escape_debug()
                 ),
             )
         }
+    }
+
+    /// This error, its message also telling what failed before it (when a fallback failed
+    /// too, both reasons matter).
+    pub(crate) fn after(mut self, earlier: &VmwError) -> Self {
+        self.message = format!("{}; before that: {earlier}", self.message);
+        self
     }
 
     /// What kind of failure this is.
@@ -115,6 +126,19 @@ impl VmwError {
 
 /// Kept from 0.2, whose only error was a message: code that builds errors from text (`Err("…".into())`)
 /// still compiles. The kind is [`ErrorKind::Other`].
+/// A request's command as an error message names it.
+struct Command<'a>(&'a [u8]);
+
+impl fmt::Display for Command<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            f.write_str("an empty request")
+        } else {
+            write!(f, "`{}`", String::from_utf8_lossy(self.0).escape_debug())
+        }
+    }
+}
+
 impl From<&str> for VmwError {
     fn from(message: &str) -> Self {
         VmwError::new(ErrorKind::Other, message)

@@ -378,14 +378,16 @@ fn a_channel_the_host_dropped_is_reopened_and_the_request_sent_once() {
 #[test]
 fn replies_over_the_cap_fail_before_fetching_and_cost_only_the_channel() {
     for t in Transport::ALL {
-        let config = HostConfig::default().guestinfo("v", pattern(100));
+        let config = HostConfig::default().guestinfo("v", pattern(5000));
         let host = t.run(config.clone(), |b| {
             let mut c = open(b);
-            c.set_max_reply_len(99);
-            assert_eq!(c.max_reply_len(), 99);
-            assert_eq!(
-                c.get_guestinfo(b"v").unwrap_err().kind(),
-                ErrorKind::TooLarge
+            c.set_max_reply_len(4999);
+            assert_eq!(c.max_reply_len(), 4999);
+            let e = c.get_guestinfo(b"v").unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::TooLarge);
+            assert!(
+                e.to_string().contains("5000 bytes, over the 4999-byte cap"),
+                "{e}"
             );
             assert!(!c.is_open(), "the channel holding the reply was closed");
         });
@@ -397,11 +399,41 @@ fn replies_over_the_cap_fail_before_fetching_and_cost_only_the_channel() {
         assert_eq!(counters.channels_closed, 1, "{t:?}");
         t.run(config, |b| {
             let mut c = open(b);
-            c.set_max_reply_len(99);
+            c.set_max_reply_len(4999);
             let _ = c.get_guestinfo(b"v");
-            c.set_max_reply_len(100);
-            assert_eq!(c.get_guestinfo(b"v").unwrap(), Some(pattern(100)));
+            c.set_max_reply_len(5000);
+            assert_eq!(c.get_guestinfo(b"v").unwrap(), Some(pattern(5000)));
             assert!(c.is_open());
+        });
+    }
+}
+
+#[test]
+fn a_small_cap_limits_values_not_refusals() {
+    for t in Transport::ALL {
+        let config = HostConfig::default().guestinfo("v", "123456789");
+        t.run(config.clone(), |b| {
+            let mut c = open(b);
+            c.set_max_reply_len(8);
+            let e = c.get_guestinfo(b"v").unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::TooLarge);
+            assert!(
+                e.to_string().contains("9 bytes, over the 8-byte cap"),
+                "{e}"
+            );
+            assert!(
+                c.is_open(),
+                "a small reply is read whole: the channel stays in step"
+            );
+            assert_eq!(c.get_guestinfo(b"missing").unwrap(), None);
+            let e = c.rpc(b"no.such.command").unwrap_err();
+            assert_eq!(e.host_reply(), Some(&b"Unknown command"[..]), "{e}");
+        });
+        t.run(config.deny_guestinfo(), |b| {
+            let mut c = open(b);
+            c.set_max_reply_len(0);
+            let e = c.get_guestinfo(b"v").unwrap_err();
+            assert_eq!(e.host_reply(), Some(&b"Permission denied"[..]), "{e}");
         });
     }
 }

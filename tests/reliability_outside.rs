@@ -112,6 +112,26 @@ impl Tries {
         self.fails("RpciChannel::set_guestinfo", c.set_guestinfo(b"k", b"v"));
         self.fails("RpciChannel::log", c.log("line"));
         self.fails("RpciChannel::report_agent", c.report_agent());
+        self.fails(
+            "RpciChannel::get_guestinfo_string",
+            c.get_guestinfo_string(b"k"),
+        );
+        self.fails(
+            "RpciChannel::get_guestinfo_bool",
+            c.get_guestinfo_bool(b"k"),
+        );
+        self.fails(
+            "RpciChannel::get_guestinfo_parsed",
+            c.get_guestinfo_parsed::<u8>(b"k"),
+        );
+        self.fails(
+            "RpciChannel::get_decoded_guestinfo",
+            c.get_decoded_guestinfo(b"k"),
+        );
+        self.fails("RpciChannel::clear_guestinfo", c.clear_guestinfo(b"k"));
+        self.fails("RpciChannel::ovf_environment", c.ovf_environment());
+        #[cfg(feature = "ovf")]
+        self.fails("RpciChannel::ovf_properties", c.ovf_properties());
         self.tried("RpciChannel::max_reply_len");
         let cap = c.max_reply_len();
         self.tried("RpciChannel::set_max_reply_len");
@@ -140,6 +160,8 @@ impl Tries {
         self.tried("is_vmware_cpu");
         let _ = vmw_backdoor::is_vmware_cpu();
         self.fails("probe_backdoor", vmw_backdoor::probe_backdoor());
+        self.fails("RpciChannel::connect", vmw_backdoor::Session::connect());
+        self.fails("guestinfo", vmw_backdoor::guestinfo("k"));
         self.tried("probe_backdoor_privileged");
         let e = vmw_backdoor::probe_backdoor_privileged().expect_err("probe_backdoor_privileged");
         let want = if privilege.is_ok() {
@@ -166,9 +188,9 @@ impl Tries {
 /// Calls a guest makes on each guard it gets.
 const GUARD_CALLS: usize = 15;
 /// Calls a guest makes on each channel it gets.
-const CHANNEL_CALLS: usize = 12;
+const CHANNEL_CALLS: usize = 18 + cfg!(feature = "ovf") as usize;
 /// Calls of the free functions.
-const FREE_CALLS: usize = 5;
+const FREE_CALLS: usize = 7;
 
 /// Calls `Tries::everything` makes: the free functions, and the guard methods on each guard
 /// handed out (one unprivileged, one privileged where the kernel grants it).

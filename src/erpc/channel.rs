@@ -203,7 +203,8 @@ impl Channel {
     }
 
     /// One request and its reply: sends `request`, returns the reply (at most `max_reply`
-    /// bytes). A closed channel is reopened first; a channel the host refuses a SENDSIZE on
+    /// bytes; a longer one is refused before it is fetched, with the error `too_large` makes
+    /// of its length). A closed channel is reopened first; a channel the host refuses a SENDSIZE on
     /// is reopened and the request sent once more; after any other failure the channel is
     /// closed, to be reopened by the next exchange.
     pub(crate) fn exchange<B: Backdoor + ?Sized>(
@@ -211,6 +212,7 @@ impl Channel {
         t: &mut B,
         request: &[u8],
         max_reply: usize,
+        too_large: &dyn Fn(usize) -> VmwError,
     ) -> Result<Vec<u8>, VmwError> {
         if request.len() > MAX_GUEST_MESSAGE {
             return Err(request_too_large(request.len()));
@@ -225,7 +227,7 @@ impl Channel {
             self.reopen(t)?;
             result = self.send(t, request);
         }
-        let reply = result.and_then(|()| self.receive(t, max_reply));
+        let reply = result.and_then(|()| self.receive(t, max_reply, too_large));
         if reply.is_err() {
             self.abandon(t);
         }
@@ -329,6 +331,7 @@ impl Channel {
         &mut self,
         t: &mut B,
         max_reply: usize,
+        too_large: &dyn Fn(usize) -> VmwError,
     ) -> Result<Vec<u8>, Failure> {
         let mut reply = Vec::new();
         'attempt: for _ in 0..CPT_TRIES {
@@ -353,13 +356,7 @@ impl Channel {
             }
             let len = usize::try_from(lo32(r.bx)).unwrap_or(usize::MAX);
             if len > max_reply {
-                return Err(Failure::Other(VmwError::new(
-                    ErrorKind::TooLarge,
-                    format_args!(
-                        "the host's reply is {len} bytes, over the {max_reply}-byte cap; raise \
-                         it with EnhancedChan::set_max_reply_len if you expect replies this big"
-                    ),
-                )));
+                return Err(Failure::Other(too_large(len)));
             }
             reply.clear();
             if reply.try_reserve_exact(len).is_err() {

@@ -13,6 +13,10 @@
 //! backdoor's three calls; `rpci.rs` builds requests and splits replies.
 
 mod channel;
+mod encoding;
+mod guestinfo;
+#[cfg(feature = "ovf")]
+mod ovf;
 mod rpci;
 #[cfg(all(test, feature = "sim", target_os = "linux", target_arch = "x86_64"))]
 mod tests;
@@ -22,7 +26,11 @@ use core::fmt;
 use crate::proto::{GUESTINFO_PREFIX, PROTO_RPCI};
 use crate::{BackdoorAccess, BackdoorGuard, ErrorKind, VmwError};
 use channel::Channel;
-use rpci::{build, first_word, guestinfo_name, split_status, trim_nuls, Reply};
+pub use guestinfo::{guestinfo, Session};
+use rpci::{
+    build, first_word, guestinfo_name, reply_too_large, split_status, trim_nuls, Reply,
+    REFUSAL_ROOM, STATUS_LEN,
+};
 
 /// The reply cap a new [`RpciChannel`] starts with: 4 MiB of payload.
 ///
@@ -237,8 +245,9 @@ impl<A: BackdoorAccess> RpciChannel<A> {
     }
 
     /// The longest reply payload accepted, in bytes; [`DEFAULT_MAX_REPLY_LEN`] (4 MiB)
-    /// unless changed. A longer reply fails with [`ErrorKind::TooLarge`] before anything is
-    /// allocated.
+    /// unless changed. A longer value fails with [`ErrorKind::TooLarge`], before anything
+    /// is fetched or allocated when it is over 1 KiB. The cap is on values only: a refusal's
+    /// text and a missing key's "No value found" always come through, whatever the cap.
     #[must_use]
     pub fn max_reply_len(&self) -> usize {
         self.max_reply_len
@@ -283,11 +292,20 @@ impl<A: BackdoorAccess> RpciChannel<A> {
     /// One exchange; the only place an RPC reaches the backdoor.
     fn send(&mut self, request: &[u8]) -> Result<Reply, VmwError> {
         let mut backdoor = self.access.backdoor()?;
-        // The cap is on the payload; the wire reply carries two more bytes of status.
-        let raw =
-            self.channel
-                .exchange(&mut backdoor, request, self.max_reply_len.saturating_add(2))?;
-        split_status(raw)
+        // The cap is on a success's payload. Refusals and "No value found" are not values: a
+        // reply always has room for them, so a small cap does not turn them into TooLarge.
+        let cap = self.max_reply_len;
+        let wire_cap = cap.max(REFUSAL_ROOM).saturating_add(STATUS_LEN);
+        let too_large = |wire_len: usize| reply_too_large(wire_len.saturating_sub(STATUS_LEN), cap);
+        let raw = self
+            .channel
+            .exchange(&mut backdoor, request, wire_cap, &too_large)?;
+        match split_status(raw)? {
+            Reply::Success(payload) if payload.len() > cap => {
+                Err(too_large(payload.len() + STATUS_LEN))
+            }
+            reply => Ok(reply),
+        }
     }
 
     fn close_channel(&mut self) -> Result<(), VmwError> {

@@ -12,6 +12,22 @@ pub(super) const NO_VALUE: &[u8] = b"No value found";
 /// `tools.set.version` value meaning "tools not managed by VMware" (0x7FFFFFFF).
 pub(super) const TOOLS_VERSION_UNMANAGED: &[u8] = b"2147483647";
 
+/// The status prefix of every reply: `1 ` or `0 `.
+pub(super) const STATUS_LEN: usize = 2;
+/// Payload room a reply has whatever the cap, for a refusal's text.
+pub(super) const REFUSAL_ROOM: usize = 1024;
+
+/// A success payload of `len` bytes over the channel's `cap`.
+pub(super) fn reply_too_large(len: usize, cap: usize) -> VmwError {
+    VmwError::new(
+        ErrorKind::TooLarge,
+        format_args!(
+            "the host's reply is {len} bytes, over the {cap}-byte cap; raise it with \
+             set_max_reply_len if you expect replies this big"
+        ),
+    )
+}
+
 /// A reply, split at its status prefix.
 pub(super) enum Reply {
     /// `1 PAYLOAD`.

@@ -1,8 +1,8 @@
 //! The guest library's public entry points, read from its rustdoc JSON, so that a test can
 //! check it exercises every one of them and notices a new one.
 //!
-//! `cargo rustdoc --lib` is run without features (the simulator's API is not part of the
-//! guest library) with `RUSTC_BOOTSTRAP=1 -Z unstable-options --output-format json`, which
+//! `cargo rustdoc --lib` is run with the guest features (`encoding`, `ovf`) but not `sim`
+//! (the simulator's API is not part of the guest library), with `RUSTC_BOOTSTRAP=1 -Z unstable-options --output-format json`, which
 //! the stable toolchain accepts, into `<target>/rustdoc-json` so the main build is left
 //! alone. The JSON format is unstable: every field read here is checked, and a layout this
 //! code does not understand fails with the `format_version` it found.
@@ -56,7 +56,8 @@ fn rustdoc_json() -> Vec<u8> {
         .expect("<target>/<profile>/deps/<test>");
     let dir: PathBuf = target.join("rustdoc-json");
     let out = Command::new(env!("CARGO"))
-        .args(["rustdoc", "--lib", "--quiet", "--manifest-path"])
+        .args(["rustdoc", "--lib", "--quiet", "--features", "encoding,ovf"])
+        .arg("--manifest-path")
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
         .args(["--", "-Z", "unstable-options", "--output-format", "json"])
         .env("RUSTC_BOOTSTRAP", "1")
