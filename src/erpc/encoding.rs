@@ -61,7 +61,11 @@ impl Encoding {
         match self {
             Encoding::Raw => Ok(value),
             Encoding::Base64 => codec::base64(&value),
-            Encoding::GzipBase64 => codec::gunzip(&codec::base64(&value)?, cap),
+            Encoding::GzipBase64 => {
+                let gzip = codec::base64(&value)?;
+                drop(value);
+                codec::gunzip(&gzip, cap)
+            }
             Encoding::Gzip => codec::gunzip(&value, cap),
         }
     }
@@ -69,7 +73,7 @@ impl Encoding {
 
 #[cfg(feature = "encoding")]
 mod codec {
-    use std::io::Read;
+    use std::io::Read as _;
 
     use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
     use base64::Engine;
@@ -97,30 +101,38 @@ mod codec {
         })
     }
 
-    /// Inflates gzip data (several members, as `cat a.gz b.gz` makes, included), reading at
-    /// most `cap + 1` bytes of output so a bomb costs at most that much memory.
+    /// Inflates gzip data (several members, as `cat a.gz b.gz` makes, included). Output
+    /// past `cap` bytes is an error as soon as it appears, and the buffer never grows past
+    /// `cap`, so a bomb costs at most that much memory.
     pub(super) fn gunzip(data: &[u8], cap: usize) -> Result<Vec<u8>, VmwError> {
+        let mut gz = flate2::read::MultiGzDecoder::new(data);
         let mut out = Vec::new();
-        let limit = u64::try_from(cap).unwrap_or(u64::MAX).saturating_add(1);
-        flate2::read::MultiGzDecoder::new(data)
-            .take(limit)
-            .read_to_end(&mut out)
-            .map_err(|e| {
+        let mut chunk = [0u8; 16 << 10];
+        loop {
+            let n = gz.read(&mut chunk).map_err(|e| {
                 VmwError::new(
                     ErrorKind::Decode,
                     format_args!("the value is not gzip data: {e}"),
                 )
             })?;
-        if out.len() > cap {
-            return Err(VmwError::new(
-                ErrorKind::TooLarge,
-                format_args!(
-                    "the value inflates to more than {cap} bytes, the channel's reply cap \
-                     (set_max_reply_len)"
-                ),
-            ));
+            if n == 0 {
+                return Ok(out);
+            }
+            if n > cap - out.len() {
+                return Err(VmwError::new(
+                    ErrorKind::TooLarge,
+                    format_args!(
+                        "the value inflates to more than {cap} bytes, the channel's reply cap \
+                         (set_max_reply_len)"
+                    ),
+                ));
+            }
+            if out.capacity() - out.len() < n {
+                // Doubling, but never past the cap.
+                out.reserve_exact(out.capacity().max(n).min(cap - out.len()));
+            }
+            out.extend_from_slice(&chunk[..n]);
         }
-        Ok(out)
     }
 }
 
