@@ -164,7 +164,7 @@ fn a_gzip_bomb_is_refused_with_bounded_memory() {
 fn typed_getters_read_text_booleans_and_numbers() {
     let mut config = HostConfig::default()
         .guestinfo("name", "web-1")
-        .guestinfo("bytes", b"\xff\xfe".to_vec())
+        .guestinfo("bytes", b"\xff\xfe")
         .guestinfo("port", " 8080\n")
         .guestinfo("huge", "70000")
         .guestinfo("maybe", "perhaps");
