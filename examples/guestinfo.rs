@@ -1,8 +1,9 @@
 //! Reads or writes one guestinfo value, like `vmware-rpctool "info-get guestinfo.KEY"`.
 //!
 //! ```text
-//! guestinfo KEY          print the value (raw bytes, no newline); exit 1 if it is not set
-//! guestinfo KEY VALUE    set it
+//! guestinfo KEY            print the value (raw bytes, no newline); exit 1 if it is not set
+//! guestinfo --decode KEY   the same, decoded as KEY.encoding says (base64, gzip+base64, ...)
+//! guestinfo KEY VALUE      set it
 //! ```
 //!
 //! KEY may be given with or without the `guestinfo.` prefix. Without a VMware host at hand,
@@ -18,20 +19,24 @@ use std::io::Write;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let mut args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let decode = args.first().is_some_and(|a| a == "--decode");
+    if decode {
+        args.remove(0);
+    }
     let (key, value) = match args.as_slice() {
         // Keys and values need not be UTF-8: the argument bytes as given (on Unix).
         [key] => (key.as_encoded_bytes().to_vec(), None),
-        [key, value] => (
+        [key, value] if !decode => (
             key.as_encoded_bytes().to_vec(),
             Some(value.as_encoded_bytes().to_vec()),
         ),
         _ => {
-            eprintln!("usage: guestinfo KEY [VALUE]");
+            eprintln!("usage: guestinfo [--decode] KEY | guestinfo KEY VALUE");
             return ExitCode::from(2);
         }
     };
-    match run(&key, value.as_deref()) {
+    match run(&key, value.as_deref(), decode) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("guestinfo: {e}");
@@ -40,16 +45,23 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(key: &[u8], value: Option<&[u8]>) -> Result<ExitCode, Box<dyn std::error::Error>> {
+fn run(
+    key: &[u8],
+    value: Option<&[u8]>,
+    decode: bool,
+) -> Result<ExitCode, Box<dyn std::error::Error>> {
     // Privileged access where the kernel grants it, else ring 3 (which VMware allows).
-    let mut guard =
-        vmw_backdoor::probe_backdoor_privileged().or_else(|_| vmw_backdoor::probe_backdoor())?;
-    let mut chan = guard.open_enhanced_chan()?;
+    let mut session = vmw_backdoor::Session::connect()?;
     if let Some(value) = value {
-        chan.set_guestinfo(key, value)?;
+        session.set_guestinfo(key, value)?;
         return Ok(ExitCode::SUCCESS);
     }
-    match chan.get_guestinfo(key)? {
+    let value = if decode {
+        session.get_decoded_guestinfo(key)?
+    } else {
+        session.get_guestinfo(key)?
+    };
+    match value {
         Some(v) => {
             let mut out = std::io::stdout().lock();
             out.write_all(&v)?;

@@ -423,8 +423,9 @@ impl BackdoorGuard {
             format!("backdoor access faulted{signal} despite I/O privilege: not a VMware guest")
         } else {
             format!(
-                "backdoor access faulted{signal}: not VMware, or ring-3 backdoor access \
-                 restricted; try probe_backdoor_privileged"
+                "backdoor access faulted{signal}: not a VMware guest, or the VM restricts \
+                 ring-3 backdoor access (monitor_control.restrict_backdoor), which then needs \
+                 I/O privilege"
             )
         };
         VmwError::new(ErrorKind::NotVmware, message)
