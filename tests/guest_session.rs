@@ -295,3 +295,61 @@ fn outside_vmware_connect_keeps_both_reasons() {
     });
     run.expect("start the guest").expect_success();
 }
+
+/// Three keys, one of them gzip+base64: the whole read of a boot agent. BENCHMARKS.md
+/// compares the two ways in backdoor calls.
+fn boot_agent_host() -> HostConfig {
+    HostConfig::default()
+        .guestinfo("metadata", base64(&gzip(b"{\"instance-id\": \"vm-1\"}")))
+        .guestinfo("metadata.encoding", "gzip+base64")
+        .guestinfo("userdata", "#cloud-config\n")
+        .guestinfo("vendordata", "")
+}
+
+#[test]
+fn a_boot_agents_whole_read_is_one_session_and_one_channel() {
+    let session = boot_agent_host()
+        .run(|| {
+            let mut s = Session::connect().unwrap();
+            let metadata = s.get_decoded_guestinfo(b"metadata").unwrap();
+            assert_eq!(
+                metadata.as_deref(),
+                Some(&b"{\"instance-id\": \"vm-1\"}"[..])
+            );
+            assert!(s.get_guestinfo(b"userdata").unwrap().is_some());
+            assert!(s.get_guestinfo(b"vendordata").unwrap().is_some());
+        })
+        .expect("start the guest")
+        .expect_success();
+    // The 0.2-era way: a probe and a channel per key, the encoding read as a key of its own.
+    let per_key = boot_agent_host()
+        .run(|| {
+            for key in ["metadata", "metadata.encoding", "userdata", "vendordata"] {
+                let mut g = vmw_backdoor::probe_backdoor_privileged()
+                    .or_else(|_| vmw_backdoor::probe_backdoor())
+                    .unwrap();
+                let mut c = g.open_enhanced_chan().unwrap();
+                assert!(c.get_guestinfo(key.as_bytes()).unwrap().is_some(), "{key}");
+            }
+        })
+        .expect("start the guest")
+        .expect_success();
+    let (s, p) = (session.counters(), per_key.counters());
+    println!(
+        "session: {} backdoor calls, {} channel(s); per key: {} calls, {} channels",
+        s.backdoor_calls(),
+        s.channels_opened,
+        p.backdoor_calls(),
+        p.channels_opened
+    );
+    // One knock (GETVERSION), OPEN, four RPCs of 5 calls (HB), CLOSE.
+    assert_eq!(
+        (s.backdoor_calls(), s.channels_opened),
+        (1 + 1 + 4 * 5 + 1, 1)
+    );
+    // Per key: knock, OPEN, one RPC, CLOSE.
+    assert_eq!(
+        (p.backdoor_calls(), p.channels_opened),
+        (4 * (1 + 1 + 5 + 1), 4)
+    );
+}
