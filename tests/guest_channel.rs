@@ -118,7 +118,7 @@ fn values_of_awkward_sizes_round_trip() {
                     let got = c.get_guestinfo(format!("v{len}").as_bytes()).unwrap();
                     assert_eq!(got, Some(pattern(len)), "get {len} bytes");
                 }
-                for len in [0, 1, 3, 4, 5, 1000, room] {
+                for len in [1, 2, 3, 4, 5, 1000, room] {
                     let value: Vec<u8> = pattern(len).into_iter().map(|b| b.max(1)).collect();
                     c.set_guestinfo(b"w", &value).unwrap();
                     assert_eq!(c.get_guestinfo(b"w").unwrap(), Some(value), "set {len}");

@@ -10,8 +10,9 @@
 //!   space or a NUL (either would end it early); the library also refuses the other ASCII
 //!   whitespace (tab, newline, carriage return, form feed), which no VMX config key has;
 //!   other bytes, non-UTF-8 included, go through as given;
-//! - a value may hold any byte but NUL: spaces (leading and trailing too), newlines, tabs,
-//!   non-UTF-8 bytes, text that looks like a reply status (`1 `, `0 `, `No value found`);
+//! - a value must not be empty (hosts do not store one) and may hold any byte but NUL:
+//!   spaces (leading and trailing too), newlines, tabs, non-UTF-8 bytes, text that looks like
+//!   a reply status (`1 `, `0 `, `No value found`);
 //! - a `log` line must not contain NUL (the host would drop the rest of the line silently);
 //! - a whole request may be at most 65,536 bytes (the host's `GUESTMSG_MAX_IN_SIZE`).
 
@@ -86,6 +87,11 @@ fn refusals<A: BackdoorAccess>(
         ));
     }
     out.push((
+        "set an empty value (hosts do not store one)".into(),
+        c.set_guestinfo(b"k", b""),
+        ErrorKind::InvalidInput,
+    ));
+    out.push((
         "set a value with NUL".into(),
         c.set_guestinfo(b"k", b"a\0b"),
         ErrorKind::InvalidInput,
@@ -126,7 +132,7 @@ fn bad_keys_values_and_sizes_are_refused_before_the_backdoor_is_touched() {
                 let e = result.as_ref().expect_err(what);
                 assert_eq!(e.kind(), *kind, "{what}: {e}");
             }
-            assert_eq!(refused.len(), 2 * BAD_KEYS.len() + 4 + 2 + 2 + 2);
+            assert_eq!(refused.len(), 2 * BAD_KEYS.len() + 4 + 3 + 2 + 2);
             // Refusals cost nothing, not even the channel: one good request, one exchange.
             assert_eq!(c.get_guestinfo(b"k").unwrap().as_deref(), Some(&b"v"[..]));
         });
@@ -139,8 +145,7 @@ fn bad_keys_values_and_sizes_are_refused_before_the_backdoor_is_touched() {
 }
 
 /// Legal but awkward values: each must come back exactly as set.
-const VALUES: [&[u8]; 14] = [
-    b"",
+const VALUES: [&[u8]; 13] = [
     b" ",
     b"  leading and trailing  ",
     b"two words",

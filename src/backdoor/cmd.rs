@@ -60,7 +60,9 @@ impl Product {
         }
     }
 
-    /// The name `vmware-checkvm -p` prints for this product.
+    /// A readable name for this product. `vmware-checkvm -p` prints the same for ESX Server
+    /// and Workstation, and "Unknown" for every other product (these other names are the
+    /// product types of open-vm-tools' `vm_vmx_type.h`).
     #[must_use]
     pub fn name(self) -> &'static str {
         match self {
@@ -106,7 +108,8 @@ pub struct HostTime {
     pub secs: u64,
     /// Microseconds within the second (below 1,000,000).
     pub micros: u32,
-    /// The largest lag the host allows the guest clock, in microseconds.
+    /// The largest lag the host allows the guest clock plus the host's interrupt lag, in
+    /// microseconds (ECX; open-vm-tools' time sync takes it as the error bound).
     pub max_lag_micros: u32,
 }
 
@@ -271,16 +274,26 @@ pub(crate) fn bios_uuid<B: Backdoor + ?Sized>(t: &mut B) -> Option<BiosUuid> {
     Some(BiosUuid(uuid))
 }
 
-/// GETTIMEFULL: success leaves the magic in EAX; seconds in ESI:EDX.
+/// GETTIMEFULL, else GETTIME, as open-vm-tools' time sync reads the host clock.
+///
+/// GETTIMEFULL succeeds by leaving the magic in EAX, with seconds in ESI:EDX; GETTIME (which
+/// overflows in 2106) answers the seconds in EAX, all ones when it cannot. Both give
+/// microseconds in EBX and the allowed lag plus interrupt lag in ECX. A time of 0 seconds
+/// is no time (open-vm-tools treats it as invalid too).
 pub(crate) fn host_time<B: Backdoor + ?Sized>(t: &mut B) -> Result<Option<HostTime>, VmwError> {
-    let Some(r) = call(t, cmd::GETTIMEFULL, !MAGIC) else {
-        return Ok(None);
+    let full = call(t, cmd::GETTIMEFULL, !MAGIC).filter(|r| lo32(r.ax) == MAGIC);
+    let (r, secs) = match full {
+        Some(r) => (r, u64::from(lo32(r.si)) << 32 | u64::from(lo32(r.dx))),
+        None => match call(t, cmd::GETTIME, !MAGIC) {
+            Some(r) if lo32(r.ax) != NO_ANSWER && lo32(r.ax) != MAGIC => (r, lo32(r.ax).into()),
+            _ => return Ok(None),
+        },
     };
-    if lo32(r.ax) != MAGIC {
+    if secs == 0 {
         return Ok(None);
     }
     let time = HostTime {
-        secs: u64::from(lo32(r.si)) << 32 | u64::from(lo32(r.dx)),
+        secs,
         micros: lo32(r.bx),
         max_lag_micros: lo32(r.cx),
     };
@@ -288,7 +301,7 @@ pub(crate) fn host_time<B: Backdoor + ?Sized>(t: &mut B) -> Result<Option<HostTi
         return Err(VmwError::new(
             ErrorKind::Protocol,
             format_args!(
-                "GETTIMEFULL answered {} microseconds, which is not below one second",
+                "the host time has {} microseconds, which is not below one second",
                 time.micros
             ),
         ));
@@ -359,11 +372,51 @@ mod tests {
         assert_eq!(knock_answer(&r).unwrap().product, Product::Workstation);
     }
 
+    /// A host that answers GETTIME only (`ax` the seconds), leaving GETTIMEFULL unanswered.
+    struct OldClock(u32);
+    impl crate::Backdoor for OldClock {
+        fn lb(&mut self, regs: &mut Regs) {
+            if lo32(regs.cx) == u32::from(cmd::GETTIME) {
+                *regs = Regs {
+                    ax: self.0.into(),
+                    bx: 7,
+                    cx: 500,
+                    ..*regs
+                };
+            } else {
+                regs.ax = NO_ANSWER.into();
+            }
+        }
+        fn hb_out(&mut self, _: &mut Regs, _: &[u8]) {}
+        fn hb_in(&mut self, _: &mut Regs, _: &mut [u8]) {}
+    }
+
+    #[test]
+    fn host_time_falls_back_to_gettime_and_zero_seconds_are_no_time() {
+        let t = host_time(&mut OldClock(1_700_000_000)).unwrap().unwrap();
+        assert_eq!(
+            (t.secs, t.micros, t.max_lag_micros),
+            (1_700_000_000, 7, 500)
+        );
+        assert_eq!(host_time(&mut OldClock(0)).unwrap(), None);
+        assert_eq!(host_time(&mut OldClock(NO_ANSWER)).unwrap(), None);
+        let mut zero = Fixed(Regs {
+            ax: MAGIC.into(),
+            ..Regs::default()
+        });
+        assert_eq!(
+            host_time(&mut zero).unwrap(),
+            None,
+            "GETTIMEFULL at 0 seconds"
+        );
+    }
+
     #[test]
     fn host_time_rejects_microseconds_past_a_second() {
         let mut t = Fixed(Regs {
             ax: MAGIC.into(),
             bx: 1_000_000,
+            dx: 1_700_000_000,
             ..Regs::default()
         });
         assert_eq!(host_time(&mut t).unwrap_err().kind(), ErrorKind::Protocol);

@@ -346,7 +346,8 @@ impl BackdoorGuard {
         Ok(cmd::bios_uuid(&mut self.instructions()?))
     }
 
-    /// The host's clock (GETTIMEFULL), or `None` if the host does not implement it.
+    /// The host's clock: GETTIMEFULL, else the older GETTIME (as open-vm-tools reads it);
+    /// `None` if the host implements neither or answers 0 seconds.
     ///
     /// # Errors
     ///

@@ -195,12 +195,20 @@ impl<A: BackdoorAccess> RpciChannel<A> {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::InvalidInput`] for a bad key or a value containing NUL;
+    /// [`ErrorKind::InvalidInput`] for a bad key, an empty value (hosts do not store one) or
+    /// a value containing NUL;
     /// [`ErrorKind::TooLarge`] when the whole command exceeds 65,536 bytes;
     /// [`ErrorKind::HostRefused`] when the host refuses (e.g.
     /// `isolation.tools.setinfo.disable`).
     pub fn set_guestinfo(&mut self, key: &[u8], value: &[u8]) -> Result<(), VmwError> {
         let name = guestinfo_name(key)?;
+        if value.is_empty() {
+            return Err(VmwError::new(
+                ErrorKind::InvalidInput,
+                "VMware hosts do not store an empty guestinfo value; to clear a key, write a \
+                 placeholder (clear_guestinfo writes cloud-init's `---`)",
+            ));
+        }
         if value.contains(&0) {
             return Err(VmwError::new(
                 ErrorKind::InvalidInput,

@@ -213,6 +213,7 @@ pub struct HostConfig {
     pub(super) channels: usize,
     pub(super) cpt_every: u64,
     pub(super) deny_guestinfo: bool,
+    pub(super) empty_guestinfo_values: bool,
     pub(super) endless_dorecv: bool,
     pub(super) seed: Seed,
     pub(super) machine_id: Vec<u8>,
@@ -236,6 +237,7 @@ impl core::fmt::Debug for HostConfig {
             .field("channels", &self.channels)
             .field("cpt_every", &self.cpt_every)
             .field("deny_guestinfo", &self.deny_guestinfo)
+            .field("empty_guestinfo_values", &self.empty_guestinfo_values)
             .field("endless_dorecv", &self.endless_dorecv)
             .field("seed", &self.seed)
             .field(
@@ -274,6 +276,7 @@ impl Default for HostConfig {
             channels: MAX_CHANNELS,
             cpt_every: 0,
             deny_guestinfo: false,
+            empty_guestinfo_values: false,
             endless_dorecv: false,
             seed: Seed(DEFAULT_SEED),
             machine_id: Vec::new(),
@@ -387,6 +390,15 @@ impl HostConfig {
     /// answer `0 Permission denied` over the backdoor.
     pub fn deny_guestinfo(mut self) -> Self {
         self.deny_guestinfo = true;
+        self
+    }
+
+    /// Whether `info-set` stores an empty value (default: no, it answers `0 Two and exactly
+    /// two arguments expected`). cloud-init and Ignition write a blank or a placeholder
+    /// because VMware hosts do not store an empty value; turn this on to model a host that
+    /// does.
+    pub fn empty_guestinfo_values(mut self, accept: bool) -> Self {
+        self.empty_guestinfo_values = accept;
         self
     }
 

@@ -156,7 +156,12 @@ impl Host {
         let faults = std::mem::take(&mut config.faults);
         Host {
             channels: channel::Channels::new(&config, faults),
-            rpci: rpci::Rpci::new(guestinfo, config.deny_guestinfo, machine_id),
+            rpci: rpci::Rpci::new(
+                guestinfo,
+                config.deny_guestinfo,
+                config.empty_guestinfo_values,
+                machine_id,
+            ),
             tclo: tclo::Tclo::new(tclo),
             counters: Counters::default(),
             config,

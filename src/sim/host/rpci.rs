@@ -33,6 +33,7 @@ pub(super) struct Rpci {
     pub(super) tools_version: Option<Vec<u8>>,
     pub(super) tools_version_type: Option<Vec<u8>>,
     deny_guestinfo: bool,
+    accept_empty_values: bool,
     machine_id: Vec<u8>,
     store_bytes: usize,
     store_limit: usize,
@@ -59,6 +60,7 @@ impl Rpci {
     pub(super) fn new(
         guestinfo: BTreeMap<Vec<u8>, Vec<u8>>,
         deny_guestinfo: bool,
+        accept_empty_values: bool,
         machine_id: Vec<u8>,
     ) -> Self {
         let store_bytes = guestinfo
@@ -71,6 +73,7 @@ impl Rpci {
             tools_version: None,
             tools_version_type: None,
             deny_guestinfo,
+            accept_empty_values,
             machine_id,
             store_bytes,
             store_limit: store_bytes.saturating_add(GUEST_STORE_BUDGET),
@@ -84,7 +87,7 @@ impl Rpci {
     /// | request | reply |
     /// |---|---|
     /// | `info-get guestinfo.KEY` | `1 VALUE`, or `0 No value found` (also for a key without the `guestinfo.` prefix or an empty key) |
-    /// | `info-set guestinfo.KEY VALUE` | `1 `; VALUE is everything after the first space after the key and may be empty; no space after the key or an empty key: `0 Two and exactly two arguments expected`; a key without the prefix: `0 Permission denied`; the guest's additions beyond 16 MiB: `0 Too much guestinfo data` |
+    /// | `info-set guestinfo.KEY VALUE` | `1 `; VALUE is everything after the first space after the key; an empty VALUE (unless [`super::HostConfig::empty_guestinfo_values`]), no space after the key or an empty key: `0 Two and exactly two arguments expected`; a key without the prefix: `0 Permission denied`; the guest's additions beyond 16 MiB: `0 Too much guestinfo data` |
     /// | either, with [`super::HostConfig::deny_guestinfo`] | `0 Permission denied` |
     /// | `log TEXT` | `1 `; TEXT (possibly empty) becomes a VMX log line |
     /// | `tools.set.version N`, `tools.set.versiontype N T` | `1 `; the argument is recorded as sent |
@@ -134,6 +137,11 @@ impl Rpci {
             Some((key, Some(value))) if !key.is_empty() => (key, value),
             _ => return SET_ARGS.to_vec(),
         };
+        // Guest tools never send an empty value: cloud-init and Ignition both say hosts do
+        // not store one (they write a blank or a placeholder instead).
+        if value.is_empty() && !self.accept_empty_values {
+            return SET_ARGS.to_vec();
+        }
         if !key.starts_with(GUESTINFO_PREFIX) {
             return DENIED.to_vec();
         }
@@ -176,7 +184,7 @@ mod tests {
     fn rpci() -> Rpci {
         let mut store = BTreeMap::new();
         store.insert(b"guestinfo.present".to_vec(), b"yes".to_vec());
-        Rpci::new(store, false, b"vm-42".to_vec())
+        Rpci::new(store, false, false, b"vm-42".to_vec())
     }
 
     #[test]
@@ -199,8 +207,15 @@ mod tests {
             r.guestinfo.get(&b"guestinfo.a"[..]).unwrap(),
             b"hello world "
         );
-        assert_eq!(r.exec(b"info-set guestinfo.empty "), b"1 ");
-        assert_eq!(r.exec(b"info-get guestinfo.empty"), b"1 ");
+        assert_eq!(r.exec(b"info-set guestinfo.empty "), SET_ARGS);
+        assert_eq!(
+            r.exec(b"info-set guestinfo.empty \0after the NUL"),
+            SET_ARGS
+        );
+        assert_eq!(r.exec(b"info-get guestinfo.empty"), NO_VALUE);
+        let mut lenient = Rpci::new(BTreeMap::new(), false, true, Vec::new());
+        assert_eq!(lenient.exec(b"info-set guestinfo.empty "), b"1 ");
+        assert_eq!(lenient.exec(b"info-get guestinfo.empty"), b"1 ");
         assert_eq!(r.exec(b"info-set guestinfo.bin \xff\x01\0ignored"), b"1 ");
         assert_eq!(r.guestinfo.get(&b"guestinfo.bin"[..]).unwrap(), b"\xff\x01");
         assert_eq!(r.exec(b"info-set guestinfo.novalue"), SET_ARGS);
@@ -212,7 +227,7 @@ mod tests {
 
     #[test]
     fn deny_guestinfo_refuses_both_directions() {
-        let mut r = Rpci::new(BTreeMap::new(), true, Vec::new());
+        let mut r = Rpci::new(BTreeMap::new(), true, false, Vec::new());
         assert_eq!(r.exec(b"info-get guestinfo.x"), b"0 Permission denied");
         assert_eq!(r.exec(b"info-set guestinfo.x 1"), b"0 Permission denied");
         assert!(r.guestinfo.is_empty());
@@ -248,7 +263,7 @@ mod tests {
         let big = vec![b'x'; 1 << 20];
         let mut store = BTreeMap::new();
         store.insert(b"guestinfo.big".to_vec(), big.clone());
-        let mut r = Rpci::new(store, false, Vec::new());
+        let mut r = Rpci::new(store, false, false, Vec::new());
         assert_eq!(r.exec(b"info-get guestinfo.big").len(), 2 + big.len());
         let value = vec![b'v'; 60_000];
         let mut accepted = 0;
