@@ -15,7 +15,7 @@ use support::reference::{
 };
 use support::transport::{each_transport, Guest, Transport};
 use vmw_backdoor::proto::Regs;
-use vmw_backdoor::sim::{Answer, HostConfig, Mode, Step};
+use vmw_backdoor::sim::{Answer, Host, HostConfig, Mode, Step};
 use vmw_backdoor::Product;
 
 /// Upper-half garbage: the host decodes only the low 32 bits.
@@ -207,10 +207,7 @@ fn system_clock_reads_a_plausible_time() {
 
 #[test]
 fn open_returns_id_and_cookies_in_exact_registers() {
-    let first = open(
-        &mut vmw_backdoor::sim::Host::new(HostConfig::default()),
-        RPCI_COOKIE,
-    );
+    let first = open(&mut Host::new(HostConfig::default()), RPCI_COOKIE);
     let guest = move |b: &mut Guest| {
         let a = open(b, RPCI_COOKIE);
         assert_eq!(a, first, "the same seed, the same cookies");
@@ -246,11 +243,7 @@ fn open_refuses_unknown_protocols_and_cookieless_hosts_refuse_the_flag() {
         let ch = open(b, RPCI);
         assert_eq!((ch.id, ch.high, ch.low), (0, 0, 0));
         // A cookie-less channel ignores whatever ESI/EDI hold.
-        let junk = Chan {
-            high: 0xAAAA_5555,
-            low: 0x1234,
-            ..ch
-        };
+        let junk = ch.cookie(0xAAAA_5555, 0x1234);
         assert_eq!(rpc(b, junk, b"machine.id.get", false), b"1 ");
         for hb in [true, false] {
             let reply = rc::rpc_once(b, b"info-get guestinfo.none", hb);
@@ -267,24 +260,10 @@ fn wrong_cookie_or_channel_fails_every_step_and_breaks_nothing() {
     let guest = |b: &mut Guest| {
         let ch = open(b, RPCI_COOKIE);
         let bad_cookies = [
-            Chan {
-                low: ch.low ^ 1,
-                ..ch
-            },
-            Chan {
-                high: ch.high ^ 0x8000_0000,
-                ..ch
-            },
-            Chan {
-                high: ch.low,
-                low: ch.high,
-                ..ch
-            },
-            Chan {
-                high: 0,
-                low: 0,
-                ..ch
-            },
+            ch.cookie(ch.high, ch.low ^ 1),
+            ch.cookie(ch.high ^ 0x8000_0000, ch.low),
+            ch.cookie(ch.low, ch.high),
+            ch.cookie(0, 0),
         ];
         let bad_ids = [
             Chan { id: 1, ..ch },
@@ -320,11 +299,7 @@ fn wrong_cookie_or_channel_fails_every_step_and_breaks_nothing() {
         // A wrong cookie does not disturb the send under way.
         assert_eq!(call(b, ch, msg::SENDSIZE, 4).cx, st(SUCCESS | HB));
         assert_eq!(rc::hb_out(b, bad_cookies[1], b"abcd").bx, 0);
-        assert_eq!(
-            rc::hb_out(b, ch, b"abcd").bx,
-            HB_OK,
-            "the real cookie works"
-        );
+        assert_eq!(rc::hb_out(b, ch, b"abcd").bx, HB_OK, "the real one works");
         assert_eq!(rpc(b, ch, b"info-get guestinfo.k", false), b"1 value");
     };
     let config = HostConfig::default().guestinfo("k", "value");
@@ -397,11 +372,7 @@ fn lb_exchange_exact_registers_for_every_length_mod_4() {
                 let r = call(b, ch, msg::RECVSIZE, 0);
                 assert_eq!((r.cx, r.bx), (st(SUCCESS), 0), "reply consumed");
                 assert_eq!(call(b, ch, msg::CLOSE, 0).cx, st(SUCCESS));
-                assert_eq!(
-                    call(b, ch, msg::SENDSIZE, 1).cx,
-                    0,
-                    "a closed channel refuses"
-                );
+                assert_eq!(call(b, ch, msg::SENDSIZE, 1).cx, 0, "closed");
             };
             each_transport(config.guestinfo("v", &value), guest, |host| {
                 let c = host.counters();
@@ -452,18 +423,10 @@ fn hb_transfers_check_cookie_layout_length_and_ebx() {
     let guest = |b: &mut Guest| {
         let ch = open(b, RPCI_COOKIE);
         let request = b"info-get guestinfo.a";
-        let swapped = Chan {
-            high: ch.low,
-            low: ch.high,
-            ..ch
-        };
-        call(b, ch, msg::SENDSIZE, request.len() as u32);
+        let swapped = ch.cookie(ch.low, ch.high);
         let out = |b: &mut Guest, data: &[u8], ebx| rc::hb_out_ebx(b, ch, data, ebx).bx;
-        assert_eq!(
-            rc::hb_out(b, swapped, request).bx,
-            0,
-            "LB cookie order on HB out"
-        );
+        call(b, ch, msg::SENDSIZE, request.len() as u32);
+        assert_eq!(rc::hb_out(b, swapped, request).bx, 0, "LB cookie order");
         assert_eq!(out(b, &request[..19], HB_OK), 0, "count below length");
         assert_eq!(out(b, b"info-get guestinfo.a\0", HB_OK), 0, "above length");
         assert_eq!(out(b, request, 0x1_0001), 0, "HB command 1");
@@ -472,18 +435,10 @@ fn hb_transfers_check_cookie_layout_length_and_ebx() {
         assert_eq!(out(b, request, 0xFFFF_0000), HB_OK);
 
         call(b, ch, msg::RECVSIZE, 0);
-        assert_eq!(
-            hb_in(b, swapped, 3),
-            (0, vec![]),
-            "LB cookie order on HB in"
-        );
+        assert_eq!(hb_in(b, swapped, 3), (0, vec![]), "LB cookie order");
         assert_eq!(hb_in(b, ch, 2), (0, vec![]), "RCX smaller than the reply");
         assert_eq!(hb_in(b, ch, 3), (HB_OK, b"1 b".to_vec()));
-        assert_eq!(
-            hb_in(b, ch, 3).0,
-            0,
-            "a second HB in without RECVSIZE fails"
-        );
+        assert_eq!(hb_in(b, ch, 3).0, 0, "a second HB in without RECVSIZE");
     };
     let config = HostConfig::default().guestinfo("a", "b");
     each_transport(config, guest, |host| assert_eq!(host.counters().rpcs, 1));
@@ -1045,11 +1000,7 @@ fn rpci_side_effects_are_visible_through_the_accessors() {
         // A cookie-less channel on a host that offers cookies, named with any cookie.
         let ch = open(b, RPCI);
         assert_eq!((ch.high, ch.low), (0, 0));
-        let ch = Chan {
-            high: 0x1234,
-            low: 0x5678,
-            ..ch
-        };
+        let ch = ch.cookie(0x1234, 0x5678);
         for (request, hb, want) in [
             (&b"log first line\0"[..], false, &b"1 "[..]),
             (b"tools.set.versiontype 12389 4\0", true, b"1 "),

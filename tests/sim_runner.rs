@@ -136,12 +136,7 @@ fn a_32_bit_in_needs_all_four_ports() {
     let run = sim(HostConfig::default().mode(Mode::RestrictBackdoor), || {
         ioperm(0x5658, 2, true).unwrap();
         let mut buf = [0u8; 4];
-        let no_channel = Chan {
-            id: 0,
-            high: 0,
-            low: 0,
-        };
-        let r = rc::hb_in(&mut HandAsm, no_channel, &mut buf);
+        let r = rc::hb_in(&mut HandAsm, Chan::default(), &mut buf);
         assert_eq!(r.bx, 0, "HB on 0x5659 reached the host (no such channel)");
         getversion();
         unreachable!("the LB in must fault");

@@ -99,7 +99,7 @@ pub fn le_word(bytes: &[u8]) -> u32 {
 }
 
 /// An open channel as the guest names it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Chan {
     pub id: u16,
     pub high: u32,
@@ -114,6 +114,11 @@ impl Chan {
             high: lo32(r.si),
             low: lo32(r.di),
         }
+    }
+
+    /// The same channel named with another cookie.
+    pub fn cookie(self, high: u32, low: u32) -> Chan {
+        Chan { high, low, ..self }
     }
 }
 
