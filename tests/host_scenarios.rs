@@ -323,6 +323,7 @@ fn unknown_subcommands_fail_without_side_effects() {
         for sub in SUBS {
             assert_eq!(host.counters().lb_calls_for(cmd::MESSAGE, sub), 1);
         }
+        assert_eq!(host.counters().channels_opened, 1);
     });
 }
 
