@@ -46,10 +46,7 @@ fn probes_find_vmware_and_report_version_and_product() {
 fn outside_vmware_every_probe_is_an_error_and_the_guest_lives() {
     let host = run(HostConfig::default().mode(Mode::NotVmware), || {
         let m = expect_kind(vmw_backdoor::probe_backdoor(), ErrorKind::NotVmware);
-        assert!(
-            m.contains("faulted") && m.contains("I/O privilege"),
-            "{m}"
-        );
+        assert!(m.contains("faulted") && m.contains("I/O privilege"), "{m}");
         // With privilege the `in` does not fault: no device answers (all ones).
         let m = expect_kind(
             vmw_backdoor::probe_backdoor_privileged(),
@@ -83,7 +80,10 @@ fn outside_vmware_every_probe_is_an_error_and_the_guest_lives() {
 fn restricted_ring3_access_needs_the_privileged_probe() {
     run(HostConfig::default().mode(Mode::RestrictBackdoor), || {
         let m = expect_kind(vmw_backdoor::probe_backdoor(), ErrorKind::NotVmware);
-        assert!(m.contains("restrict_backdoor") && m.contains("I/O privilege"), "{m}");
+        assert!(
+            m.contains("restrict_backdoor") && m.contains("I/O privilege"),
+            "{m}"
+        );
         let mut g = vmw_backdoor::probe_backdoor_privileged()
             .or_else(|_| vmw_backdoor::probe_backdoor())
             .unwrap();

@@ -18,10 +18,9 @@
 
 #![cfg(all(feature = "sim", target_os = "linux", target_arch = "x86_64"))]
 
-#[path = "support/transport.rs"]
-mod transport;
+mod support;
 
-use transport::Transport;
+use support::transport::Transport;
 use vmw_backdoor::proto::{cmd, msg, MAX_GUEST_MESSAGE};
 use vmw_backdoor::sim::{Host, HostConfig};
 use vmw_backdoor::{BackdoorAccess, ErrorKind, RpciChannel, VmwError};
@@ -124,7 +123,7 @@ fn refusals<A: BackdoorAccess>(
 
 #[test]
 fn bad_keys_values_and_sizes_are_refused_before_the_backdoor_is_touched() {
-    for t in Transport::ALL {
+    for t in Transport::LIBRARY {
         let host = t.run(HostConfig::default().guestinfo("k", "v"), |b| {
             let mut c = RpciChannel::open(b).unwrap();
             let refused = refusals(&mut c);
@@ -165,7 +164,7 @@ const VALUES: [&[u8]; 13] = [
 fn legal_awkward_keys_and_values_round_trip_byte_for_byte() {
     let all_bytes: Vec<u8> = (1..=255).collect();
     let keys: [&[u8]; 5] = [b"k", b"a.b-c_d", b"a=b", b"\xffkey\xfe", b"UPPER.lower"];
-    for t in Transport::ALL {
+    for t in Transport::LIBRARY {
         let host = t.run(HostConfig::default(), |b| {
             let mut c = RpciChannel::open(b).unwrap();
             for key in keys {

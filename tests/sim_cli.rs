@@ -1,19 +1,19 @@
 //! The `vmw-sim` command line: options, output files and exit status, with this test binary
-//! as the guest program (see `sim_asm::guest_program`).
+//! as the guest program (see `support::guest::guest_program`).
 #![cfg(all(feature = "sim", target_os = "linux", target_arch = "x86_64"))]
 
-mod sim_asm;
+mod support;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-use sim_asm::{guest_command, GUEST_ENV};
+use support::guest::{self, guest_command, GUEST_ENV};
 
 /// Not a test: the guest program the tests below run under `vmw-sim`.
 #[test]
 #[ignore = "helper: run by other tests as a guest program"]
 fn guest_program() {
-    sim_asm::guest_program();
+    guest::guest_program();
 }
 
 /// Runs `vmw-sim OPTIONS -- <this binary as a guest doing ACTIONS>`.
@@ -215,16 +215,12 @@ fn host_options_change_the_answers() {
         "LB only without HB"
     );
 
+    // The guest restarts each cut transfer once: HB out, then HB in.
     let out = vmw_sim(&["--cpt-every", "1", "--stats", path(&stats)], "rpc:log x");
-    assert_eq!(
-        out.status.code(),
-        Some(11),
-        "this guest does not retry: {}",
-        stdout(&out)
-    );
+    assert!(out.status.success(), "{}", stdout(&out));
     assert_eq!(
         json_number(&std::fs::read_to_string(&stats).unwrap(), "cpts_injected"),
-        Some(1)
+        Some(2)
     );
 
     let out = vmw_sim(
@@ -378,7 +374,7 @@ fn help() {
 
 #[test]
 fn vmware_cpuid_on_request() {
-    if !sim_asm::cpuid_faulting() {
+    if !guest::cpuid_faulting() {
         eprintln!("no CPUID faulting here: CPUID stays the real one");
         return;
     }
@@ -390,7 +386,7 @@ fn vmware_cpuid_on_request() {
     );
     let real = format!(
         "hypervisor {}",
-        String::from_utf8_lossy(&sim_asm::hypervisor_name())
+        String::from_utf8_lossy(&guest::hypervisor_name())
     );
     for options in [&[][..], &["--not-vmware", "--vmware-cpuid"][..]] {
         let out = vmw_sim(options, "cpuid");

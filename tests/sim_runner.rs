@@ -2,23 +2,26 @@
 //! threads, exec, group-stops and hypercalls, with hand-written guest instructions.
 #![cfg(all(feature = "sim", target_os = "linux", target_arch = "x86_64"))]
 
-mod sim_asm;
+mod support;
 
 use std::arch::asm;
 use std::sync::atomic::{AtomicI32, Ordering};
 
-use sim_asm::*;
+use support::guest::*;
+use support::reference::{self as rc, cmd, st, status, Chan, HB_OK, HB_PORT, LB_PORT, MAGIC};
+use support::reference::{COOKIE, RPCI};
 use vmw_backdoor::proto::Regs;
 use vmw_backdoor::sim::{GuestExit, HostConfig, IoplPolicy, Mode, SimRun};
+use vmw_backdoor::Backdoor;
 
 const EINVAL: i32 = libc::EINVAL;
 const SIGSEGV: i32 = libc::SIGSEGV;
 
-/// Not a test: the guest program other tests run (see `sim_asm::guest_program`).
+/// Not a test: the guest program other tests run (see `support::guest::guest_program`).
 #[test]
 #[ignore = "helper: run by other tests as a guest program"]
 fn guest_program() {
-    sim_asm::guest_program();
+    support::guest::guest_program();
 }
 
 fn sim(config: HostConfig, guest: impl FnOnce()) -> SimRun {
@@ -31,14 +34,14 @@ fn ok(run: &SimRun) {
 
 /// GETVERSION's EAX, or the guest dies trying.
 fn getversion() -> u64 {
-    lb_cmd(10, 0).ax
+    rc::lb(&mut HandAsm, cmd::GETVERSION, 0).ax
 }
 
 #[test]
 fn getversion_is_answered() {
     let run = sim(HostConfig::default(), || {
-        let r = lb_cmd(10, 0);
-        assert_eq!((r.ax, r.bx, r.cx), (6, MAGIC, 2));
+        let r = rc::lb(&mut HandAsm, cmd::GETVERSION, 0);
+        assert_eq!((r.ax, r.bx, r.cx), (6, MAGIC.into(), 2));
     });
     ok(&run);
     assert_eq!(run.host.counters().lb_calls, 1);
@@ -118,7 +121,10 @@ fn restricted_backdoor_answers_with_iopl() {
     let run = sim(HostConfig::default().mode(Mode::RestrictBackdoor), || {
         iopl(3).unwrap();
         assert_eq!(getversion(), 6);
-        assert_eq!(rpc(b"log privileged", true).unwrap(), b"1 ");
+        assert_eq!(
+            rc::rpc_once(&mut HandAsm, b"log privileged", true).unwrap(),
+            b"1 "
+        );
     });
     ok(&run);
     assert_eq!(run.host.vmx_log(), [b"privileged".to_vec()]);
@@ -130,12 +136,7 @@ fn a_32_bit_in_needs_all_four_ports() {
     let run = sim(HostConfig::default().mode(Mode::RestrictBackdoor), || {
         ioperm(0x5658, 2, true).unwrap();
         let mut buf = [0u8; 4];
-        let r = Chan {
-            id: 0,
-            high: 0,
-            low: 0,
-        }
-        .hb_recv(&mut buf);
+        let r = rc::hb_in(&mut HandAsm, Chan::default(), &mut buf);
         assert_eq!(r.bx, 0, "HB on 0x5659 reached the host (no such channel)");
         getversion();
         unreachable!("the LB in must fault");
@@ -168,7 +169,7 @@ fn bare_metal_kills_an_unprivileged_probe() {
 fn bare_metal_privileged_access_finds_no_device() {
     let run = sim(HostConfig::default().mode(Mode::NotVmware), || {
         iopl(3).unwrap();
-        let r = lb_cmd(10, 0x1234);
+        let r = rc::lb(&mut HandAsm, cmd::GETVERSION, 0x1234);
         assert_eq!(
             (r.ax, r.bx, r.cx),
             (0xffff_ffff, 0x1234, 10),
@@ -176,17 +177,16 @@ fn bare_metal_privileged_access_finds_no_device() {
         );
         let mut buf = [0u8; 16];
         let mut r = Regs {
-            ax: MAGIC,
-            bx: ST_OK,
-            cx: 16,
-            dx: HB_PORT,
+            ax: MAGIC.into(),
+            bx: HB_OK,
+            dx: HB_PORT.into(),
             ..Regs::default()
         };
-        r.di = buf.as_mut_ptr() as u64;
-        hb_in(&mut r);
+        HandAsm.hb_in(&mut r, &mut buf);
         assert_eq!(buf, [0xff; 16], "rep insb reads 0xFF");
         assert_eq!((r.cx, r.di), (0, buf.as_ptr() as u64 + 16));
-        assert_eq!(Chan::open_raw(RPCI).ax, 0xffff_ffff, "no message channel");
+        let r = rc::open_raw(&mut HandAsm, RPCI);
+        assert_eq!(r.ax, 0xffff_ffff, "no message channel");
     });
     ok(&run);
 }
@@ -197,7 +197,7 @@ fn an_out_no_backdoor_takes_changes_no_register() {
         ax,
         bx: 0x1234,
         cx: 10,
-        dx: LB_PORT,
+        dx: LB_PORT.into(),
         si: 0x5555,
         di: 0x6666,
         bp: 0x7777,
@@ -210,7 +210,7 @@ fn an_out_no_backdoor_takes_changes_no_register() {
     // Bare metal, privileged: an empty port, magic or not.
     let run = sim(HostConfig::default().mode(Mode::NotVmware), move || {
         iopl(3).unwrap();
-        unchanged(MAGIC);
+        unchanged(MAGIC.into());
         unchanged(0x1111);
     });
     ok(&run);
@@ -225,9 +225,9 @@ fn an_out_no_backdoor_takes_changes_no_register() {
     ));
     // With the magic, VMware answers an `out` like an `in`.
     let run = sim(HostConfig::default(), || {
-        let mut r = frame(MAGIC);
+        let mut r = frame(MAGIC.into());
         lb_out(&mut r);
-        assert_eq!((r.ax, r.bx), (6, MAGIC));
+        assert_eq!((r.ax, r.bx), (6, MAGIC.into()));
     });
     ok(&run);
 }
@@ -239,14 +239,12 @@ fn bare_metal_long_rep_insb_is_served_in_pieces() {
         iopl(3).unwrap();
         let mut buf = vec![0u8; LEN];
         let mut r = Regs {
-            ax: MAGIC,
-            bx: ST_OK,
-            cx: LEN as u64,
-            dx: HB_PORT,
+            ax: MAGIC.into(),
+            bx: HB_OK,
+            dx: HB_PORT.into(),
             ..Regs::default()
         };
-        r.di = buf.as_mut_ptr() as u64;
-        hb_in(&mut r);
+        HandAsm.hb_in(&mut r, &mut buf);
         assert!(buf.iter().all(|&b| b == 0xff));
         assert_eq!((r.cx, r.di), (0, buf.as_ptr() as u64 + LEN as u64));
     });
@@ -347,14 +345,14 @@ fn a_faulting_probe_reaches_the_guests_handler_intact() {
     // How a careful library probes off VMware: catch the SIGSEGV and carry on.
     let run = sim(HostConfig::default().mode(Mode::NotVmware), || {
         catch_sigsegv();
-        let r = lb_cmd(10, 0);
+        let r = rc::lb(&mut HandAsm, cmd::GETVERSION, 0);
         assert_eq!(SEEN_COUNT.load(Ordering::SeqCst), 1);
         assert_eq!(
             SEEN_CODE.load(Ordering::SeqCst),
             0x80,
             "si_code SI_KERNEL, as from #GP"
         );
-        assert_eq!(r.ax, MAGIC, "nothing answered");
+        assert_eq!(r.ax, MAGIC.into(), "nothing answered");
     });
     ok(&run);
     assert_eq!(
@@ -435,11 +433,8 @@ fn forked_children_are_served_and_inherit_privilege() {
                 if getversion() != 6 {
                     return 1;
                 }
-                rpc(
-                    format!("info-set guestinfo.child{i} here").as_bytes(),
-                    i % 2 == 0,
-                )
-                .map_or(2, |_| 0)
+                let set = format!("info-set guestinfo.child{i} here");
+                rc::rpc_once(&mut HandAsm, set.as_bytes(), i % 2 == 0).map_or(2, |_| 0)
             });
             assert_eq!(code, 0, "child {i}");
         }
@@ -677,7 +672,7 @@ fn vmmcall_backdoor_where_the_cpu_traps_it() {
             libc::sigaction(libc::SIGILL, &sa, std::ptr::null_mut());
         }
         let mut r = Regs {
-            ax: MAGIC,
+            ax: MAGIC.into(),
             cx: 10,
             ..Regs::default()
         };
@@ -693,7 +688,7 @@ fn vmmcall_backdoor_where_the_cpu_traps_it() {
     }
     let run = sim(HostConfig::default().guestinfo("hc", "yes"), || {
         let mut r = Regs {
-            ax: MAGIC,
+            ax: MAGIC.into(),
             cx: 10,
             dx: 0,
             ..Regs::default()
@@ -701,25 +696,25 @@ fn vmmcall_backdoor_where_the_cpu_traps_it() {
         vmmcall(&mut r);
         assert_eq!(
             (r.ax, r.bx, r.cx, r.dx),
-            (6, MAGIC, 2, 0),
+            (6, MAGIC.into(), 2, 0),
             "GETVERSION, flags left in EDX"
         );
         // An RPCI exchange: LB steps with flags 0, HB with flags 3 (out) and 1 (in).
         let mut r = Regs {
-            ax: MAGIC,
-            bx: RPCI | COOKIE,
-            cx: MESSAGE,
+            ax: MAGIC.into(),
+            bx: (RPCI | COOKIE).into(),
+            cx: cmd::MESSAGE.into(),
             ..Regs::default()
         };
         vmmcall(&mut r);
-        assert_eq!(r.cx, ST_OK);
+        assert_eq!(r.cx, st(status::SUCCESS));
         let (id, high, low) = (r.dx >> 16, r.si, r.di);
         let req = b"info-get guestinfo.hc";
         let lb = |sub: u64, bx: u64| {
             let mut r = Regs {
-                ax: MAGIC,
+                ax: MAGIC.into(),
                 bx,
-                cx: (sub << 16) | MESSAGE,
+                cx: (sub << 16) | u64::from(cmd::MESSAGE),
                 dx: id << 16,
                 si: high,
                 di: low,
@@ -728,10 +723,10 @@ fn vmmcall_backdoor_where_the_cpu_traps_it() {
             vmmcall(&mut r);
             r
         };
-        assert_eq!(lb(1, req.len() as u64).cx, ST_OK_HB);
+        assert_eq!(lb(1, req.len() as u64).cx, st(status::SUCCESS | status::HB));
         let mut r = Regs {
-            ax: MAGIC,
-            bx: ST_OK,
+            ax: MAGIC.into(),
+            bx: HB_OK,
             cx: req.len() as u64,
             dx: (id << 16) | 3,
             si: req.as_ptr() as u64,
@@ -739,12 +734,12 @@ fn vmmcall_backdoor_where_the_cpu_traps_it() {
             bp: high,
         };
         vmmcall(&mut r);
-        assert_eq!(r.bx, ST_OK);
+        assert_eq!(r.bx, HB_OK);
         assert_eq!(lb(3, 0).bx, 5);
         let mut buf = [0u8; 5];
         let mut r = Regs {
-            ax: MAGIC,
-            bx: ST_OK,
+            ax: MAGIC.into(),
+            bx: HB_OK,
             cx: 5,
             dx: (id << 16) | 1,
             si: high,
@@ -752,7 +747,7 @@ fn vmmcall_backdoor_where_the_cpu_traps_it() {
             bp: low,
         };
         vmmcall(&mut r);
-        assert_eq!((r.bx, &buf), (ST_OK, b"1 yes"));
+        assert_eq!((r.bx, &buf), (HB_OK, b"1 yes"));
     });
     ok(&run);
     assert_eq!(run.traps.hypercalls, 6);

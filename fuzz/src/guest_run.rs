@@ -416,14 +416,18 @@ pub fn run_request(data: &[u8]) {
                 });
                 match (name, &result) {
                     (None, Err(e)) => check_kind(e, &[ErrorKind::InvalidInput]),
-                    (Some(_), Err(e)) if value.contains(&0) => {
+                    (Some(_), Err(e)) if value.is_empty() || value.contains(&0) => {
                         check_kind(e, &[ErrorKind::InvalidInput]);
                     }
                     (Some(_), Err(e)) if wire_len > MAX_GUEST_MESSAGE => {
                         check_kind(e, &[ErrorKind::TooLarge]);
                     }
                     (Some(n), Ok(())) => {
-                        assert!(!value.contains(&0) && wire_len <= MAX_GUEST_MESSAGE);
+                        assert!(
+                            !value.is_empty()
+                                && !value.contains(&0)
+                                && wire_len <= MAX_GUEST_MESSAGE
+                        );
                         let full = [GUESTINFO, n].concat();
                         assert_eq!(
                             g.host.borrow().guestinfo().get(&full).map(Vec::as_slice),

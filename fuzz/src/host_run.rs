@@ -28,35 +28,18 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use vmw_backdoor::proto::{
-    cmd, msg, status, Regs, FLAG_COOKIE, HB_PORT, LB_PORT, MAGIC, MAX_GUEST_MESSAGE,
-    MESSAGE_TYPE_SENDSIZE, PROTO_RPCI, PROTO_TCLO,
-};
+use vmw_backdoor::proto::Regs;
 use vmw_backdoor::sim::host::{Answer, Counters, Host, HostConfig, Mode, Step};
 use vmw_backdoor::Backdoor;
 
 use crate::alloc_watch;
+// Registers' worth of channel identity for one call: the reference client's `Chan`.
+use crate::reference::Chan as Target;
+use crate::reference::{
+    self as rc, cmd, hi16, lo16, lo32, msg, status, COOKIE, HB_OK, HB_PORT, LB_PORT, MAGIC,
+    MAX_MESSAGE, RPCI, TCLO, TYPE_SENDSIZE,
+};
 use crate::scenario::{AnswerSpec, Chan, ConfigSpec, Op, Scenario, PREFIXES};
-
-/// The low 16 bits of a register.
-const fn lo16(r: u64) -> u16 {
-    r as u16
-}
-
-/// Bits 16..32 of a register (statuses, sub-commands, channel ids).
-const fn hi16(r: u64) -> u16 {
-    (r >> 16) as u16
-}
-
-/// The low 32 bits of a register.
-const fn lo32(r: u64) -> u32 {
-    r as u32
-}
-
-/// `hi << 16 | lo`, the way commands, ports and statuses share a register.
-const fn pack(hi: u16, lo: u16) -> u64 {
-    ((hi as u64) << 16) | lo as u64
-}
 
 /// What a `rep insb` on a port without a device returns at most (the model's documented cap).
 const NO_DEVICE_FILL: u64 = 1 << 20;
@@ -67,8 +50,6 @@ const TCLO_BUDGET: usize = 16 << 20;
 /// RECVPAYLOAD / SENDPAYLOAD calls one exchange makes at most (keeps executions fast; a
 /// hostile claimed length may announce 4 GiB).
 const MAX_PAYLOAD_CALLS: usize = 1024;
-/// HB success status in EBX, and the guest's HB EBX (status SUCCESS, command MESSAGE).
-const HB_OK: u64 = 0x0001_0000;
 /// Garbage for the upper halves of registers.
 const UPPER_GARBAGE: u64 = 0xA5A5_5A5A_0000_0000;
 
@@ -85,14 +66,6 @@ impl Known {
     fn accepts(&self, t: Target) -> bool {
         self.id == t.id && self.cookie.is_none_or(|c| c == (t.high, t.low))
     }
-}
-
-/// Registers' worth of channel identity for one call.
-#[derive(Debug, Clone, Copy)]
-struct Target {
-    id: u16,
-    high: u32,
-    low: u32,
 }
 
 /// What the faults and checkpoints did during one call or exchange.
@@ -255,7 +228,7 @@ impl HostRun {
                 .count() as u64,
             periodic_cpt: c.cpt_every != 0,
             alloc_bound: (NO_DEVICE_FILL as usize)
-                .max(MAX_GUEST_MESSAGE + 1)
+                .max(MAX_MESSAGE + 1)
                 .max(largest_value + 2),
             opened: Vec::new(),
             by_id: BTreeMap::new(),
@@ -560,16 +533,13 @@ impl HostRun {
                 assert_eq!(lo16(after.dx), 0, "OPEN's EDX low half");
                 assert!(usize::from(id) < self.limit, "channel id {id} beyond limit");
                 assert_eq!(c1.channels_open(), c0.channels_open() + 1);
-                let wants_cookie = proto & FLAG_COOKIE != 0;
+                let wants_cookie = proto & COOKIE != 0;
                 assert!(
                     !(wants_cookie && self.no_cookies),
                     "cookie OPEN on a host without cookies"
                 );
-                let p = proto & !FLAG_COOKIE;
-                assert!(
-                    p == PROTO_RPCI || p == PROTO_TCLO,
-                    "OPEN of protocol {p:#x} succeeded"
-                );
+                let p = proto & !COOKIE;
+                assert!(p == RPCI || p == TCLO, "OPEN of protocol {p:#x} succeeded");
                 let cookie = (lo32(after.si), lo32(after.di));
                 if !wants_cookie {
                     assert_eq!(cookie, (0, 0), "cookies without the cookie flag");
@@ -577,7 +547,7 @@ impl HostRun {
                 let known = Known {
                     id,
                     cookie: wants_cookie.then_some(cookie),
-                    rpci: p == PROTO_RPCI,
+                    rpci: p == RPCI,
                 };
                 self.by_id.insert(id, known);
                 self.last_request.remove(&id);
@@ -603,11 +573,7 @@ impl HostRun {
             self.check_open_count_unchanged(c0, c1);
         }
         if sub == msg::RECVSIZE && st & status::DORECV != 0 {
-            assert_eq!(
-                hi16(after.dx),
-                MESSAGE_TYPE_SENDSIZE,
-                "RECVSIZE message type"
-            );
+            assert_eq!(hi16(after.dx), TYPE_SENDSIZE, "RECVSIZE message type");
         }
     }
 
@@ -651,20 +617,8 @@ impl HostRun {
         }
     }
 
-    fn msg_regs(t: Target, sub: u16, bx: u32) -> Regs {
-        Regs {
-            ax: MAGIC.into(),
-            bx: bx.into(),
-            cx: pack(sub, cmd::MESSAGE),
-            dx: pack(t.id, LB_PORT),
-            si: t.high.into(),
-            di: t.low.into(),
-            bp: 0,
-        }
-    }
-
     fn msg(&mut self, t: Target, sub: u16, bx: u32) -> (Regs, Disturbance) {
-        let mut r = Self::msg_regs(t, sub, bx);
+        let mut r = rc::msg_regs(t, sub, bx);
         let d = self.lb(&mut r);
         (r, d)
     }
@@ -704,30 +658,15 @@ impl HostRun {
             }
             Op::Open { proto, raw } => {
                 let p = match proto % 4 {
-                    1 => PROTO_TCLO,
+                    1 => TCLO,
                     2 => *raw,
-                    _ => PROTO_RPCI,
+                    _ => RPCI,
                 };
-                let flag = if proto & 4 != 0 { FLAG_COOKIE } else { 0 };
-                self.msg(
-                    Target {
-                        id: 0,
-                        high: 0,
-                        low: 0,
-                    },
-                    msg::OPEN,
-                    p | flag,
-                );
+                let flag = if proto & 4 != 0 { COOKIE } else { 0 };
+                self.lb(&mut rc::open_regs(p | flag));
             }
             Op::Cmd { cmd: c, bx } => {
-                let mut r = Regs {
-                    ax: MAGIC.into(),
-                    bx: (*bx).into(),
-                    cx: (*c).into(),
-                    dx: LB_PORT.into(),
-                    ..Regs::default()
-                };
-                self.lb(&mut r);
+                self.lb(&mut rc::lb_regs(*c, *bx));
             }
             Op::HbOut {
                 chan,
@@ -741,25 +680,21 @@ impl HostRun {
                 let (t, _) = self.target(*chan);
                 let mut bytes = data.clone();
                 bytes.resize((*len as usize).max(data.len()), *fill);
-                let mut r = Regs {
-                    ax: if flags & 4 != 0 { MAGIC ^ 1 } else { MAGIC }.into(),
-                    bx: if flags & 1 != 0 { (*bx).into() } else { HB_OK },
-                    cx: if flags & 2 != 0 {
-                        *count
-                    } else {
-                        bytes.len() as u64
-                    },
-                    dx: pack(t.id, HB_PORT),
-                    si: 0x7f00_0000_1000,
-                    di: t.low.into(),
-                    bp: t.high.into(),
+                let mut r = rc::hb_out_regs(t, if flags & 1 != 0 { (*bx).into() } else { HB_OK });
+                if flags & 4 != 0 {
+                    r.ax = (MAGIC ^ 1).into();
+                }
+                let count = if flags & 2 != 0 {
+                    *count
+                } else {
+                    bytes.len() as u64
                 };
-                // The runner hands over at most MAX_GUEST_MESSAGE + 1 bytes, and never more
+                // The runner hands over at most MAX_MESSAGE + 1 bytes, and never more
                 // than RCX.
                 let shown = bytes
                     .len()
-                    .min(MAX_GUEST_MESSAGE + 1)
-                    .min(usize::try_from(r.cx).unwrap_or(usize::MAX));
+                    .min(MAX_MESSAGE + 1)
+                    .min(usize::try_from(count).unwrap_or(usize::MAX));
                 self.hb_out(&mut r, &bytes[..shown]);
             }
             Op::HbIn {
@@ -769,18 +704,14 @@ impl HostRun {
                 bx,
             } => {
                 let (t, _) = self.target(*chan);
-                let mut r = Regs {
-                    ax: if flags & 4 != 0 { MAGIC ^ 1 } else { MAGIC }.into(),
-                    bx: if flags & 1 != 0 { (*bx).into() } else { HB_OK },
-                    cx: if flags & 2 != 0 {
-                        *count
-                    } else {
-                        self.last_announced
-                    },
-                    dx: pack(t.id, HB_PORT),
-                    si: t.high.into(),
-                    di: 0x7f00_0000_2000,
-                    bp: t.low.into(),
+                let mut r = rc::hb_in_regs(t, if flags & 1 != 0 { (*bx).into() } else { HB_OK });
+                if flags & 4 != 0 {
+                    r.ax = (MAGIC ^ 1).into();
+                }
+                r.cx = if flags & 2 != 0 {
+                    *count
+                } else {
+                    self.last_announced
                 };
                 self.hb_in(&mut r);
             }
@@ -813,22 +744,12 @@ impl HostRun {
             return;
         }
         if hb && st & status::HB != 0 {
-            let mut r = Regs {
-                ax: MAGIC.into(),
-                bx: HB_OK,
-                cx: request.len() as u64,
-                dx: pack(t.id, HB_PORT),
-                si: 0x7f00_0000_1000,
-                di: t.low.into(),
-                bp: t.high.into(),
-            };
-            let shown = request.len().min(MAX_GUEST_MESSAGE + 1);
+            let mut r = rc::hb_out_regs(t, HB_OK);
+            let shown = request.len().min(MAX_MESSAGE + 1);
             self.hb_out(&mut r, &request[..shown]);
         } else {
             for chunk in request.chunks(4).take(MAX_PAYLOAD_CALLS) {
-                let mut word = [0u8; 4];
-                word[..chunk.len()].copy_from_slice(chunk);
-                let (r, _) = self.msg(t, msg::SENDPAYLOAD, u32::from_le_bytes(word));
+                let (r, _) = self.msg(t, msg::SENDPAYLOAD, rc::le_word(chunk));
                 if hi16(r.cx) & status::SUCCESS == 0 {
                     break;
                 }
@@ -866,15 +787,8 @@ impl HostRun {
         if len == 0 {
             complete = true;
         } else if hb && st & status::HB != 0 {
-            let mut r = Regs {
-                ax: MAGIC.into(),
-                bx: HB_OK,
-                cx: len,
-                dx: pack(t.id, HB_PORT),
-                si: t.high.into(),
-                di: 0x7f00_0000_2000,
-                bp: t.low.into(),
-            };
+            let mut r = rc::hb_in_regs(t, HB_OK);
+            r.cx = len;
             let (bytes, d) = self.hb_in(&mut r);
             // (A hostile RECVSIZE, e.g. `Phantom` over a reply an earlier RECVSIZE announced,
             // may claim a length the transfer then does not match.)

@@ -9,8 +9,13 @@ pub mod alloc_watch;
 pub mod bytes;
 pub mod guest_run;
 pub mod host_run;
+// The host-model tests' reference client: protocol constants and register builders.
+#[path = "../../tests/support/reference.rs"]
+pub mod reference;
 pub mod scenario;
 pub mod seeds;
+
+use vmw_backdoor::{proto::Regs, Backdoor};
 
 #[global_allocator]
 static ALLOC: alloc_watch::CountingAlloc = alloc_watch::CountingAlloc;

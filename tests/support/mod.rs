@@ -5,6 +5,14 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+pub use vmw_backdoor::{proto::Regs, Backdoor};
+
+#[cfg(all(feature = "sim", target_os = "linux", target_arch = "x86_64"))]
+pub mod guest;
+pub mod reference;
+#[cfg(all(feature = "sim", target_os = "linux", target_arch = "x86_64"))]
+pub mod transport;
+
 /// `target/<profile>/examples/<name>`, next to the running test's own `deps` directory;
 /// built on demand if the test runner did not build examples.
 pub fn example(name: &str) -> PathBuf {

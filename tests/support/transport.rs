@@ -1,48 +1,63 @@
-//! Where a scenario's guest code runs. Each scenario is written once, against
-//! `&mut dyn Backdoor`, and run over every [`Transport`]: in memory for speed, through the
-//! real instructions for truth. Included with `#[path]` by the tests that need it.
-
-#![allow(dead_code)] // each test binary takes what it needs
+//! Where a scenario's guest code runs, after memchr's test `Runner`: each scenario is
+//! written once against a [`Guest`] (`&mut dyn Backdoor`) and run over every transport of
+//! its set — in memory for speed, through real instructions for truth.
+//!
+//! - The library's guest code (channel, RPCI, conveniences) runs over [`Transport::LIBRARY`]:
+//!   in memory and through the library's own instructions.
+//! - The host model is checked with the reference client over [`Transport::REFERENCE`]: in
+//!   memory and through hand-written instructions, so neither depends on the library's asm.
 
 use vmw_backdoor::sim::{Host, HostConfig};
-use vmw_backdoor::Backdoor;
+
+use super::guest::HandAsm;
+use super::Backdoor;
+
+/// What a scenario's guest talks to.
+pub type Guest = dyn Backdoor + 'static;
 
 /// How the guest's three backdoor calls reach the host model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transport {
-    /// Calls on the host model in this process: no instructions, no fork, microseconds.
+    /// `&mut Host` in this process: registers and buffers go straight to the model; no
+    /// instructions, no fork, microseconds.
     Memory,
-    /// The library's own `in` / `rep outsb` / `rep insb`, in a child traced by the
-    /// simulator's trap-and-emulate runner, after a real probe (privileged if allowed).
-    Port,
+    /// The library's own `in` / `rep outsb` / `rep insb`, lent by a probed guard
+    /// (privileged where the simulated kernel allows), in a child under `HostConfig::run`.
+    Library,
+    /// [`HandAsm`] in a child under `HostConfig::run`: real instructions of the tests' own.
+    HandAsm,
 }
 
 impl Transport {
-    /// Every transport, in the order scenarios run over them.
-    pub const ALL: [Transport; 2] = [Transport::Memory, Transport::Port];
+    /// The library's scenarios.
+    pub const LIBRARY: [Transport; 2] = [Transport::Memory, Transport::Library];
+    /// The host model's scenarios.
+    pub const REFERENCE: [Transport; 2] = [Transport::Memory, Transport::HandAsm];
 
-    /// Runs `guest` against a fresh host made from `config` and returns the host after it.
-    /// A guest that panics fails the test (under [`Transport::Port`] its message is on the
-    /// child's stderr, and the run ends with a non-zero status).
+    /// Runs `guest` against a fresh host from `config`; the host it leaves. A failed
+    /// assertion in the guest fails the test (under the runner, with the guest's panic
+    /// message on its stderr and a non-zero exit).
     #[track_caller]
-    pub fn run(self, config: HostConfig, guest: impl FnOnce(&mut dyn Backdoor)) -> Host {
+    pub fn run(self, config: HostConfig, guest: impl FnOnce(&mut Guest)) -> Host {
         match self {
             Transport::Memory => {
                 let mut host = Host::new(config);
                 guest(&mut host);
                 host
             }
-            Transport::Port => config
+            Transport::Library => config
                 .run(|| {
-                    let mut guard = vmw_backdoor::probe_backdoor_privileged()
+                    let guard = vmw_backdoor::probe_backdoor_privileged()
                         .or_else(|_| vmw_backdoor::probe_backdoor())
                         .expect("probe under the simulator");
-                    guest(
-                        &mut guard
-                            .instructions()
-                            .expect("a probed guard lends instructions"),
-                    );
+                    // The guest is a child that exits after this: the guard may live forever.
+                    let guard = Box::leak(Box::new(guard));
+                    guest(&mut guard.instructions().expect("a probed guard lends them"));
                 })
+                .expect("start the guest")
+                .expect_success(),
+            Transport::HandAsm => config
+                .run(|| guest(&mut HandAsm))
                 .expect("start the guest")
                 .expect_success(),
         }
@@ -50,7 +65,17 @@ impl Transport {
 
     /// Every backdoor call the host saw while `guest` ran.
     #[track_caller]
-    pub fn calls(self, config: HostConfig, guest: impl FnOnce(&mut dyn Backdoor)) -> u64 {
+    pub fn calls(self, config: HostConfig, guest: impl FnOnce(&mut Guest)) -> u64 {
         self.run(config, guest).counters().backdoor_calls()
+    }
+}
+
+/// `guest` on a fresh host from `config` over every [`Transport::REFERENCE`] transport, then
+/// `check` on the host it leaves.
+pub fn each_transport(config: HostConfig, guest: impl Fn(&mut Guest), check: impl Fn(&Host)) {
+    for transport in Transport::REFERENCE {
+        // Captured by the test harness: names the transport of a failure.
+        eprintln!("transport {transport:?}");
+        check(&transport.run(config.clone(), &guest));
     }
 }

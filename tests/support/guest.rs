@@ -1,14 +1,16 @@
-//! Hand-written guest instructions for the simulator tests (deliberately not the library:
-//! these tests check the simulator against the protocol, independently of the guest code).
+//! What a guest under the runner does by hand: the backdoor instructions in asm of their
+//! own (deliberately not the library's, so the simulator is checked independently of the
+//! guest code), the privilege system calls, CPUID, and a small guest program.
 //!
-//! Each call loads all seven protocol registers from a frame, executes one backdoor
+//! Each instruction form loads all seven protocol registers from a frame, executes one
 //! instruction, and stores all seven back. RBX and RBP cannot be asm operands, so they are
-//! saved, loaded, stored and restored inside the block.
-#![allow(dead_code)]
+//! saved, loaded, stored and restored inside the block. The string forms move memory at
+//! RSI/RDI: the caller points them at a live buffer of RCX bytes.
 
 use std::arch::asm;
 
-use vmw_backdoor::proto::Regs;
+use super::reference::{self as rc, cmd, COOKIE, TCLO};
+use super::{Backdoor, Regs};
 
 /// The registers in a fixed layout the asm can address.
 #[repr(C)]
@@ -76,26 +78,26 @@ backdoor_fn!(
 );
 backdoor_fn!(
     /// `cld; rep outsb`: high-bandwidth guest-to-host (buffer at RSI, count in RCX).
-    hb_out,
+    rep_outsb,
     "cld",
     "rep outsb"
 );
 backdoor_fn!(
     /// `cld; rep insb`: high-bandwidth host-to-guest (buffer at RDI, count in RCX).
-    hb_in,
+    rep_insb,
     "cld",
     "rep insb"
 );
 backdoor_fn!(
     /// `std; rep insb; cld`: the same, walking downwards from RDI (direction flag set).
-    hb_in_down,
+    rep_insb_down,
     "std",
     "rep insb",
     "cld"
 );
 backdoor_fn!(
     /// `std; rep outsb; cld`: guest-to-host walking downwards from RSI.
-    hb_out_down,
+    rep_outsb_down,
     "std",
     "rep outsb",
     "cld"
@@ -106,190 +108,26 @@ backdoor_fn!(
     "vmmcall"
 );
 
-/// The magic every call carries in EAX.
-pub const MAGIC: u64 = 0x564D_5868;
+/// The three backdoor calls through the instructions above: a guest under the runner.
+#[derive(Debug)]
+pub struct HandAsm;
 
-/// A low-bandwidth call with the given command (ECX) and the rest zero but the port.
-pub fn lb_cmd(ecx: u64, ebx: u64) -> Regs {
-    let mut r = Regs {
-        ax: MAGIC,
-        bx: ebx,
-        cx: ecx,
-        dx: 0x5658,
-        ..Regs::default()
-    };
-    lb_in(&mut r);
-    r
-}
-
-/// Port words: `lo16(EDX)` of each kind of call.
-pub const LB_PORT: u64 = 0x5658;
-pub const HB_PORT: u64 = 0x5659;
-/// Message-channel command and protocols.
-pub const MESSAGE: u64 = 0x1e;
-pub const RPCI: u64 = 0x4943_5052;
-pub const TCLO: u64 = 0x4F4C_4354;
-pub const COOKIE: u64 = 0x8000_0000;
-/// Status words as the host answers them (`status << 16`).
-pub const ST_OK: u64 = 0x1_0000;
-pub const ST_OK_HB: u64 = 0x81_0000;
-pub const ST_DORECV_HB: u64 = 0x83_0000;
-pub const ST_DORECV: u64 = 0x3_0000;
-pub const ST_CPT: u64 = 0x10_0000;
-
-/// One open channel, as the guest sees it.
-#[derive(Clone, Copy, Debug)]
-pub struct Chan {
-    pub id: u64,
-    pub high: u64,
-    pub low: u64,
-}
-
-impl Chan {
-    /// OPEN with `ebx` (protocol | flags); the full answer registers.
-    pub fn open_raw(ebx: u64) -> Regs {
-        let mut r = Regs {
-            ax: MAGIC,
-            bx: ebx,
-            cx: MESSAGE,
-            dx: LB_PORT,
-            ..Regs::default()
-        };
-        lb_in(&mut r);
-        r
+impl Backdoor for HandAsm {
+    fn lb(&mut self, regs: &mut Regs) {
+        lb_in(regs);
     }
 
-    /// OPEN; `None` when the host refuses.
-    pub fn open(ebx: u64) -> Option<Chan> {
-        let r = Self::open_raw(ebx);
-        (r.cx == ST_OK).then_some(Chan {
-            id: r.dx >> 16,
-            high: r.si,
-            low: r.di,
-        })
+    fn hb_out(&mut self, regs: &mut Regs, data: &[u8]) {
+        regs.cx = data.len() as u64;
+        regs.si = data.as_ptr() as u64;
+        rep_outsb(regs);
     }
 
-    /// A low-bandwidth sub-command on this channel; returns all registers after it.
-    pub fn lb(&self, sub: u64, ebx: u64) -> Regs {
-        let mut r = Regs {
-            ax: MAGIC,
-            bx: ebx,
-            cx: (sub << 16) | MESSAGE,
-            dx: (self.id << 16) | LB_PORT,
-            si: self.high,
-            di: self.low,
-            bp: 0,
-        };
-        lb_in(&mut r);
-        r
+    fn hb_in(&mut self, regs: &mut Regs, buf: &mut [u8]) {
+        regs.cx = buf.len() as u64;
+        regs.di = buf.as_mut_ptr() as u64;
+        rep_insb(regs);
     }
-
-    /// `rep outsb` of `data` (send layout: ESI buffer, EDI cookie low, EBP cookie high).
-    pub fn hb_send(&self, data: &[u8]) -> Regs {
-        let mut r = Regs {
-            ax: MAGIC,
-            bx: ST_OK,
-            cx: data.len() as u64,
-            dx: (self.id << 16) | HB_PORT,
-            si: data.as_ptr() as u64,
-            di: self.low,
-            bp: self.high,
-        };
-        hb_out(&mut r);
-        r
-    }
-
-    /// `rep insb` into `buf` (receive layout: ESI cookie high, EDI buffer, EBP cookie low).
-    pub fn hb_recv(&self, buf: &mut [u8]) -> Regs {
-        let mut r = Regs {
-            ax: MAGIC,
-            bx: ST_OK,
-            cx: buf.len() as u64,
-            dx: (self.id << 16) | HB_PORT,
-            si: self.high,
-            di: buf.as_mut_ptr() as u64,
-            bp: self.low,
-        };
-        hb_in(&mut r);
-        r
-    }
-
-    /// Sends `msg` (HB when offered and `hb`, else 4-byte SENDPAYLOADs).
-    pub fn send(&self, msg: &[u8], hb: bool) -> Result<(), String> {
-        let r = self.lb(1, msg.len() as u64);
-        if r.cx & ST_OK == 0 {
-            return Err(format!("SENDSIZE: ecx={:#x}", r.cx));
-        }
-        if msg.is_empty() {
-            return Ok(());
-        }
-        if hb && r.cx & (0x80 << 16) != 0 {
-            let r = self.hb_send(msg);
-            return if r.bx == ST_OK {
-                Ok(())
-            } else {
-                Err(format!("HB out: ebx={:#x}", r.bx))
-            };
-        }
-        for chunk in msg.chunks(4) {
-            let mut word = [0u8; 4];
-            word[..chunk.len()].copy_from_slice(chunk);
-            let r = self.lb(2, u32::from_le_bytes(word).into());
-            if r.cx != ST_OK {
-                return Err(format!("SENDPAYLOAD: ecx={:#x}", r.cx));
-            }
-        }
-        Ok(())
-    }
-
-    /// Receives the pending message (None when nothing is pending) and acknowledges it.
-    pub fn recv(&self, hb: bool) -> Result<Option<Vec<u8>>, String> {
-        let r = self.lb(3, 0);
-        if r.cx & ST_OK == 0 {
-            return Err(format!("RECVSIZE: ecx={:#x}", r.cx));
-        }
-        if r.cx & (2 << 16) == 0 {
-            return Ok(None);
-        }
-        let len = r.bx as u32 as usize;
-        let mut buf = vec![0u8; len];
-        if hb && r.cx & (0x80 << 16) != 0 && len > 0 {
-            let r = self.hb_recv(&mut buf);
-            if r.bx != ST_OK {
-                return Err(format!("HB in: ebx={:#x}", r.bx));
-            }
-        } else {
-            for chunk in buf.chunks_mut(4) {
-                let r = self.lb(4, 1);
-                if r.cx != ST_OK {
-                    return Err(format!("RECVPAYLOAD: ecx={:#x}", r.cx));
-                }
-                let n = chunk.len();
-                chunk.copy_from_slice(&(r.bx as u32).to_le_bytes()[..n]);
-            }
-        }
-        let r = self.lb(5, 1);
-        if r.cx != ST_OK {
-            return Err(format!("RECVSTATUS: ecx={:#x}", r.cx));
-        }
-        Ok(Some(buf))
-    }
-
-    /// CLOSE; the status word.
-    pub fn close(&self) -> u64 {
-        self.lb(6, 0).cx
-    }
-}
-
-/// One RPCI request on a fresh cookie channel (cookie-less if the host refuses cookies).
-pub fn rpc(request: &[u8], hb: bool) -> Result<Vec<u8>, String> {
-    let ch = Chan::open(RPCI | COOKIE)
-        .or_else(|| Chan::open(RPCI))
-        .ok_or("OPEN failed")?;
-    ch.send(request, hb)?;
-    let reply = ch.recv(hb)?.ok_or("no reply")?;
-    ch.close();
-    Ok(reply)
 }
 
 /// `iopl(level)` through the raw system call; the errno on failure.
@@ -349,18 +187,18 @@ pub fn guest_program() {
         let (verb, arg) = action.split_once(':').unwrap_or((action, ""));
         match verb {
             "getversion" => {
-                let r = lb_cmd(10, 0);
+                let r = rc::lb(&mut HandAsm, cmd::GETVERSION, 0);
                 let _ = writeln!(out, "version {} product {}", r.ax, r.cx);
                 if r.ax != 6 {
                     std::process::exit(10);
                 }
             }
-            "rpc" | "rpclb" => match rpc(arg.as_bytes(), verb == "rpc") {
+            "rpc" | "rpclb" => match rc::rpc_once(&mut HandAsm, arg.as_bytes(), verb == "rpc") {
                 Ok(reply) => {
                     let _ = writeln!(out, "{}", String::from_utf8_lossy(&reply));
                 }
                 Err(e) => {
-                    let _ = writeln!(out, "error {e}");
+                    let _ = writeln!(out, "error {e:?}");
                     std::process::exit(11);
                 }
             },
@@ -373,15 +211,16 @@ pub fn guest_program() {
             }
             "tclo" => {
                 // One TCLO poll: announce ourselves, fetch a command, answer it.
-                let ch = Chan::open(TCLO | COOKIE).unwrap_or_else(|| std::process::exit(11));
-                let got = ch.send(b"", true).and_then(|()| ch.recv(true));
+                let b = &mut HandAsm;
+                let ch = rc::open(b, TCLO | COOKIE).unwrap_or_else(|_| std::process::exit(11));
+                let got = rc::send(b, ch, b"", true).and_then(|()| rc::recv(b, ch, true));
                 let _ = match got {
                     Ok(Some(cmd)) => writeln!(out, "tclo {}", String::from_utf8_lossy(&cmd)),
                     Ok(None) => writeln!(out, "tclo none"),
-                    Err(e) => writeln!(out, "error {e}"),
+                    Err(e) => writeln!(out, "error {e:?}"),
                 };
-                let _ = ch.send(b"OK ", true);
-                ch.close();
+                let _ = rc::send(b, ch, b"OK ", true);
+                let _ = rc::close(b, ch);
             }
             "cpuid" => {
                 let name = hypervisor_name();
