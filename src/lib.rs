@@ -166,7 +166,7 @@ pub mod sim;
 pub use backdoor::{
     access_backdoor, access_backdoor_privileged, is_vmware_cpu, probe_backdoor,
     probe_backdoor_privileged, Backdoor, BackdoorAccess, BackdoorGuard, BiosUuid, Frequencies,
-    HostTime, Instructions, Product, VcpuInfo, Version,
+    HostTime, Instructions, Product, Transport, TransportKind, VcpuInfo, Version,
 };
 pub use erpc::{EnhancedChan, RpciChannel, DEFAULT_MAX_REPLY_LEN};
 pub use error::{ErrorKind, VmwError};
