@@ -492,7 +492,7 @@ impl BackdoorGuard {
                     ErrorKind::NotVmware,
                     format_args!(
                         "no VMware backdoor answered {}: not a VMware guest{}",
-                        by(transport),
+                        knock_by(transport),
                         if transport.is_hypercall() {
                             " (or one that does not take this hypercall)"
                         } else {
@@ -523,10 +523,10 @@ impl BackdoorGuard {
 
     fn faulted(&self, transport: Transport, signal: Option<i32>) -> VmwError {
         let signal = signal.map_or(String::new(), |s| format!(" (signal {s})"));
-        let what = by(transport);
+        let what = knock_by(transport);
         let message = if transport.is_hypercall() {
             format!(
-                "the backdoor knock {what} faulted{signal}: not VMware, or a VMware host that \
+                "{what} faulted{signal}: not VMware, or a VMware host that \
                  does not take this hypercall from ring 3 (Transport::detect chooses what CPUID \
                  advertises)"
             )
@@ -543,10 +543,10 @@ impl BackdoorGuard {
 }
 
 /// How a message names the way a knock went.
-fn by(transport: Transport) -> &'static str {
+fn knock_by(transport: Transport) -> &'static str {
     match transport.kind() {
         TransportKind::Port => "on port 0x5658",
-        TransportKind::Vmcall => "the VMCALL",
-        TransportKind::Vmmcall => "the VMMCALL",
+        TransportKind::Vmcall => "the knock by VMCALL",
+        TransportKind::Vmmcall => "the knock by VMMCALL",
     }
 }
