@@ -28,8 +28,9 @@ pub(crate) fn detect_transport() -> Result<Transport, VmwError> {
 /// The authority is the SEV_STATUS MSR (0xC0010131: bit 0 SEV, bit 1 SEV-ES, bit 2 SEV-SNP),
 /// which ring 3 cannot read; CPUID leaf 0x8000001F only says what the processor (or the
 /// hypervisor's model of it) could do, and AMD and EDK2 tell guests not to read their own
-/// state from it (a VMware VM of hardware version 17 and later may show those bits either
-/// way). So only the kernel's word counts:
+/// state from it (EDK2's "Removing SEV-ES CPUID bit check", 2022; open-vm-tools'
+/// `x86cpuid.h` marks the SEV and SEV-ES bits as shown to guests from hardware version 17
+/// on). So only the kernel's word counts:
 ///
 /// - `sev_status` (Linux 6.15, 2025: the MSR's value in hex, with or without `0x`), in the
 ///   SEV-SNP guest's sysfs directory, or in `/sys/hypervisor/sev` where a later kernel moved
