@@ -13,6 +13,9 @@
 //!     cargo run --example guestinfo greeting
 //! ```
 
+#[path = "shared/guard.rs"]
+mod guard;
+
 use std::ffi::OsString;
 use std::io::Write;
 use std::process::ExitCode;
@@ -42,8 +45,7 @@ fn main() -> ExitCode {
 
 fn run(key: &[u8], value: Option<&[u8]>) -> Result<ExitCode, Box<dyn std::error::Error>> {
     // Privileged access where the kernel grants it, else ring 3 (which VMware allows).
-    let mut guard =
-        vmw_backdoor::probe_backdoor_privileged().or_else(|_| vmw_backdoor::probe_backdoor())?;
+    let mut guard = guard::probe()?;
     let mut chan = guard.open_enhanced_chan()?;
     if let Some(value) = value {
         chan.set_guestinfo(key, value)?;

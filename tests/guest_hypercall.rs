@@ -520,3 +520,74 @@ fn outside_vmware_a_forced_hypercall_is_a_typed_error() {
         println!("{t} outside VMware: {e}");
     }
 }
+
+/// The i686 build of the library by hypercall (the examples take `VMW_BACKDOOR_TRANSPORT`):
+/// HB and LB transfers of a value that is not a multiple of four bytes, through the i686
+/// register block.
+#[test]
+#[ignore = "needs `rustup target add i686-unknown-linux-gnu` and a 32-bit libc (gcc-multilib)"]
+fn the_i686_build_takes_hypercalls() {
+    const TARGET: &str = "i686-unknown-linux-gnu";
+    let status = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--quiet",
+            "--target",
+            TARGET,
+            "--example",
+            "guestinfo",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("run cargo");
+    assert!(status.success(), "building the i686 example");
+    let exe = std::env::current_exe().unwrap();
+    let target_dir = exe.ancestors().nth(3).expect("target/<profile>/deps/<exe>");
+    let guestinfo = target_dir.join(TARGET).join("debug/examples/guestinfo");
+
+    let value: Vec<u8> = (1..=70_001u32).map(|i| (i % 255 + 1) as u8).collect();
+    let out = std::env::temp_dir().join(format!("vmw-hc-i686-{}", std::process::id()));
+    for hc in trapping() {
+        let name = transport(hc).to_string();
+        for (config, lb_only) in [
+            (HostConfig::default(), false),
+            (HostConfig::default().no_hb(), false),
+            (HostConfig::default(), true),
+        ] {
+            let env = if lb_only {
+                transport(hc).low_bandwidth_only().to_string()
+            } else {
+                name.clone()
+            };
+            let mut cmd = Command::new(&guestinfo);
+            cmd.arg("k")
+                .env("VMW_BACKDOOR_TRANSPORT", &env)
+                .stdout(std::fs::File::create(&out).unwrap());
+            let run = config.guestinfo("k", &value).run_command(&mut cmd).unwrap();
+            assert_eq!(run.exit, GuestExit::Exited(0), "{env}");
+            assert!(
+                std::fs::read(&out).unwrap() == value,
+                "{env}: byte for byte"
+            );
+            let c = run.host.counters();
+            assert_eq!(hypercalls(&run.host, hc), c.backdoor_calls(), "{env}");
+            assert_eq!(port_calls(&run.host), 0, "{env}");
+        }
+        let run = HostConfig::default()
+            .run_command(
+                Command::new(&guestinfo)
+                    .args(["k", "set-from-i686"])
+                    .env("VMW_BACKDOOR_TRANSPORT", &name),
+            )
+            .unwrap();
+        assert_eq!(run.exit, GuestExit::Exited(0), "{name}: set");
+        assert_eq!(
+            run.host
+                .guestinfo()
+                .get(&b"guestinfo.k"[..])
+                .map(Vec::as_slice),
+            Some(&b"set-from-i686"[..])
+        );
+    }
+    let _ = std::fs::remove_file(out);
+}
