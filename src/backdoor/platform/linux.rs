@@ -32,14 +32,14 @@ pub(crate) fn detect_transport() -> Result<Transport, VmwError> {
 /// `x86cpuid.h` marks the SEV and SEV-ES bits as shown to guests from hardware version 17
 /// on). So only the kernel's word counts:
 ///
-/// - `sev_status` (Linux 6.15, 2025: the MSR's value in hex, with or without `0x`), in the
-///   SEV-SNP guest's sysfs directory, or in `/sys/hypervisor/sev` where a later kernel moved
-///   it;
-/// - that directory itself (Linux 6.10, 2024), which exists only in an SEV-SNP guest;
+/// - `sev_status` (added in 2025: the MSR's value in hex, with or without `0x`), in the
+///   SEV-SNP guest's sysfs directory, or in `/sys/hypervisor/sev` where a later revision of
+///   the patch put it;
+/// - that directory itself (added in 2024, `vmpl`), which exists only in an SEV-SNP guest;
 /// - `/dev/sev-guest`, the SEV-SNP guest driver's device.
 ///
-/// An SEV or SEV-ES guest without SNP, on any kernel, and an SNP guest on a kernel before
-/// 6.10 without the driver, are not recognised here; there the transport comes from CPUID
+/// An SEV or SEV-ES guest without SNP, on any kernel, and an SNP guest on an older kernel
+/// without the driver, are not recognised here; there the transport comes from CPUID
 /// (a VMware host advertises VMMCALL, since the port cannot work), and
 /// [`Transport::low_bandwidth_only`] is for the caller to choose.
 const SEV_STATUS_FILES: [&str; 2] = [
