@@ -9,6 +9,9 @@
 //! Outside VMware it prints why on stderr and exits 1; it never dies of a signal, since the
 //! backdoor knock runs contained.
 
+#[path = "shared/guard.rs"]
+mod guard;
+
 use std::process::ExitCode;
 
 use vmw_backdoor::VmwError;
@@ -40,8 +43,7 @@ enum What {
 }
 
 fn run(what: What) -> Result<ExitCode, VmwError> {
-    let mut guard =
-        vmw_backdoor::probe_backdoor_privileged().or_else(|_| vmw_backdoor::probe_backdoor())?;
+    let mut guard = guard::probe()?;
     let version = guard.get_version()?;
     match what {
         What::Version => {

@@ -19,6 +19,12 @@
 //! | EDX | `lo16` port, `hi16` channel id; result | `lo16` port, `hi16` channel id |
 //! | ESI, EDI | arguments (cookie halves); results | `rep outsb`: ESI buffer, EDI cookie low; `rep insb`: ESI cookie high, EDI buffer |
 //! | EBP | unused | `rep outsb`: cookie high; `rep insb`: cookie low |
+//!
+//! The hypercall forms (`vmcall`/`vmmcall`, [`crate::Transport`]) carry the same registers,
+//! but `lo16(EDX)` holds flags (open-vm-tools' `BDOOR_FLAGS_*`: 0 for a low-bandwidth call,
+//! 3 for a high-bandwidth guest-to-host transfer, 1 for host-to-guest) and, after a
+//! high-bandwidth one, only EBX's status is defined. [`crate::Backdoor`] speaks the port form
+//! for every transport.
 
 /// The backdoor magic, `"VMXh"` as a little-endian u32: EAX on every call, EBX after GETVERSION.
 pub const MAGIC: u32 = 0x564D_5868;

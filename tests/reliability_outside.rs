@@ -24,12 +24,20 @@ use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
 
 use vmw_backdoor::sim::{GuestExit, HostConfig, IoplPolicy, Mode};
-use vmw_backdoor::{BackdoorAccess, BackdoorGuard, EnhancedChan, ErrorKind, VmwError};
+use vmw_backdoor::{
+    BackdoorAccess, BackdoorGuard, EnhancedChan, ErrorKind, Transport, TransportKind, VmwError,
+};
 
 /// Entry points no guest outside VMware can call: the instructions themselves, which only
 /// an `Instructions` runs, and that only a guard whose knock was answered hands out
-/// (`BackdoorGuard::instructions` and `BackdoorAccess::backdoor` are tried, and fail).
-const NEED_AN_ANSWER: [&str; 3] = ["Backdoor::lb", "Backdoor::hb_out", "Backdoor::hb_in"];
+/// (`BackdoorGuard::instructions` and `BackdoorAccess::backdoor` are tried, and fail), and
+/// what an `Instructions` says of its transport.
+const NEED_AN_ANSWER: [&str; 4] = [
+    "Backdoor::lb",
+    "Backdoor::hb_out",
+    "Backdoor::hb_in",
+    "Backdoor::high_bandwidth",
+];
 
 /// Calls that are not in the rustdoc inventory (a `Drop` impl is a trait impl) but are an
 /// entry point all the same.
@@ -94,6 +102,23 @@ impl Tries {
             g.open_enhanced_chan().map(drop),
         );
         self.fails("RpciChannel::open", EnhancedChan::open(&mut g).map(drop));
+        // The transport the machine calls for (CPUID names no VMware here: the ports), and
+        // each hypercall by force: its knock fails as cleanly (#UD, #GP, or another
+        // hypervisor's answer, all contained).
+        self.tried("BackdoorGuard::transport");
+        let chosen = g.transport().expect("a transport");
+        assert_eq!(chosen.kind(), TransportKind::Port, "{chosen}");
+        for forced in [Transport::VMCALL, Transport::VMMCALL] {
+            self.tried("BackdoorGuard::set_transport");
+            g.set_transport(forced);
+            assert_eq!(g.transport().expect("the one set"), forced);
+            self.fails(
+                "BackdoorGuard::probe_vmware_backdoor",
+                g.probe_vmware_backdoor(),
+            );
+        }
+        self.tried("BackdoorGuard::set_transport");
+        g.set_transport(chosen);
         self.tried("BackdoorGuard::is_privileged");
         let privileged = g.is_privileged();
         if privileged {
@@ -186,7 +211,7 @@ impl Tries {
 }
 
 /// Calls a guest makes on each guard it gets.
-const GUARD_CALLS: usize = 15;
+const GUARD_CALLS: usize = 21;
 /// Calls a guest makes on each channel it gets.
 const CHANNEL_CALLS: usize = 18 + cfg!(feature = "ovf") as usize;
 /// Calls of the free functions.

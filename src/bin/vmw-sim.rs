@@ -28,10 +28,10 @@ vmw-sim: run a program as the guest of a simulated VMware host
 Usage: vmw-sim [OPTIONS] -- COMMAND [ARGS...]
 
 COMMAND and every process and thread it starts run traced: their VMware backdoor
-instructions (in/out on port 0x5658, rep outsb/insb on 0x5659) are answered by a model of
-the VMware host, as inside a VMware VM. vmw-sim waits for every process COMMAND started,
-then exits with COMMAND's status (128+N when signal N killed it; 127 when it could not be
-started).
+instructions (in/out on port 0x5658, rep outsb/insb on 0x5659, and vmcall/vmmcall
+where the CPU traps them) are answered by a model of the VMware host, as inside a
+VMware VM. vmw-sim waits for every process COMMAND started, then exits with COMMAND's
+status (128+N when signal N killed it; 127 when it could not be started).
 
 Host:
   -e guestinfo.KEY=VALUE     set a guestinfo entry (repeatable); VALUE = @FILE reads the
@@ -56,9 +56,19 @@ Machine:
   --vmware-cpuid             make CPUID name the hypervisor VMwareVMware, for tools
                              that check it (vmware-checkvm, vmware-rpctool); needs CPUID
                              faulting, and makes every trap slower inside a VM
+  --hypercall vmcall|vmmcall advertise that hypercall in CPUID leaf 0x40000010 (seen
+                             with --vmware-cpuid; repeatable). Both are served anyway
+                             where the CPU traps them (KVM answers its own vendor's)
+  --sev-es                   an AMD SEV-ES guest: the ports carry only EAX (unprivileged
+                             access faults), vmcall faults, vmmcall works for
+                             low-bandwidth calls and fails high-bandwidth ones
+  --tdx                      an Intel TDX guest: every backdoor access faults; with
+                             --vmware-cpuid, CPUID leaf 0x21 says IntelTDX
 
 Output (written when COMMAND has exited):
-  --stats FILE               the host's counters as one JSON object
+  --stats FILE               the host's counters as one JSON object (port calls in
+                             lb_calls/hb_in_calls/hb_out_calls, hypercalls in
+                             vmcall_calls/vmmcall_calls)
   --vmx-log FILE             every `log` line the guest sent, one a line
   --dump-guestinfo FILE      the final guestinfo store as KEY=VALUE lines
 
@@ -74,7 +84,7 @@ mod cli {
     use std::process::Command;
 
     use vmw_backdoor::proto::GUESTINFO_PREFIX;
-    use vmw_backdoor::sim::{HostConfig, IoplPolicy, Mode, SimRun};
+    use vmw_backdoor::sim::{HostConfig, Hypercall, IoplPolicy, Mode, SimRun};
     use vmw_backdoor::Product;
 
     /// Exit status for a usage error.
@@ -258,6 +268,21 @@ mod cli {
                 "--cpt-every" => config = config.cpt_every(number(name, &value("a number")?)?),
                 "--deny-guestinfo" => config = config.deny_guestinfo(),
                 "--vmware-cpuid" => vmware_cpuid = true,
+                "--hypercall" => {
+                    let v = value("vmcall or vmmcall")?;
+                    config = config.hypercall(match v.to_str() {
+                        Some("vmcall") => Hypercall::Vmcall,
+                        Some("vmmcall") => Hypercall::Vmmcall,
+                        _ => {
+                            return Err(format!(
+                                "--hypercall: expected vmcall or vmmcall, got '{}'",
+                                v.to_string_lossy()
+                            ))
+                        }
+                    });
+                }
+                "--sev-es" => config = config.sev_es(true),
+                "--tdx" => config = config.tdx(true),
                 "--tclo" => config = config.tclo(value("a command")?.as_bytes()),
                 "--iopl" => {
                     let v = value("ok, eperm or enosys")?;
@@ -305,6 +330,7 @@ mod cli {
                 | "--cpt-every"
                 | "--tclo"
                 | "--iopl"
+                | "--hypercall"
                 | "--stats"
                 | "--vmx-log"
                 | "--dump-guestinfo"

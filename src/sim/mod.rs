@@ -7,8 +7,9 @@
 //!   [`Backdoor`](crate::Backdoor).
 //! - the trap-and-emulate runner: the guest runs as an ordinary traced process; its
 //!   backdoor instructions (`in`/`out` on port 0x5658, `rep outsb`/`rep insb` on 0x5659)
-//!   fault because it has no I/O privilege, and the runner answers them from the host
-//!   model, so unmodified guest code runs as it would inside a VMware VM. `iopl` and
+//!   fault because it has no I/O privilege, and so do `vmcall`/`vmmcall` where the CPU
+//!   has no hypervisor to hand them to; the runner answers them from the host model, so
+//!   unmodified guest code runs as it would inside a VMware VM. `iopl` and
 //!   `ioperm` are answered virtually ([`IoplPolicy`]); every other signal reaches the guest
 //!   unchanged; threads, `fork` and `exec` are followed.
 //!
@@ -60,8 +61,10 @@
 //! - CPUID is the real CPU's unless [`HostConfig::vmware_cpuid`] asks for a VMware one (which
 //!   needs CPUID faulting and slows every trap down): by default `is_vmware_cpu()`-style
 //!   checks see the real CPU.
-//! - VMCALL is only emulated where the CPU delivers it to the guest as a signal (not inside
-//!   a KVM guest, where the outer hypervisor answers it); VMMCALL likewise.
+//! - VMCALL and VMMCALL are only emulated where the CPU delivers them to the guest as a
+//!   signal: inside a KVM guest the outer hypervisor answers its own vendor's instruction
+//!   from ring 3 itself (RAX = -1, no signal): `vmcall` on Intel, `vmmcall` on AMD. The
+//!   other one traps and is served.
 
 pub mod host;
 pub(crate) mod runner;
@@ -70,7 +73,7 @@ use std::fmt;
 use std::io;
 use std::process::Command;
 
-pub use host::{Answer, Counters, Host, HostConfig, IoplPolicy, Mode, Step};
+pub use host::{Answer, Counters, Host, HostConfig, Hypercall, IoplPolicy, Mode, Step};
 
 /// How the guest (the root process of the run) ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,7 +143,8 @@ impl SimRun {
 pub struct TrapStats {
     /// Port I/O instructions emulated (backdoor calls and empty-port accesses).
     pub port_io: u64,
-    /// VMCALL / VMMCALL backdoor calls emulated.
+    /// VMCALL / VMMCALL instructions emulated (the host counts them by instruction:
+    /// [`Counters::vmcall_calls`], [`Counters::vmmcall_calls`]).
     pub hypercalls: u64,
     /// Port I/O the guest was not allowed to make: its SIGSEGV was delivered.
     pub faults_delivered: u64,

@@ -158,6 +158,29 @@ pub(super) struct Fault {
     pub(super) answer: Answer,
 }
 
+/// A hypercall instruction of the backdoor, for [`HostConfig::hypercall`].
+///
+/// The model serves both, with the flags open-vm-tools' `backdoor_def.h` defines in
+/// `lo16(EDX)`: 0 (or 2) a low-bandwidth call, 3 a high-bandwidth guest-to-host transfer
+/// (ESI, ECX), 1 host-to-guest (EDI, ECX).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Hypercall {
+    /// `vmcall` (Intel VT-x): CPUID leaf 0x40000010 ECX bit 1.
+    Vmcall,
+    /// `vmmcall` (AMD-V): CPUID leaf 0x40000010 ECX bit 0.
+    Vmmcall,
+}
+
+impl Hypercall {
+    /// Its bit in CPUID leaf 0x40000010 ECX.
+    pub(crate) fn cpuid_bit(self) -> u32 {
+        match self {
+            Hypercall::Vmmcall => 1 << 0,
+            Hypercall::Vmcall => 1 << 1,
+        }
+    }
+}
+
 /// How the virtual `iopl`/`ioperm` answer a guest.
 ///
 /// Either way the guest's real I/O privilege never changes; only the runner's record of it,
@@ -222,6 +245,10 @@ pub struct HostConfig {
     pub(super) faults: Vec<Fault>,
     pub(crate) iopl: IoplPolicy,
     pub(crate) vmware_cpuid: bool,
+    /// CPUID leaf 0x40000010 ECX: the hypercalls advertised ([`Hypercall::cpuid_bit`]).
+    pub(super) hypercalls: u32,
+    pub(super) sev_es: bool,
+    pub(super) tdx: bool,
 }
 
 impl core::fmt::Debug for HostConfig {
@@ -248,6 +275,9 @@ impl core::fmt::Debug for HostConfig {
             .field("faults", &self.faults)
             .field("iopl", &self.iopl)
             .field("vmware_cpuid", &self.vmware_cpuid)
+            .field("hypercalls", &format_args!("{:#x}", self.hypercalls))
+            .field("sev_es", &self.sev_es)
+            .field("tdx", &self.tdx)
             .finish_non_exhaustive()
     }
 }
@@ -285,6 +315,9 @@ impl Default for HostConfig {
             faults: Vec::new(),
             iopl: IoplPolicy::Allow,
             vmware_cpuid: false,
+            hypercalls: 0,
+            sev_es: false,
+            tdx: false,
         }
     }
 }
@@ -355,10 +388,11 @@ impl HostConfig {
     /// faulting; never applies in [`Mode::NotVmware`].
     ///
     /// With it, leaf 1 has the hypervisor bit, leaf 0x40000000 names `VMwareVMware` and leaf
-    /// 0x40000010 offers no hypercall, so CPUID-based checks (`is_vmware_cpu()`,
-    /// `vmware-checkvm`, `vmware-rpctool`) pass; every other leaf is the real CPU's. Without
-    /// CPUID faulting (older CPUs, some hypervisors) CPUID stays the real one whatever this
-    /// says.
+    /// 0x40000010 offers the hypercalls [`HostConfig::hypercall`] asked for (none by
+    /// default, so guests use the I/O ports), so CPUID-based checks (`is_vmware_cpu()`,
+    /// `vmware-checkvm`, `vmware-rpctool`) pass; every other leaf is the real CPU's (but
+    /// [`HostConfig::tdx`]'s). Without CPUID faulting (older CPUs, some hypervisors) CPUID
+    /// stays the real one whatever this says.
     ///
     /// The cost is not the CPUID traps but the context switches: the kernel rewrites a
     /// model-specific register whenever it switches to or from a task with CPUID faulting,
@@ -372,6 +406,55 @@ impl HostConfig {
     /// What machine the guest runs on ([`Mode`]; default VMware).
     pub fn mode(mut self, m: Mode) -> Self {
         self.mode = m;
+        self
+    }
+
+    /// Advertises hypercall `h` in CPUID leaf 0x40000010 ECX, as a VMware host that takes it
+    /// does; call it twice to advertise both. Seen by the guest only with
+    /// [`HostConfig::vmware_cpuid`] on a CPU with CPUID faulting: without it, a guest must be
+    /// told the transport (`BackdoorGuard::set_transport`).
+    ///
+    /// The model answers both instructions whatever is advertised (on [`Mode::Vmware`], and
+    /// with I/O privilege on [`Mode::RestrictBackdoor`]), and counts them apart from the port
+    /// calls ([`Counters::vmcall_calls`](super::Counters::vmcall_calls),
+    /// [`vmmcall_calls`](super::Counters::vmmcall_calls)). Only where the CPU hands the
+    /// instruction to the process as a fault can the runner serve it: inside a KVM guest on
+    /// Intel, KVM answers a ring-3 `vmcall` itself (RAX = -1), on AMD a ring-3 `vmmcall`.
+    pub fn hypercall(mut self, h: Hypercall) -> Self {
+        self.hypercalls |= h.cpuid_bit();
+        self
+    }
+
+    /// Models an AMD SEV-ES (or SEV-SNP) guest of a VMware host (default: no): memory and
+    /// register state are encrypted, so the host sees only what the guest's kernel forwards.
+    ///
+    /// - The ports lose every register but EAX: an unprivileged `in` faults (#GP, SIGSEGV: the
+    ///   host cannot emulate it), a privileged one reaches the host through the kernel's
+    ///   #VC handler with EAX = 0 and nothing else, so it reads 0xFFFFFFFF and changes no
+    ///   other register; `out` and `rep outsb`/`rep insb` are plain I/O the backdoor never
+    ///   sees (an empty port). A guest that uses the ports fails as on such a VM.
+    /// - `vmmcall` carries all registers (Linux copies them through the GHCB for VMware):
+    ///   low-bandwidth calls work; high-bandwidth ones answer status 0 (failure) in EBX and
+    ///   move nothing, since the host cannot read or write the guest's memory. The HB status
+    ///   bit still follows [`HostConfig::hb`], so a guest that trusts it fails.
+    /// - `vmcall` raises #UD on AMD: it faults.
+    ///
+    /// In memory ([`super::Host`] as a `Backdoor`) calls arrive as `vmmcall` delivers them,
+    /// and `high_bandwidth()` is false. Never applies in [`Mode::NotVmware`]. The guest
+    /// library learns of SEV-ES only from the kernel (sysfs), which the runner does not fake:
+    /// tell it with `Transport::VMMCALL.low_bandwidth_only()`.
+    pub fn sev_es(mut self, on: bool) -> Self {
+        self.sev_es = on;
+        self
+    }
+
+    /// Models an Intel TDX guest of a VMware host (default: no): no backdoor access from
+    /// ring 3 reaches the host (a port access or hypercall is a #VE the guest's kernel
+    /// answers with SIGSEGV), and, with [`HostConfig::vmware_cpuid`], CPUID leaf 0x21 spells
+    /// `IntelTDX    ` (the maximum basic leaf raised to 0x21 if lower), as the TDX module
+    /// shows it.
+    pub fn tdx(mut self, on: bool) -> Self {
+        self.tdx = on;
         self
     }
 
