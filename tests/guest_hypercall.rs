@@ -11,9 +11,11 @@
 
 #![cfg(all(feature = "sim", target_os = "linux", target_arch = "x86_64"))]
 
-use std::process::Command;
-use std::sync::atomic::{AtomicI32, Ordering};
+mod support;
 
+use std::process::Command;
+
+use support::guest::{cpuid_faulting, trapping_hypercalls as trapping};
 use vmw_backdoor::sim::{GuestExit, Host, HostConfig, Hypercall, Mode};
 use vmw_backdoor::{ErrorKind, RpciChannel, Transport, TransportKind};
 
@@ -47,84 +49,6 @@ fn hypercalls(host: &Host, hc: Hypercall) -> u64 {
 fn port_calls(host: &Host) -> u64 {
     let c = host.counters();
     c.lb_calls + c.hb_in_calls + c.hb_out_calls
-}
-
-static TRAPPED: AtomicI32 = AtomicI32::new(0);
-
-extern "C" fn skip_insn(_sig: i32, _info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
-    TRAPPED.store(1, Ordering::SeqCst);
-    // SAFETY: the kernel passes a valid ucontext to an SA_SIGINFO handler; both hypercalls
-    // are 3 bytes long.
-    unsafe { (*ctx.cast::<libc::ucontext_t>()).uc_mcontext.gregs[libc::REG_RIP as usize] += 3 };
-}
-
-/// One GETVERSION by `hc`, written out here (not the library's), for the probe.
-fn raw_getversion(hc: Hypercall) {
-    let mut ax: u64 = 0x564D_5868;
-    // SAFETY: the instruction touches only the named registers (RBX is swapped with a scratch
-    // register and back); where it faults, the probe's handler skips it.
-    unsafe {
-        match hc {
-            Hypercall::Vmcall => std::arch::asm!(
-                "xchg {b}, rbx", "vmcall", "xchg {b}, rbx",
-                b = inout(reg) 0u64 => _, inout("rax") ax, inout("rcx") 10u64 => _,
-                inout("rdx") 0u64 => _, lateout("rsi") _, lateout("rdi") _,
-            ),
-            Hypercall::Vmmcall => std::arch::asm!(
-                "xchg {b}, rbx", "vmmcall", "xchg {b}, rbx",
-                b = inout(reg) 0u64 => _, inout("rax") ax, inout("rcx") 10u64 => _,
-                inout("rdx") 0u64 => _, lateout("rsi") _, lateout("rdi") _,
-            ),
-        }
-    }
-    std::hint::black_box(ax);
-}
-
-/// Whether this CPU hands `hc` from ring 3 to the process as a fault, which is what the
-/// runner serves: probed on the simulator's bare-metal machine, which never serves one.
-fn traps(hc: Hypercall) -> bool {
-    let run = HostConfig::default()
-        .mode(Mode::NotVmware)
-        .run(move || {
-            // SAFETY: installs a handler that only skips the 3-byte instruction.
-            unsafe {
-                let mut sa: libc::sigaction = std::mem::zeroed();
-                sa.sa_sigaction = skip_insn as *const () as usize;
-                sa.sa_flags = libc::SA_SIGINFO;
-                libc::sigaction(libc::SIGSEGV, &sa, std::ptr::null_mut());
-                libc::sigaction(libc::SIGILL, &sa, std::ptr::null_mut());
-            }
-            raw_getversion(hc);
-            std::process::exit(TRAPPED.load(Ordering::SeqCst));
-        })
-        .expect("start the probe");
-    run.exit == GuestExit::Exited(1)
-}
-
-/// The hypercalls the runner can serve on this machine; says which it cannot.
-fn trapping() -> Vec<Hypercall> {
-    let mut out = Vec::new();
-    for hc in [Hypercall::Vmcall, Hypercall::Vmmcall] {
-        if traps(hc) {
-            out.push(hc);
-        } else {
-            eprintln!(
-                "{hc:?} does not trap on this CPU (the outer hypervisor answers it from ring 3): \
-                 not tested here"
-            );
-        }
-    }
-    out
-}
-
-/// Whether this CPU and kernel can fault CPUID (what `vmware_cpuid` needs).
-fn cpuid_faulting() -> bool {
-    // SAFETY: arch_prctl(ARCH_SET_CPUID) with integer arguments, undone at once; nothing
-    // runs CPUID in between.
-    unsafe {
-        libc::syscall(libc::SYS_arch_prctl, 0x1012, 0) == 0
-            && libc::syscall(libc::SYS_arch_prctl, 0x1012, 1) == 0
-    }
 }
 
 /// A guard whose calls travel by `t`, knocked (one call).

@@ -2,14 +2,15 @@
 //! written once against a [`Guest`] (`&mut dyn Backdoor`) and run over every transport of
 //! its set — in memory for speed, through real instructions for truth.
 //!
-//! - The library's guest code (channel, RPCI, conveniences) runs over [`Transport::LIBRARY`]:
-//!   in memory and through the library's own instructions.
+//! - The library's guest code (channel, RPCI, conveniences) runs over [`Transport::library`]:
+//!   in memory, through the library's own port instructions, and by the library's own
+//!   hypercall where this CPU hands one to the runner.
 //! - The host model is checked with the reference client over [`Transport::REFERENCE`]: in
 //!   memory and through hand-written instructions, so neither depends on the library's asm.
 
-use vmw_backdoor::sim::{Host, HostConfig};
+use vmw_backdoor::sim::{Host, HostConfig, Hypercall};
 
-use super::guest::HandAsm;
+use super::guest::{trapping_hypercalls, HandAsm};
 use super::Backdoor;
 
 /// What a scenario's guest talks to.
@@ -24,13 +25,25 @@ pub enum Transport {
     /// The library's own `in` / `rep outsb` / `rep insb`, lent by a probed guard
     /// (privileged where the simulated kernel allows), in a child under `HostConfig::run`.
     Library,
+    /// The same, with the guard's transport set to this hypercall (`vmcall`/`vmmcall`).
+    LibraryHypercall(Hypercall),
     /// [`HandAsm`] in a child under `HostConfig::run`: real instructions of the tests' own.
     HandAsm,
 }
 
 impl Transport {
-    /// The library's scenarios.
-    pub const LIBRARY: [Transport; 2] = [Transport::Memory, Transport::Library];
+    /// The library's scenarios: in memory, by port, and by each hypercall the runner can
+    /// serve on this CPU (inside a KVM guest the outer hypervisor answers its own vendor's
+    /// instruction; the other one traps).
+    pub fn library() -> Vec<Transport> {
+        let mut all = vec![Transport::Memory, Transport::Library];
+        all.extend(
+            trapping_hypercalls()
+                .into_iter()
+                .map(Transport::LibraryHypercall),
+        );
+        all
+    }
     /// The host model's scenarios.
     pub const REFERENCE: [Transport; 2] = [Transport::Memory, Transport::HandAsm];
 
@@ -50,6 +63,20 @@ impl Transport {
                     let guard = vmw_backdoor::probe_backdoor_privileged()
                         .or_else(|_| vmw_backdoor::probe_backdoor())
                         .expect("probe under the simulator");
+                    // The guest is a child that exits after this: the guard may live forever.
+                    let guard = Box::leak(Box::new(guard));
+                    guest(&mut guard.instructions().expect("a probed guard lends them"));
+                })
+                .expect("start the guest")
+                .expect_success(),
+            Transport::LibraryHypercall(hc) => config
+                .run(|| {
+                    let mut guard = vmw_backdoor::access_backdoor().expect("ring-3 access");
+                    guard.set_transport(match hc {
+                        Hypercall::Vmcall => vmw_backdoor::Transport::VMCALL,
+                        Hypercall::Vmmcall => vmw_backdoor::Transport::VMMCALL,
+                    });
+                    guard.probe_vmware_backdoor().expect("probe by hypercall");
                     // The guest is a child that exits after this: the guard may live forever.
                     let guard = Box::leak(Box::new(guard));
                     guest(&mut guard.instructions().expect("a probed guard lends them"));
