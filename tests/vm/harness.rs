@@ -277,7 +277,8 @@ fn boot_in(work: &Path, kernel: &Kernel, machine: Machine, cases: &[Case]) -> io
 
 /// TCG is slow and CI machines are shared: a minute to boot, and ten seconds a case.
 fn boot_timeout(cases: usize) -> Duration {
-    Duration::from_secs(60 + 10 * cases as u64)
+    // A ceiling, not an estimate: a case may be a whole test suite under TCG.
+    Duration::from_secs(60 + 60 * cases as u64)
 }
 
 fn tail(text: &str, lines: usize) -> String {
