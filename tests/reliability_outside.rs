@@ -258,6 +258,7 @@ fn errno(policy: IoplPolicy) -> Result<(), i32> {
         IoplPolicy::Allow => Ok(()),
         IoplPolicy::Eperm => Err(libc::EPERM),
         IoplPolicy::Enosys => Err(libc::ENOSYS),
+        other => panic!("{other:?} is not one fixed answer"),
     }
 }
 
@@ -283,6 +284,7 @@ fn on_the_simulators_machines_without_a_backdoor() -> BTreeSet<String> {
             IoplPolicy::Allow => || no_backdoor_guest(IoplPolicy::Allow),
             IoplPolicy::Eperm => || no_backdoor_guest(IoplPolicy::Eperm),
             IoplPolicy::Enosys => || no_backdoor_guest(IoplPolicy::Enosys),
+            other => panic!("{other:?} is not in the list above"),
         };
         let expected = everything_calls(iopl == IoplPolicy::Allow);
         names.extend(run(mode, iopl, guest, expected));

@@ -884,3 +884,55 @@ fn a_forked_child_returning_from_the_closure_is_not_taken_for_the_guest() {
     });
     assert_eq!(run.exit, GuestExit::Panicked("the guest's panic".into()));
 }
+
+#[test]
+fn by_default_iopl_answers_as_the_guests_credentials_would() {
+    let root = unsafe { libc::geteuid() } == 0;
+    let run = sim(HostConfig::default(), move || {
+        if !root {
+            assert_eq!(iopl(3), Err(libc::EPERM), "a normal user gets EPERM");
+            assert_eq!(ioperm(0x5658, 4, true), Err(libc::EPERM));
+            return;
+        }
+        assert_eq!(iopl(3), Ok(()), "root has CAP_SYS_RAWIO");
+        assert_eq!(iopl(0), Ok(()), "lowering is always allowed");
+        // SAFETY: plain system calls; the guest is a child of its own.
+        unsafe {
+            assert_eq!(libc::setgid(65534), 0);
+            assert_eq!(libc::setuid(65534), 0);
+        }
+        assert_eq!(iopl(3), Err(libc::EPERM), "nobody lost CAP_SYS_RAWIO");
+        assert_eq!(ioperm(0x5658, 4, true), Err(libc::EPERM));
+    });
+    ok(&run);
+    assert!(run.traps.io_syscalls >= 2);
+}
+
+#[test]
+fn power_operations_are_refused_unless_allowed() {
+    for op in [
+        "OS_Halt",
+        "OS_Reboot",
+        "OS_PowerOn",
+        "OS_Resume",
+        "OS_Suspend",
+    ] {
+        let e = HostConfig::default()
+            .tclo(op)
+            .run(|| {})
+            .expect_err("refused");
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{op}");
+        assert!(e.to_string().contains("allow_power_ops"), "{e}");
+        let run = HostConfig::default()
+            .tclo(op)
+            .allow_power_ops(true)
+            .run(|| {})
+            .expect("allowed");
+        assert_eq!(
+            run.host.tclo_pending(),
+            1,
+            "{op} queued, not sent: no agent polled"
+        );
+    }
+    assert!(HostConfig::default().tclo("ping").run(|| {}).is_ok());
+}

@@ -180,11 +180,11 @@ impl HostConfig {
     /// run.expect_success();
     /// ```
     pub fn run<F: FnOnce()>(self, f: F) -> io::Result<SimRun> {
-        let (iopl, vmware_cpuid) = (self.iopl, self.vmware_cpuid);
+        self.check_power_ops()?;
+        let settings = runner::launch::Settings::of(&self);
         runner::launch::run(
             Host::new(self),
-            iopl,
-            vmware_cpuid,
+            settings,
             runner::launch::Guest::Closure(Box::new(f)),
         )
     }
@@ -193,12 +193,16 @@ impl HostConfig {
     /// starts; returns when all have ended. An `exec` failure (program not found, ...) is the
     /// error `Command::spawn` would give. `cmd`'s arguments, environment, working directory
     /// and inherited or file stdio apply; `Stdio::piped()` does not give the caller a handle.
+    ///
+    /// Power operations queued as TCLO commands (`OS_Halt`, `OS_Reboot`, ...) are refused
+    /// with an `InvalidInput` error unless [`HostConfig::allow_power_ops`]: an unmodified
+    /// vmtoolsd running as root would act on them, on the machine running the simulator.
     pub fn run_command(self, cmd: &mut Command) -> io::Result<SimRun> {
-        let (iopl, vmware_cpuid) = (self.iopl, self.vmware_cpuid);
+        self.check_power_ops()?;
+        let settings = runner::launch::Settings::of(&self);
         runner::launch::run(
             Host::new(self),
-            iopl,
-            vmware_cpuid,
+            settings,
             runner::launch::Guest::Command(cmd),
         )
     }

@@ -184,7 +184,8 @@ pub fn guest_command(actions: &str) -> std::process::Command {
 /// `rpclb:REQ` (prints the reply; exits 11 on a protocol error), `tclo` (one TCLO poll:
 /// prints `tclo COMMAND` or `tclo none`), `iopl:N` (prints `iopl: 0`
 /// or `iopl: errno E`), `cpuid` (prints `hypervisor NAME`, exits 12 unless VMware),
-/// `exit:N`, `segv` (a real segfault).
+/// `exit:N`, `segv` (a real segfault), `await-signal:FILE` (prints `ready`, waits for
+/// SIGINT or SIGTERM, writes its number to FILE, exits 7).
 pub fn guest_program() {
     use std::io::Write;
     let Ok(actions) = std::env::var(GUEST_ENV) else {
@@ -238,6 +239,25 @@ pub fn guest_program() {
                 }
             }
             "exit" => std::process::exit(arg.parse().unwrap_or(1)),
+            "await-signal" => {
+                // Prints `ready`, waits for SIGINT or SIGTERM, writes its number to the
+                // file `arg` (its own clean-up) and exits 7.
+                static GOT: AtomicI32 = AtomicI32::new(0);
+                extern "C" fn note(sig: i32) {
+                    GOT.store(sig, Ordering::SeqCst);
+                }
+                for sig in [libc::SIGINT, libc::SIGTERM] {
+                    // SAFETY: installs a handler that only stores to an atomic.
+                    unsafe { libc::signal(sig, note as extern "C" fn(i32) as libc::sighandler_t) };
+                }
+                let _ = writeln!(out, "ready");
+                let _ = out.flush();
+                while GOT.load(Ordering::SeqCst) == 0 {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                let _ = std::fs::write(arg, GOT.load(Ordering::SeqCst).to_string());
+                std::process::exit(7);
+            }
             "segv" => {
                 // SAFETY: deliberately not safe: the point is a real SIGSEGV.
                 unsafe { std::ptr::null_mut::<u8>().write_volatile(1) };

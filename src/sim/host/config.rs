@@ -187,9 +187,14 @@ impl Hypercall {
 /// which decides what its port accesses do (see [`Mode`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum IoplPolicy {
-    /// They succeed, with the kernel's argument checks (EINVAL for `iopl(4)` or a range past
-    /// port 65535): a root process on a kernel with `CONFIG_X86_IOPL_IOPERM`.
+    /// As the kernel would answer the calling thread's real credentials: raising privilege
+    /// needs `CAP_SYS_RAWIO` in its effective set (root has it), else EPERM. So a suite run
+    /// as a normal user meets the EPERM it would meet in production. The default.
     #[default]
+    Credentials,
+    /// They succeed, with the kernel's argument checks (EINVAL for `iopl(4)` or a range past
+    /// port 65535): a root process on a kernel with `CONFIG_X86_IOPL_IOPERM`, whatever the
+    /// guest's credentials.
     Allow,
     /// Raising privilege fails with EPERM (no CAP_SYS_RAWIO, or kernel lockdown);
     /// lowering it still works.
@@ -245,6 +250,8 @@ pub struct HostConfig {
     pub(super) faults: Vec<Fault>,
     pub(crate) iopl: IoplPolicy,
     pub(crate) vmware_cpuid: bool,
+    pub(crate) forward_signals: bool,
+    allow_power_ops: bool,
     /// CPUID leaf 0x40000010 ECX: the hypercalls advertised ([`Hypercall::cpuid_bit`]).
     pub(super) hypercalls: u32,
     pub(super) sev_es: bool,
@@ -275,6 +282,8 @@ impl core::fmt::Debug for HostConfig {
             .field("faults", &self.faults)
             .field("iopl", &self.iopl)
             .field("vmware_cpuid", &self.vmware_cpuid)
+            .field("forward_signals", &self.forward_signals)
+            .field("allow_power_ops", &self.allow_power_ops)
             .field("hypercalls", &format_args!("{:#x}", self.hypercalls))
             .field("sev_es", &self.sev_es)
             .field("tdx", &self.tdx)
@@ -313,8 +322,10 @@ impl Default for HostConfig {
             guestinfo: BTreeMap::new(),
             tclo: VecDeque::new(),
             faults: Vec::new(),
-            iopl: IoplPolicy::Allow,
+            iopl: IoplPolicy::Credentials,
             vmware_cpuid: false,
+            forward_signals: false,
+            allow_power_ops: false,
             hypercalls: 0,
             sev_es: false,
             tdx: false,
@@ -325,14 +336,16 @@ impl Default for HostConfig {
 impl HostConfig {
     /// Sets a guestinfo entry, as `govc vm.change -e guestinfo.KEY=VALUE` does on a real VM.
     ///
-    /// `key` may be given with or without the `guestinfo.` prefix; it is stored with it.
+    /// `key` may be given with or without the `guestinfo.` prefix; it is stored with it, in
+    /// lower case: like VMware's configuration keys, guestinfo keys match in any case.
     /// The value is arbitrary bytes of any size: host-to-guest replies have no size cap.
     pub fn guestinfo(mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Self {
         let key = key.as_ref();
+        let key = key.to_ascii_lowercase();
         let full = if key.starts_with(GUESTINFO_PREFIX) {
-            key.to_vec()
+            key
         } else {
-            [GUESTINFO_PREFIX, key].concat()
+            [GUESTINFO_PREFIX, &key].concat()
         };
         self.guestinfo.insert(full, value.as_ref().to_vec());
         self
@@ -377,7 +390,7 @@ impl HostConfig {
         self
     }
 
-    /// How the guest's kernel answers `iopl`/`ioperm` (default [`IoplPolicy::Allow`]). The
+    /// How the guest's kernel answers `iopl`/`ioperm` (default [`IoplPolicy::Credentials`]: what the guest thread's real credentials would get). The
     /// runner answers them virtually; the guest's real I/O privilege never changes.
     pub fn iopl(mut self, policy: IoplPolicy) -> Self {
         self.iopl = policy;
@@ -401,6 +414,58 @@ impl HostConfig {
     pub fn vmware_cpuid(mut self, on: bool) -> Self {
         self.vmware_cpuid = on;
         self
+    }
+
+    /// Whether SIGINT, SIGTERM, SIGHUP and SIGQUIT stop ending this process while a guest
+    /// runs (default: no): one sent to it by another process (`kill`, a supervisor) is passed
+    /// on to the guest, one the kernel sent to the whole process group (a terminal's Ctrl-C)
+    /// reached the guest already. Either way the run goes on until the guest exits, so its
+    /// own clean-up runs and the caller still gets the host's records. For tools that run one
+    /// guest at a time (`vmw-sim` turns it on); only one run at a time can do this.
+    pub fn forward_signals(mut self, on: bool) -> Self {
+        self.forward_signals = on;
+        self
+    }
+
+    /// Whether power operations may be queued as TCLO commands (default: no). `OS_Halt`,
+    /// `OS_Reboot`, `OS_PowerOn`, `OS_Resume` and `OS_Suspend` make a real tools daemon
+    /// (vmtoolsd) run its power scripts or shut down — and under the simulator that is the
+    /// machine running it. Without this, [`HostConfig::run`] and
+    /// [`HostConfig::run_command`] refuse a configuration that queues one.
+    pub fn allow_power_ops(mut self, allow: bool) -> Self {
+        self.allow_power_ops = allow;
+        self
+    }
+
+    /// Whether a TCLO command is a power operation ([`allow_power_ops`](Self::allow_power_ops)).
+    #[must_use]
+    pub fn is_power_op(command: &[u8]) -> bool {
+        const POWER_OPS: [&[u8]; 5] = [
+            b"OS_Halt",
+            b"OS_Reboot",
+            b"OS_PowerOn",
+            b"OS_Resume",
+            b"OS_Suspend",
+        ];
+        let word = command.split(|&b| b == b' ').next().unwrap_or_default();
+        POWER_OPS.contains(&word)
+    }
+
+    /// The refusal [`allow_power_ops`](Self::allow_power_ops) describes.
+    pub(crate) fn check_power_ops(&self) -> std::io::Result<()> {
+        let queued = self.tclo.iter().find(|c| Self::is_power_op(c));
+        match queued {
+            Some(c) if !self.allow_power_ops => Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "the TCLO command {} is a power operation, refused unless allowed \
+                     (HostConfig::allow_power_ops): a real tools daemon would act on it, on this \
+                     machine",
+                    String::from_utf8_lossy(c)
+                ),
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// What machine the guest runs on ([`Mode`]; default VMware).

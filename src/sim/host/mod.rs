@@ -467,7 +467,7 @@ impl Host {
     }
 
     /// The guestinfo store: configured entries plus what the guest set, keys with their
-    /// `guestinfo.` prefix.
+    /// `guestinfo.` prefix and in lower case (the host matches them in any case).
     #[must_use]
     pub fn guestinfo(&self) -> &BTreeMap<Vec<u8>, Vec<u8>> {
         &self.rpci.guestinfo

@@ -113,6 +113,8 @@ pub(crate) struct Tracer<'h> {
     /// Signals that arrived while the runner was stepping a tracee itself; delivered when
     /// it resumes.
     deferred: Vec<(pid_t, i32)>,
+    /// Tracees in a group-stop (SIGSTOP and friends), waiting for SIGCONT.
+    stopped: std::collections::HashSet<pid_t, BuildHasherDefault<PidHasher>>,
     stats: TrapStats,
 }
 
@@ -130,6 +132,7 @@ impl<'h> Tracer<'h> {
             expected: PidMap::default(),
             held: Vec::new(),
             deferred: Vec::new(),
+            stopped: Default::default(),
             stats: TrapStats {
                 tracees: 1,
                 ..TrapStats::default()
@@ -137,13 +140,44 @@ impl<'h> Tracer<'h> {
         }
     }
 
-    /// Serves the guest tree until every tracee is gone; returns how the root ended.
+    /// Serves the guest tree until every tracee is gone, or until the root has ended and
+    /// all that remain are stopped with nothing left to continue them: those are let go,
+    /// still stopped, as a shell leaves them (the kernel sends an orphaned process group's
+    /// stopped members SIGHUP and SIGCONT). Returns how the root ended.
     pub(crate) fn run(mut self) -> io::Result<(Option<GuestExit>, TrapStats)> {
-        while let Some((pid, status)) = sys::wait_any()? {
+        loop {
+            if self.only_stopped_remain() {
+                self.let_stopped_go();
+                break;
+            }
+            let Some((pid, status)) = sys::wait_any()? else {
+                break;
+            };
+            self.stopped.remove(&pid);
             self.on_status(pid, status);
             self.age_held();
         }
         Ok((self.root_exit, self.stats))
+    }
+
+    fn only_stopped_remain(&self) -> bool {
+        self.root_exit.is_some()
+            && !self.threads.is_empty()
+            && self.expected.is_empty()
+            && self.held.is_empty()
+            && self.threads.keys().all(|pid| self.stopped.contains(pid))
+    }
+
+    /// Detaches every remaining (group-stopped) tracee, leaving it stopped.
+    fn let_stopped_go(&mut self) {
+        for pid in std::mem::take(&mut self.stopped) {
+            // Only a tracee in a ptrace-stop can be detached: interrupt the listening one.
+            if sys::interrupt(pid).is_ok() {
+                let _ = sys::wait_for(pid);
+            }
+            ignore_gone(sys::detach(pid));
+            self.threads.remove(&pid);
+        }
     }
 
     fn on_status(&mut self, pid: pid_t, status: Status) {
@@ -188,6 +222,7 @@ impl<'h> Tracer<'h> {
                 ) {
                     // Group-stop: stay stopped until SIGCONT, but keep reporting.
                     ignore_gone(sys::listen(pid));
+                    self.stopped.insert(pid);
                 } else {
                     // A new tracee's first stop, or an interrupt.
                     resume(pid, 0);
@@ -299,7 +334,11 @@ impl<'h> Tracer<'h> {
         let Some(call) = IoCall::from_data(data) else {
             return;
         };
-        let policy = self.policy;
+        let policy = match self.policy {
+            IoplPolicy::Credentials if privilege::has_sys_rawio(pid) => IoplPolicy::Allow,
+            IoplPolicy::Credentials => IoplPolicy::Eperm,
+            policy => policy,
+        };
         let p = &mut self.threads.entry(pid).or_default().io;
         // Argument widths follow the C prototypes: iopl(unsigned int),
         // ioperm(unsigned long, unsigned long, int); the i386 table is 32-bit throughout.

@@ -8,7 +8,7 @@
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-use libc::{c_long, c_void, pid_t};
+use libc::{c_int, c_long, c_void, pid_t};
 
 /// Registers of a stopped tracee, as `PTRACE_GETREGS` fills them.
 pub(crate) type UserRegs = libc::user_regs_struct;
@@ -30,6 +30,8 @@ const PTRACE_GETEVENTMSG: c_long = 0x4201;
 const PTRACE_GETSIGINFO: c_long = 0x4202;
 const PTRACE_SEIZE: c_long = 0x4206;
 const PTRACE_LISTEN: c_long = 0x4208;
+const PTRACE_INTERRUPT: c_long = 0x4207;
+const PTRACE_DETACH: c_long = 17;
 
 /// `PTRACE_O_*` options the runner sets when it seizes the guest.
 pub(crate) const TRACE_OPTIONS: usize = (libc::PTRACE_O_TRACEFORK
@@ -78,6 +80,17 @@ pub(crate) fn poke8(pid: pid_t, addr: u64, bytes: [u8; 8]) -> io::Result<()> {
         u64::from_le_bytes(bytes) as usize,
     )
     .map(drop)
+}
+
+/// Stops a running or listening tracee (`PTRACE_INTERRUPT`); it reports a
+/// `PTRACE_EVENT_STOP`.
+pub(crate) fn interrupt(pid: pid_t) -> io::Result<()> {
+    ptrace(PTRACE_INTERRUPT, pid, 0, 0).map(drop)
+}
+
+/// Stops tracing a tracee in a ptrace-stop; one in group-stop stays stopped.
+pub(crate) fn detach(pid: pid_t) -> io::Result<()> {
+    ptrace(PTRACE_DETACH, pid, 0, 0).map(drop)
 }
 
 /// Lets a tracee in group-stop stay stopped while still reporting events (`PTRACE_LISTEN`).
@@ -331,6 +344,74 @@ pub(crate) fn wait_for(pid: pid_t) -> io::Result<Option<(pid_t, Status)>> {
         return Ok(Some((got, status)));
     }
     Err(io::Error::from_raw_os_error(libc::EINTR))
+}
+
+// ---- Passing the caller's termination signals on to the guest ----
+
+/// The guest that [`forward_signals`] passes signals to (0: none).
+static FORWARD_TO: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// The signals a person or a supervisor ends a run with.
+const FORWARDED: [c_int; 4] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT];
+
+extern "C" fn pass_on(sig: c_int, info: *mut libc::siginfo_t, _: *mut c_void) {
+    // A signal the kernel sent to the whole process group (Ctrl-C, a hang-up on the
+    // terminal) reached the guest already; one a process sent to this one alone did not.
+    // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler.
+    let from_a_process = unsafe { (*info).si_code } <= 0;
+    let pid = FORWARD_TO.load(std::sync::atomic::Ordering::Relaxed);
+    if pid > 0 && from_a_process {
+        // SAFETY: kill is async-signal-safe and takes integers.
+        unsafe { libc::kill(pid, sig) };
+    }
+}
+
+/// While alive, SIGINT, SIGTERM, SIGHUP and SIGQUIT no longer end this process: one sent
+/// to it by another process (`kill`, a supervisor) is passed on to `pid`, the guest; one
+/// the kernel sent to the whole process group (a terminal's Ctrl-C) already reached the
+/// guest and is only absorbed. Dropping it restores the previous handlers.
+pub(crate) struct SignalForwarding {
+    previous: [libc::sigaction; 4],
+}
+
+/// Starts passing termination signals on to `pid`; an error if another run already does.
+pub(crate) fn forward_signals(pid: pid_t) -> io::Result<SignalForwarding> {
+    use std::sync::atomic::Ordering;
+    if FORWARD_TO
+        .compare_exchange(0, pid, Ordering::SeqCst, Ordering::SeqCst)
+        .is_err()
+    {
+        return Err(io::Error::other(
+            "signals are already being passed on to the guest of another run",
+        ));
+    }
+    // SAFETY: sigaction is plain data; all-zero is a valid value to fill in.
+    let mut previous: [libc::sigaction; 4] = unsafe { std::mem::zeroed() };
+    for (sig, old) in FORWARDED.iter().zip(previous.iter_mut()) {
+        // SAFETY: as above; the handler only loads an atomic and calls kill.
+        let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
+        sa.sa_sigaction =
+            pass_on as extern "C" fn(c_int, *mut libc::siginfo_t, *mut c_void) as usize;
+        // SA_RESTART: the tracer's waitpid goes on waiting instead of failing with EINTR.
+        sa.sa_flags = libc::SA_RESTART | libc::SA_SIGINFO;
+        // SAFETY: valid pointers to live sigaction structs.
+        if unsafe { libc::sigaction(*sig, &sa, old) } != 0 {
+            let e = io::Error::last_os_error();
+            FORWARD_TO.store(0, Ordering::SeqCst);
+            return Err(e);
+        }
+    }
+    Ok(SignalForwarding { previous })
+}
+
+impl Drop for SignalForwarding {
+    fn drop(&mut self) {
+        for (sig, old) in FORWARDED.iter().zip(self.previous.iter()) {
+            // SAFETY: restores the disposition saved by forward_signals.
+            unsafe { libc::sigaction(*sig, old, std::ptr::null_mut()) };
+        }
+        FORWARD_TO.store(0, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 // ---- Process plumbing: fork, pipes, the child's own set-up ----
