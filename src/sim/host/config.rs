@@ -390,8 +390,9 @@ impl HostConfig {
         self
     }
 
-    /// How the guest's kernel answers `iopl`/`ioperm` (default [`IoplPolicy::Credentials`]: what the guest thread's real credentials would get). The
-    /// runner answers them virtually; the guest's real I/O privilege never changes.
+    /// How the guest's kernel answers `iopl`/`ioperm` (default [`IoplPolicy::Credentials`]:
+    /// what the guest thread's real credentials would get). The runner answers them
+    /// virtually; the guest's real I/O privilege never changes.
     pub fn iopl(mut self, policy: IoplPolicy) -> Self {
         self.iopl = policy;
         self
