@@ -57,6 +57,7 @@ fn cases() -> Vec<Case> {
                 uid,
                 program: support::example(name),
                 args: args.iter().map(|a| a.to_string()).collect(),
+                timeout: None,
             });
         }
         cases.push(Case {
@@ -64,6 +65,7 @@ fn cases() -> Vec<Case> {
             uid,
             program: std::env::current_exe().expect("test executable"),
             args: GUEST_ARGS.iter().map(|a| a.to_string()).collect(),
+            timeout: None,
         });
     }
     cases
@@ -291,6 +293,7 @@ fn the_library_scenarios_by_every_hypercall_inside_the_vm() {
                 .chain(skips.iter())
                 .map(|a| a.to_string())
                 .collect(),
+            timeout: None,
         })
         .collect();
     let boot =

@@ -4,6 +4,8 @@
 //! tests/vm/setup.sh                                   # once: QEMU and the kernels
 //! rustc --edition 2021 -O -o target/vm-run tests/vm/run.rs
 //! target/vm-run --kernel 5.10 --machine vmport -- target/debug/examples/checkvm -p
+//! # arm64 (QEMU's virt machine): a cross-built program
+//! target/vm-run --machine virt -- target/aarch64-unknown-linux-gnu/debug/examples/checkvm
 //! ```
 //!
 //! Prints the program's stdout and stderr as it wrote them, the kernel log lines of its run
@@ -18,7 +20,7 @@ use std::process::ExitCode;
 
 use harness::{Case, Machine, Status};
 
-const USAGE: &str = "usage: vm-run [--kernel VERSION-PREFIX] [--machine vmport|silent|bare] \
+const USAGE: &str = "usage: vm-run [--kernel VERSION-PREFIX] [--machine vmport|silent|bare|virt] \
                      [--uid N] [--kmsg] -- PROGRAM [ARGS...]";
 
 fn main() -> ExitCode {
@@ -54,7 +56,7 @@ fn run() -> Result<ExitCode, String> {
         }
     }
     let program = PathBuf::from(args.next().ok_or(USAGE)?);
-    let kernels = harness::kernels();
+    let kernels = harness::kernels_for(machine.arch());
     let kernel = match &kernel {
         Some(prefix) => kernels.iter().find(|k| k.version.starts_with(prefix.as_str())),
         None => kernels.last(),
@@ -71,6 +73,7 @@ fn run() -> Result<ExitCode, String> {
         uid,
         program,
         args: args.collect(),
+        timeout: Some(600),
     };
     let boot = harness::boot(kernel, machine, std::slice::from_ref(&case))
         .map_err(|e| e.to_string())?;
