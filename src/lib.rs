@@ -172,10 +172,18 @@ mod backdoor;
 mod erpc;
 mod error;
 pub mod proto;
-#[cfg(all(feature = "sim", target_os = "linux", target_arch = "x86_64"))]
+#[cfg(all(
+    feature = "sim",
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
 #[cfg_attr(
     docsrs,
-    doc(cfg(all(feature = "sim", target_os = "linux", target_arch = "x86_64")))
+    doc(cfg(all(
+        feature = "sim",
+        target_os = "linux",
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    )))
 )]
 pub mod sim;
 

@@ -6,20 +6,29 @@
 //!
 //! See `vmw-sim --help` ([`USAGE`]). The option names are a contract other tools build on.
 
-#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+#[cfg(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
 fn main() {
     std::process::exit(cli::main(std::env::args_os().skip(1).collect()));
 }
 
-#[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+#[cfg(not(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+)))]
 fn main() {
-    eprintln!("vmw-sim: runs on Linux x86_64 only");
+    eprintln!("vmw-sim: runs on Linux x86_64 and aarch64 only");
     std::process::exit(2);
 }
 
 /// The help text.
 #[cfg_attr(
-    not(all(target_os = "linux", target_arch = "x86_64")),
+    not(all(
+        target_os = "linux",
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    )),
     allow(dead_code)
 )]
 const USAGE: &str = "\
@@ -75,7 +84,10 @@ Output (written when COMMAND has exited):
   -h, --help                 print this help
 ";
 
-#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+#[cfg(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
 mod cli {
     use std::ffi::{OsStr, OsString};
     use std::fs::File;

@@ -277,13 +277,30 @@ pub struct Boot {
 
 /// Boots `kernel` on `machine`, runs `cases` in order and powers off.
 pub fn boot(kernel: &Kernel, machine: Machine, cases: &[Case]) -> io::Result<Boot> {
+    boot_with(kernel, machine, cases, &[])
+}
+
+/// As [`boot`], with `programs` in `/bin` too (with their libraries), for the cases to run
+/// (`vmw-sim` running a guest program, say).
+pub fn boot_with(
+    kernel: &Kernel,
+    machine: Machine,
+    cases: &[Case],
+    programs: &[PathBuf],
+) -> io::Result<Boot> {
     let work = tempdir()?;
-    let result = boot_in(&work, kernel, machine, cases);
+    let result = boot_in(&work, kernel, machine, cases, programs);
     let _ = fs::remove_dir_all(&work);
     result
 }
 
-fn boot_in(work: &Path, kernel: &Kernel, machine: Machine, cases: &[Case]) -> io::Result<Boot> {
+fn boot_in(
+    work: &Path,
+    kernel: &Kernel,
+    machine: Machine,
+    cases: &[Case],
+    extra: &[PathBuf],
+) -> io::Result<Boot> {
     let arch = kernel.arch;
     if machine.arch() != arch {
         return Err(io::Error::other(format!(
@@ -293,7 +310,7 @@ fn boot_in(work: &Path, kernel: &Kernel, machine: Machine, cases: &[Case]) -> io
         )));
     }
     let initrd = work.join("initrd.cpio");
-    write_initramfs(&initrd, arch, cases)?;
+    write_initramfs(&initrd, arch, cases, extra)?;
     let (console, results) = (work.join("console.log"), work.join("results.log"));
     let (qemu_binary, qemu_data) = arch.qemu();
     let (console_port, results_port) = arch.serial_ports();
@@ -481,7 +498,7 @@ fn unhex(hex: &str) -> Result<Vec<u8>, String> {
 /// The initramfs: `/init`, `/plan`, `/dev/console`, each case's program in `/bin` and the
 /// libraries they load, at the paths `ldd` gives (x86_64), or in the places the arm64
 /// loader searches.
-fn write_initramfs(path: &Path, arch: Arch, cases: &[Case]) -> io::Result<()> {
+fn write_initramfs(path: &Path, arch: Arch, cases: &[Case], extra: &[PathBuf]) -> io::Result<()> {
     let mut cpio = Cpio::default();
     cpio.dir("dev");
     cpio.node("dev/console", 0o020600, (5, 1));
@@ -489,13 +506,30 @@ fn write_initramfs(path: &Path, arch: Arch, cases: &[Case]) -> io::Result<()> {
     let mut plan = String::new();
     let mut programs = BTreeSet::new();
     let mut libraries = BTreeSet::new();
-    for case in cases {
-        let name = case
-            .program
+    let file_name = |program: &Path| -> io::Result<String> {
+        Ok(program
             .file_name()
-            .ok_or_else(|| io::Error::other(format!("{}: no file name", case.program.display())))?
+            .ok_or_else(|| io::Error::other(format!("{}: no file name", program.display())))?
             .to_string_lossy()
-            .into_owned();
+            .into_owned())
+    };
+    let mut add = |name: String, program: &Path| -> io::Result<()> {
+        if programs.insert((name, program.to_path_buf())) {
+            libraries.extend(match arch {
+                Arch::X86_64 => shared_libraries(program)?
+                    .into_iter()
+                    .map(|lib| (lib.clone(), lib))
+                    .collect(),
+                Arch::Aarch64 => cross_libraries(program)?,
+            });
+        }
+        Ok(())
+    };
+    for program in extra {
+        add(file_name(program)?, program)?;
+    }
+    for case in cases {
+        let name = file_name(&case.program)?;
         let fields = std::iter::once(&case.id).chain(&case.args);
         if fields.clone().any(|f| f.contains(['\t', '\n'])) || case.id.contains(' ') {
             return Err(io::Error::other(format!(
@@ -509,15 +543,7 @@ fn write_initramfs(path: &Path, arch: Arch, cases: &[Case]) -> io::Result<()> {
             plan.push_str(arg);
         }
         plan.push('\n');
-        if programs.insert((name.clone(), case.program.clone())) {
-            libraries.extend(match arch {
-                Arch::X86_64 => shared_libraries(&case.program)?
-                    .into_iter()
-                    .map(|lib| (lib.clone(), lib))
-                    .collect(),
-                Arch::Aarch64 => cross_libraries(&case.program)?,
-            });
-        }
+        add(name, &case.program)?;
     }
     cpio.file("plan", 0o644, plan.as_bytes());
     cpio.dir("bin");
@@ -573,7 +599,10 @@ fn cross_libraries(program: &Path) -> io::Result<Vec<(PathBuf, PathBuf)>> {
         for name in needed {
             if seen.insert(name.clone()) {
                 let here = find(&name)?;
-                out.push((Path::new("/lib/aarch64-linux-gnu").join(&name), here.clone()));
+                out.push((
+                    Path::new("/lib/aarch64-linux-gnu").join(&name),
+                    here.clone(),
+                ));
                 todo.push(here);
             }
         }
@@ -591,7 +620,9 @@ fn elf_dynamic(file: &Path) -> io::Result<(Option<String>, Vec<String>)> {
         .map_err(|e| {
             io::Error::new(
                 e.kind(),
-                format!("aarch64-linux-gnu-readelf (apt-get install binutils-aarch64-linux-gnu): {e}"),
+                format!(
+                    "aarch64-linux-gnu-readelf (apt-get install binutils-aarch64-linux-gnu): {e}"
+                ),
             )
         })?;
     if !out.status.success() {

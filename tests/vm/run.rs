@@ -10,6 +10,13 @@
 //!
 //! Prints the program's stdout and stderr as it wrote them, the kernel log lines of its run
 //! on stderr (`--kmsg`), and exits with its status (128 + N when signal N ended it).
+//! `--with PROGRAM` puts another program in the VM's `/bin` (and `PATH`), for one that
+//! runs it:
+//!
+//! ```sh
+//! target/vm-run --machine virt --with target/aarch64-unknown-linux-gnu/debug/examples/guestinfo \
+//!     -- target/aarch64-unknown-linux-gnu/debug/vmw-sim -e guestinfo.hello=world -- guestinfo hello
+//! ```
 
 #[path = "harness.rs"]
 mod harness;
@@ -21,7 +28,7 @@ use std::process::ExitCode;
 use harness::{Case, Machine, Status};
 
 const USAGE: &str = "usage: vm-run [--kernel VERSION-PREFIX] [--machine vmport|silent|bare|virt] \
-                     [--uid N] [--kmsg] -- PROGRAM [ARGS...]";
+                     [--uid N] [--kmsg] [--with PROGRAM]... -- PROGRAM [ARGS...]";
 
 fn main() -> ExitCode {
     match run() {
@@ -36,6 +43,7 @@ fn main() -> ExitCode {
 fn run() -> Result<ExitCode, String> {
     let mut args = std::env::args().skip(1);
     let (mut kernel, mut machine, mut uid, mut kmsg) = (None, Machine::Vmport, 0, false);
+    let mut with = Vec::new();
     loop {
         match args.next().as_deref() {
             Some("--kernel") => kernel = Some(args.next().ok_or(USAGE)?),
@@ -51,6 +59,7 @@ fn run() -> Result<ExitCode, String> {
                     .map_err(|e| format!("--uid: {e}"))?
             }
             Some("--kmsg") => kmsg = true,
+            Some("--with") => with.push(PathBuf::from(args.next().ok_or(USAGE)?)),
             Some("--") => break,
             _ => return Err(USAGE.to_owned()),
         }
@@ -75,7 +84,7 @@ fn run() -> Result<ExitCode, String> {
         args: args.collect(),
         timeout: Some(600),
     };
-    let boot = harness::boot(kernel, machine, std::slice::from_ref(&case))
+    let boot = harness::boot_with(kernel, machine, std::slice::from_ref(&case), &with)
         .map_err(|e| e.to_string())?;
     let outcome = &boot.outcomes["run"];
     let _ = std::io::stdout().write_all(&outcome.stdout);
