@@ -65,6 +65,23 @@ impl Arch {
         }
     }
 
+    /// The major version of the QEMU [`boot`] uses for it (arm64 needs 10 or later).
+    pub fn qemu_major(self) -> io::Result<u32> {
+        let (binary, _) = self.qemu();
+        let out = Command::new(&binary)
+            .arg("--version")
+            .output()
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", binary.display())))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.split_whitespace()
+            .skip_while(|w| *w != "version")
+            .nth(1)
+            .and_then(|v| v.split('.').next()?.parse().ok())
+            .ok_or_else(|| {
+                io::Error::other(format!("{}: no version in {text:?}", binary.display()))
+            })
+    }
+
     /// The QEMU to boot it with, and its data directory when it is not the system's.
     fn qemu(self) -> (PathBuf, Option<PathBuf>) {
         match self {
@@ -244,18 +261,21 @@ pub struct Outcome {
     pub kmsg: Vec<String>,
     /// Core files the case left.
     pub cores: u32,
+    /// How long it ran (inside the VM).
+    pub took: Duration,
 }
 
 impl Outcome {
     /// Kernel log lines that report a user-space fault, a core dump or an abnormal end.
     pub fn fault_lines(&self) -> Vec<&str> {
-        const MARKS: [&str; 7] = [
+        const MARKS: [&str; 8] = [
             "traps:",
             "segfault at",
             "general protection",
             "invalid opcode",
             "undefined instruction",
-            "type=1701", // audit ANOM_ABEND
+            "unhandled exception", // arm64's line for a fatal fault signal
+            "type=1701",           // audit ANOM_ABEND
             "core dump",
         ];
         self.kmsg
@@ -415,6 +435,7 @@ fn parse_report(report: &[u8]) -> Result<BTreeMap<String, Outcome>, String> {
         kmsg: Vec<u8>,
         status: Option<Status>,
         cores: Option<u32>,
+        ms: u64,
     }
     let text = String::from_utf8_lossy(report);
     let mut partial: BTreeMap<String, Partial> = BTreeMap::new();
@@ -439,6 +460,7 @@ fn parse_report(report: &[u8]) -> Result<BTreeMap<String, Outcome>, String> {
             "kmsg" => p.kmsg.extend(unhex(value)?),
             "status" => p.status = Some(parse_status(value)?),
             "cores" => p.cores = Some(value.parse().map_err(|e| format!("{line:?}: {e}"))?),
+            "ms" => p.ms = value.parse().map_err(|e| format!("{line:?}: {e}"))?,
             _ => return Err(format!("unknown report field in {line:?}")),
         }
     }
@@ -455,6 +477,7 @@ fn parse_report(report: &[u8]) -> Result<BTreeMap<String, Outcome>, String> {
                 status,
                 kmsg: kmsg_messages(&p.kmsg),
                 cores: p.cores.ok_or_else(|| format!("{id}: no core count"))?,
+                took: Duration::from_millis(p.ms),
             };
             Ok((id, outcome))
         })

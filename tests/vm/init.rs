@@ -9,7 +9,8 @@
 //! Report, on the port named by `vmw.results=` on the kernel command line, one record a line:
 //! `@vmw ID FIELD HEX` (`out`, `err`, `kmsg`: bytes in hex, a field may take several lines,
 //! to be concatenated), `@vmw ID status exit N` or `@vmw ID status signal N [core]`,
-//! `@vmw ID cores N`, and `@vmw end` last. Hex keeps every byte exact through a tty.
+//! `@vmw ID cores N`, `@vmw ID ms N` (how long it ran), and `@vmw end` last. Hex keeps every
+//! byte exact through a tty.
 
 use std::ffi::{c_char, c_int, c_ulong, c_void, CString};
 use std::fs::{self, File, OpenOptions};
@@ -122,6 +123,7 @@ fn run_case(
     if uid != 0 {
         cmd.uid(uid).gid(uid); // std drops the supplementary groups too
     }
+    let started = std::time::Instant::now();
     let status = match cmd.status() {
         Ok(s) => s,
         Err(e) => {
@@ -146,6 +148,7 @@ fn run_case(
         cores += 1;
     }
     writeln!(report, "@vmw {id} cores {cores}")?;
+    writeln!(report, "@vmw {id} ms {}", started.elapsed().as_millis())?;
     Ok(())
 }
 
