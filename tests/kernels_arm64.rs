@@ -4,7 +4,7 @@
 //! cross-built for `aarch64-unknown-linux-gnu` by this test (a nested `cargo`, so they are
 //! never stale).
 //!
-//! On the x86_64 machine, three boots:
+//! On the x86_64 machine, four boots:
 //!
 //! - [`host::arm64_outside_vmware`]: no simulator, as on any arm64 machine that is not
 //!   VMware. Every example path and every public probe and access function, as root and as
@@ -21,9 +21,14 @@
 //!   [`guest::guest_calls_per_rpc_and_1_mib_values`]. `guest_channel`'s
 //!   `values_of_awkward_sizes_round_trip` is left out there: its megabytes over LB cost
 //!   1.4 million traps, about 4 minutes of TCG; the 1 MiB values are the arm64 guest's.
+//! - [`host::arm64_libvmtools_under_vmw_sim`]: fidelity against an implementation nobody
+//!   here wrote: open-vm-tools' arm64 `libvmtools.so.0` (Debian's `open-vm-tools:arm64`)
+//!   driven by `benches/peers/ovt/ovt-peer.c`, cross-compiled, under the arm64 `vmw-sim`,
+//!   HB and LB: its answers and its calls per operation must be those it has on x86.
 //!
-//! Without an arm64 kernel, a QEMU that traps, or the cross toolchain these tests say so and
-//! pass, unless `VMW_VM_REQUIRED` is set (CI sets it).
+//! Without an arm64 kernel, a QEMU that traps, the cross toolchain, or (for the last one) the
+//! unpacked open-vm-tools these tests say so and pass, unless `VMW_VM_REQUIRED` is set (CI
+//! sets it).
 
 #![cfg(all(
     target_os = "linux",
@@ -409,9 +414,13 @@ mod host {
             .collect()
     }
 
-    /// The host's counters as `vmw-sim --stats` wrote them.
-    fn stats(json: &str, what: &str) -> serde_json::Value {
-        serde_json::from_str(json.trim()).unwrap_or_else(|e| panic!("{what}: {e}: {json:?}"))
+    /// The host's counters as `vmw-sim --stats /tmp/out/stats.json` wrote them.
+    fn stats(o: &Outcome, what: &str) -> serde_json::Value {
+        let json = o
+            .files
+            .get("stats.json")
+            .unwrap_or_else(|| panic!("{what}: no stats file: {:?}", o.files.keys()));
+        serde_json::from_slice(json).unwrap_or_else(|e| panic!("{what}: {e}: {}", text(json)))
     }
 
     /// Every backdoor call the host saw, from `--stats`.
@@ -456,14 +465,17 @@ mod host {
             ));
         }
         // The calls of one RPC on an open channel, HB and LB: the knock, OPEN and CLOSE
-        // (3), and the RPC. `--stats` goes to stderr, which rpctool leaves empty when it
-        // succeeds (root only may reopen the case's output file).
+        // (3), and the RPC, from `--stats` (which the VM's /init reports from /tmp/out).
         let rpc = "info-get guestinfo.hello";
-        for (id, opt) in [("stats.hb", None), ("stats.lb", Some("--no-hb"))] {
+        for (id, opt) in [
+            ("nobody.stats-hb", None),
+            ("nobody.stats-lb", Some("--no-hb")),
+        ] {
             let mut argv: Vec<&str> = opt.into_iter().collect();
-            argv.extend(["-e", "guestinfo.hello=world", "--stats", "/proc/self/fd/2"]);
-            argv.extend(["--", "rpctool", rpc]);
-            cases.push(case(id, 0, &sim, &argv));
+            argv.extend(["-e", "guestinfo.hello=world"]);
+            argv.extend(["--stats", "/tmp/out/stats.json", "--"]);
+            argv.extend(["rpctool", rpc]);
+            cases.push(case(id, NOBODY, &sim, &argv));
         }
         // The programs vmw-sim runs, in /bin: the examples, and this test binary under the
         // name the cases give it (cargo's has a hash).
@@ -518,29 +530,27 @@ mod host {
                     stderr.contains("not running in a VMware VM") && stderr.contains("signal 4"),
                     "{what}: the knock's SIGILL, contained: {stderr}"
                 );
-            } else if c.id.starts_with("stats.") {
+            } else if kind.starts_with("stats-") {
                 assert_eq!(
                     (stdout.as_str(), &o.status),
                     ("world", &Status::Exited(0)),
-                    "{what}"
+                    "{what}: {stderr}"
                 );
-                let stats = stats(&stderr, &what);
+                let stats = stats(o, &what);
                 assert_eq!(stats["rpcs"], 1, "{what}");
                 let request = rpc.len() as u64;
                 let reply = "1 world".len() as u64;
-                let per_rpc = if c.id == "stats.hb" {
+                let hb = kind == "stats-hb";
+                let per_rpc = if hb {
                     5
                 } else {
                     3 + request.div_ceil(4) + reply.div_ceil(4)
                 };
                 assert_eq!(calls(&stats), 3 + per_rpc, "{what}: {stats}");
                 println!(
-                    "{}: {} backdoor calls for one RPC with open and close, {per_rpc} for the RPC",
-                    if c.id == "stats.hb" {
-                        "arm64 HB"
-                    } else {
-                        "arm64 LB"
-                    },
+                    "arm64 {}: {} backdoor calls for one RPC with open and close, {per_rpc} for \
+                     the RPC",
+                    if hb { "HB" } else { "LB" },
                     calls(&stats)
                 );
             } else {
@@ -561,6 +571,196 @@ mod host {
              --not-vmware contained, calls per RPC as on x86",
             cases.len()
         );
+    }
+
+    /// `benches/peers/ovt/ovt-peer.c`, cross-compiled against Debian's arm64 `libvmtools.so.0`
+    /// (open-vm-tools:arm64, which `setup.sh` unpacks with the libraries it loads).
+    fn ovt_peer() -> Option<PathBuf> {
+        let libs = harness::cache_dir().join("aarch64-libs");
+        let dirs = [
+            libs.join("usr/lib/aarch64-linux-gnu"),
+            libs.join("lib/aarch64-linux-gnu"),
+        ];
+        if !dirs[0].join("libvmtools.so.0").exists() {
+            return unavailable(&format!(
+                "no arm64 libvmtools in {}: run tests/vm/setup.sh",
+                libs.display()
+            ));
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let out_dir = std::env::temp_dir().join(format!("vmw-arm64-ovt-{}", std::process::id()));
+        std::fs::create_dir_all(&out_dir).expect("temp dir");
+        let peer = out_dir.join("ovt-peer");
+        let rpath_link = format!(
+            "-Wl,-rpath-link,{}:{}",
+            dirs[0].display(),
+            dirs[1].display()
+        );
+        let out = Command::new("aarch64-linux-gnu-gcc")
+            .args([
+                "-O2",
+                "-std=c11",
+                "-Wall",
+                "-Wextra",
+                "-Wpedantic",
+                "-Werror",
+                "-o",
+            ])
+            .arg(&peer)
+            .arg(root.join("benches/peers/ovt/ovt-peer.c"))
+            .arg(format!("-L{}", dirs[0].display()))
+            .arg("-l:libvmtools.so.0")
+            .arg(rpath_link)
+            .output()
+            .expect("run aarch64-linux-gnu-gcc");
+        assert!(
+            out.status.success(),
+            "building ovt-peer for arm64: {}",
+            text(&out.stderr)
+        );
+        Some(peer)
+    }
+
+    /// open-vm-tools' own arm64 client library, an implementation nobody here wrote, as the
+    /// guest of the arm64 `vmw-sim`, HB and LB: its answers, and its backdoor calls per
+    /// operation, must be what `benches/peers/README.md` records for it on x86.
+    #[test]
+    fn arm64_libvmtools_under_vmw_sim() {
+        let Some((kernel, build)) = setup() else {
+            return;
+        };
+        let Some(peer) = ovt_peer() else {
+            return;
+        };
+        let host = [
+            "-e",
+            "guestinfo.foo=bar",
+            "-e",
+            "machine.id=vm-1",
+            "--stats",
+            "/tmp/out/stats.json",
+            "--vmx-log",
+            "/tmp/out/vmx.log",
+            "--dump-guestinfo",
+            "/tmp/out/guestinfo",
+        ];
+        /// (id, ovt-peer arguments, its stdout, its exit status).
+        const RUNS: [(&str, &[&str], &str, i32); 11] = [
+            ("version", &["version"], "version=6 type=2\n", 0),
+            ("get", &["get", "guestinfo.foo"], "bar", 0),
+            (
+                "get-channel",
+                &["--via", "channel", "get", "guestinfo.foo"],
+                "bar",
+                0,
+            ),
+            ("missing", &["get", "guestinfo.missing"], "", 1),
+            ("set", &["set", "guestinfo.foo", "baz"], "", 0),
+            ("log", &["log", "hello-from-ovt"], "", 0),
+            ("rpc", &["rpc", "machine.id.get"], "1 vm-1\n", 0),
+            // Calls per operation: (bench N) - (bench 0), over N, per mode (a reused channel
+            // is opened and closed once per run).
+            (
+                "bench0",
+                &["bench", "get", "guestinfo.foo", "0", "reused"],
+                "",
+                0,
+            ),
+            (
+                "bench10",
+                &["bench", "get", "guestinfo.foo", "10", "reused"],
+                "",
+                0,
+            ),
+            (
+                "bench0-per-op",
+                &["bench", "get", "guestinfo.foo", "0", "per-op"],
+                "",
+                0,
+            ),
+            (
+                "bench10-per-op",
+                &["bench", "get", "guestinfo.foo", "10", "per-op"],
+                "",
+                0,
+            ),
+        ];
+        let mut cases = Vec::new();
+        for (mode, flags) in [("hb", &[][..]), ("lb", &["--no-hb"][..])] {
+            for (id, args, _, _) in RUNS {
+                let mut argv: Vec<&str> = flags.to_vec();
+                argv.extend(host);
+                argv.push("--");
+                argv.push("ovt-peer");
+                argv.extend(args);
+                cases.push(case(&format!("{mode}.{id}"), NOBODY, &build.vmw_sim, &argv));
+            }
+        }
+        let boot = boot(&kernel, &cases, std::slice::from_ref(&peer));
+        let _ = std::fs::remove_dir_all(peer.parent().unwrap());
+        for mode in ["hb", "lb"] {
+            let outcome = |id: &str| &boot.outcomes[&format!("{mode}.{id}")];
+            for (id, args, out, code) in RUNS {
+                let o = outcome(id);
+                let what = format!(
+                    "{mode}: vmw-sim -- ovt-peer {} on {kernel} (arm64)",
+                    args.join(" ")
+                );
+                check_clean(o, &what);
+                let stdout = text(&o.stdout);
+                if id.starts_with("bench") {
+                    assert!(
+                        stdout.starts_with("peer=ovt op=get size=3"),
+                        "{what}: {stdout}"
+                    );
+                } else {
+                    assert_eq!(
+                        (stdout.as_str(), &o.status),
+                        (out, &Status::Exited(code)),
+                        "{what}: {}",
+                        text(&o.stderr)
+                    );
+                }
+                assert_eq!(
+                    o.status,
+                    Status::Exited(code),
+                    "{what}: {}",
+                    text(&o.stderr)
+                );
+            }
+            let missing = text(&outcome("missing").stderr);
+            assert!(missing.contains("No value found"), "{mode}: {missing}");
+            let stored = text(&outcome("set").files["guestinfo"]);
+            assert!(
+                stored.lines().any(|l| l == "guestinfo.foo=baz"),
+                "{mode}: {stored}"
+            );
+            let logged = text(&outcome("log").files["vmx.log"]);
+            assert!(logged.contains("hello-from-ovt"), "{mode}: {logged}");
+            // A one-shot get: OPEN, the RPC, CLOSE, and no knock (libvmtools does not).
+            let lb = mode == "lb";
+            let (request, reply) = ("info-get guestinfo.foo".len() as u64, "1 bar".len() as u64);
+            let per_rpc = if lb {
+                3 + request.div_ceil(4) + reply.div_ceil(4)
+            } else {
+                5
+            };
+            let get = calls(&stats(outcome("get"), "get"));
+            assert_eq!(get, 2 + per_rpc, "{mode}: a one-shot get");
+            let reused = calls(&stats(outcome("bench10"), "bench"))
+                - calls(&stats(outcome("bench0"), "bench"));
+            assert_eq!(reused, 10 * per_rpc, "{mode}: 10 gets on a reused channel");
+            let per_op = calls(&stats(outcome("bench10-per-op"), "bench"))
+                - calls(&stats(outcome("bench0-per-op"), "bench"));
+            assert_eq!(per_op, 10 * (per_rpc + 2), "{mode}: 10 one-shot gets");
+            println!(
+                "libvmtools (open-vm-tools:arm64) under the arm64 vmw-sim, {}: version=6 type=2, \
+                 get/set/log/rpc as on x86; a get costs {per_rpc} backdoor calls on a reused \
+                 channel, {} with OPEN and CLOSE",
+                mode.to_uppercase(),
+                per_rpc + 2
+            );
+        }
     }
 
     #[test]

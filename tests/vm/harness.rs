@@ -263,6 +263,8 @@ pub struct Outcome {
     pub cores: u32,
     /// How long it ran (inside the VM).
     pub took: Duration,
+    /// The files it left in the VM's `/tmp/out`, by name (`vmw-sim --stats /tmp/out/s`).
+    pub files: BTreeMap<String, Vec<u8>>,
 }
 
 impl Outcome {
@@ -436,6 +438,7 @@ fn parse_report(report: &[u8]) -> Result<BTreeMap<String, Outcome>, String> {
         status: Option<Status>,
         cores: Option<u32>,
         ms: u64,
+        files: BTreeMap<String, Vec<u8>>,
     }
     let text = String::from_utf8_lossy(report);
     let mut partial: BTreeMap<String, Partial> = BTreeMap::new();
@@ -454,6 +457,16 @@ fn parse_report(report: &[u8]) -> Result<BTreeMap<String, Outcome>, String> {
             return Err(format!("malformed report line {line:?}"));
         };
         let p = partial.entry(id.to_owned()).or_default();
+        if field == "file" {
+            let Some((name, hex)) = value.split_once(' ') else {
+                return Err(format!("malformed report line {line:?}"));
+            };
+            p.files
+                .entry(name.to_owned())
+                .or_default()
+                .extend(unhex(hex)?);
+            continue;
+        }
         match field {
             "out" => p.out.extend(unhex(value)?),
             "err" => p.err.extend(unhex(value)?),
@@ -478,6 +491,7 @@ fn parse_report(report: &[u8]) -> Result<BTreeMap<String, Outcome>, String> {
                 kmsg: kmsg_messages(&p.kmsg),
                 cores: p.cores.ok_or_else(|| format!("{id}: no core count"))?,
                 took: Duration::from_millis(p.ms),
+                files: p.files,
             };
             Ok((id, outcome))
         })
