@@ -38,9 +38,10 @@ Usage: vmw-sim [OPTIONS] -- COMMAND [ARGS...]
 
 COMMAND and every process and thread it starts run traced: their VMware backdoor
 instructions (in/out on port 0x5658, rep outsb/insb on 0x5659, and vmcall/vmmcall
-where the CPU traps them) are answered by a model of the VMware host, as inside a
-VMware VM. vmw-sim waits for every process COMMAND started, then exits with COMMAND's
-status (128+N when signal N killed it; 127 when it could not be started).
+where the CPU traps them; on arm64 the same port calls described in X7 and trapped with
+mrs xzr, mdccsr_el0) are answered by a model of the VMware host, as inside a VMware VM.
+vmw-sim waits for every process COMMAND started, then exits with COMMAND's status (128+N
+when signal N killed it; 127 when it could not be started).
 
 Host:
   -e guestinfo.KEY=VALUE     set a guestinfo entry (repeatable); VALUE = @FILE reads the
@@ -73,6 +74,9 @@ Machine:
                              low-bandwidth calls and fails high-bandwidth ones
   --tdx                      an Intel TDX guest: every backdoor access faults; with
                              --vmware-cpuid, CPUID leaf 0x21 says IntelTDX
+  (arm64 has no I/O privilege, no CPUID and no hypercall instruction: there --iopl,
+  --vmware-cpuid and --hypercall change nothing, and a machine whose backdoor faults makes
+  the trap a SIGILL)
 
 Output (written when COMMAND has exited):
   --stats FILE               the host's counters as one JSON object (port calls in
