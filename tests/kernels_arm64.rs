@@ -17,7 +17,9 @@
 //!   calls per RPC (5 on HB, 3 + ⌈request/4⌉ + ⌈reply/4⌉ on LB, as on x86).
 //! - [`host::arm64_library_guest_tests`]: the library's own channel suite
 //!   (`tests/guest_channel.rs`: HB and LB, cookies on and off, a checkpoint at every step,
-//!   hostile answers, the channel limit, ...) through the real trap, and
+//!   hostile answers, the channel limit, ...) and the boot-agent suite
+//!   (`tests/guest_session.rs`: `Session::connect`, encoded values, the OVF environment)
+//!   through the real trap, and
 //!   [`guest::guest_calls_per_rpc_and_1_mib_values`]. `guest_channel`'s
 //!   `values_of_awkward_sizes_round_trip` is left out there: its megabytes over LB cost
 //!   1.4 million traps, about 4 minutes of TCG; the 1 MiB values are the arm64 guest's.
@@ -88,6 +90,8 @@ mod host {
         this: PathBuf,
         /// `tests/guest_channel.rs`, built for arm64.
         guest_channel: PathBuf,
+        /// `tests/guest_session.rs`, built for arm64.
+        guest_session: PathBuf,
     }
 
     impl Build {
@@ -162,6 +166,8 @@ mod host {
             "kernels_arm64",
             "--test",
             "guest_channel",
+            "--test",
+            "guest_session",
         ])?);
         let find = |name: &str, kind: &str| {
             artifacts
@@ -179,6 +185,7 @@ mod host {
                 .collect(),
             this: find("kernels_arm64", "test")?,
             guest_channel: find("guest_channel", "test")?,
+            guest_session: find("guest_session", "test")?,
         })
     }
 
@@ -186,7 +193,7 @@ mod host {
     fn cargo(args: &[&str]) -> Result<Vec<(String, String, PathBuf)>, String> {
         let out = Command::new(env!("CARGO"))
             .args(args)
-            .args(["--target", TARGET, "--features", "sim"])
+            .args(["--target", TARGET, "--all-features"])
             .arg("--message-format=json-render-diagnostics")
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .stdin(Stdio::null())
@@ -790,7 +797,16 @@ mod host {
                 &guest_args(super::CALLS_AND_VALUES),
             )
         };
-        let cases = [channel, calls];
+        let session = Case {
+            timeout: Some(120),
+            ..case(
+                "guest_session",
+                0,
+                &build.guest_session,
+                &["--test-threads=1"],
+            )
+        };
+        let cases = [channel, session, calls];
         let boot = boot(&kernel, &cases, &[]);
         for c in &cases {
             let o = &boot.outcomes[&c.id];
