@@ -732,7 +732,8 @@ pub fn init_binary_for(arch: Arch) -> io::Result<PathBuf> {
         return Ok(binary);
     }
     fs::create_dir_all(&dir)?;
-    let source = dir.join(format!("init-{hash:016x}.rs"));
+    // Per process: tests that build it at once must not rewrite a source another rustc reads.
+    let source = dir.join(format!("init-{hash:016x}-{}.rs", std::process::id()));
     fs::write(&source, SOURCE)?;
     let partial = dir.join(format!(
         "init-{}-{hash:016x}.{}",
@@ -745,6 +746,8 @@ pub fn init_binary_for(arch: Arch) -> io::Result<PathBuf> {
         .args([
             "--edition",
             "2021",
+            "--crate-name",
+            "init",
             "-O",
             "-C",
             "target-feature=+crt-static",
@@ -755,7 +758,9 @@ pub fn init_binary_for(arch: Arch) -> io::Result<PathBuf> {
     if arch == Arch::Aarch64 {
         build.args(["-C", "linker=aarch64-linux-gnu-gcc"]);
     }
-    let out = build.output()?;
+    let out = build.output();
+    let _ = fs::remove_file(&source);
+    let out = out?;
     if !out.status.success() {
         return Err(io::Error::other(format!(
             "building the VM's /init: {}",
