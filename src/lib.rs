@@ -22,6 +22,11 @@
 //!   buffer (ESI or EDI points at it, ECX counts it) in one trap. The host must be able to
 //!   read the guest's memory, which rules it out in encrypted guests (AMD SEV).
 //!
+//! On arm64 (VMware Fusion on Apple silicon, ESXi-Arm) there are no I/O ports: the guest
+//! describes the same x86 instruction in X7 (`0x86` in the upper half), puts in X0..X6 what
+//! EAX..EBP would hold, and executes `mrs xzr, mdccsr_el0`, which VMware traps from user
+//! space ([`proto::arm64`]). Everything above the three calls is the same.
+//!
 //! The numbers and the register layout are in [`proto`]; the typed LB commands (version,
 //! hardware version, MHz, BIOS UUID, host time, frequencies, vCPU info) are methods of
 //! [`BackdoorGuard`].
@@ -100,7 +105,12 @@
 //! | Linux x86_64, i686 | yes | `ioperm`, else `iopl(3)` | ports, `vmcall`, `vmmcall`; TDX and SEV recognised | `NotVmware` error, knock contained in a `clone` child that catches its own fault |
 //! | other Unix on x86 | yes | `Unsupported` error | ports, `vmcall`, `vmmcall`; TDX recognised | `NotVmware` error, knock contained in a `fork` child |
 //! | other x86 OSes | yes, if CPUID names VMware | `Unsupported` error | ports; a hypercall where CPUID advertises it | `NotVmware` error, no knock |
-//! | not x86 (aarch64, ...) | `Unsupported` error | `Unsupported` error | none | `Unsupported` error |
+//! | Linux aarch64 | yes (EL0) | `Unsupported` error: no I/O privilege exists | the port calls, trapped with `mrs xzr, mdccsr_el0` | `NotVmware` error, knock contained in a `clone` child that catches its own SIGILL |
+//! | anything else | `Unsupported` error | `Unsupported` error | none | `Unsupported` error |
+//!
+//! On arm64 the usual `probe_backdoor_privileged().or_else(|_| probe_backdoor())` therefore
+//! probes once, unprivileged, and [`is_vmware_cpu`] (no CPUID there) reads the firmware's
+//! SMBIOS strings in `/sys/class/dmi/id/`.
 //!
 //! # Usage
 //!
@@ -147,7 +157,7 @@
 //!
 //! # Testing without VMware
 //!
-//! With the `sim` feature (Linux x86_64), `vmw_backdoor::sim` provides a model of the VMware
+//! With the `sim` feature (Linux x86_64 and aarch64), `vmw_backdoor::sim` provides a model of the VMware
 //! host and a runner that executes a guest program under `ptrace`, answering its backdoor
 //! instructions from the model, so all of the above runs on any Linux machine.
 //!
@@ -172,10 +182,18 @@ mod backdoor;
 mod erpc;
 mod error;
 pub mod proto;
-#[cfg(all(feature = "sim", target_os = "linux", target_arch = "x86_64"))]
+#[cfg(all(
+    feature = "sim",
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
 #[cfg_attr(
     docsrs,
-    doc(cfg(all(feature = "sim", target_os = "linux", target_arch = "x86_64")))
+    doc(cfg(all(
+        feature = "sim",
+        target_os = "linux",
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    )))
 )]
 pub mod sim;
 

@@ -3,7 +3,11 @@
 //! simulator's trap-and-emulate runner. Host flavours: HB or LB transfers, cookies or not.
 //! The backdoor calls and allocations per RPC are counted for every size in `perf_counts.rs`.
 
-#![cfg(all(feature = "sim", target_os = "linux", target_arch = "x86_64"))]
+#![cfg(all(
+    feature = "sim",
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
 
 mod support;
 

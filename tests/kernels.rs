@@ -13,10 +13,13 @@
 
 #![cfg(all(target_os = "linux", target_arch = "x86_64"))]
 
+#[path = "vm/entry_points.rs"]
+mod entry_points;
 #[path = "vm/harness.rs"]
 mod harness;
 mod support;
 
+use entry_points::ENTRY;
 use harness::{Case, Kernel, Machine, Outcome, Status, NOBODY, VM_UUID};
 
 /// The test binary's own guest, run inside the VM: [`guest_entry_points`].
@@ -27,8 +30,6 @@ const GUEST_ARGS: [&str; 5] = [
     "--nocapture",
     "--test-threads=1",
 ];
-/// How the guest marks its transcript lines among the test harness's own.
-const ENTRY: &str = "@entry ";
 
 fn kernels_or_skip() -> Vec<Kernel> {
     let kernels = harness::kernels();
@@ -57,6 +58,7 @@ fn cases() -> Vec<Case> {
                 uid,
                 program: support::example(name),
                 args: args.iter().map(|a| a.to_string()).collect(),
+                timeout: None,
             });
         }
         cases.push(Case {
@@ -64,6 +66,7 @@ fn cases() -> Vec<Case> {
             uid,
             program: std::env::current_exe().expect("test executable"),
             args: GUEST_ARGS.iter().map(|a| a.to_string()).collect(),
+            timeout: None,
         });
     }
     cases
@@ -104,6 +107,14 @@ fn expected_entry_points(machine: Machine, root: bool) -> Vec<String> {
             (false, _) => "probe_backdoor_privileged: Err(Privilege)",
             (true, true) => "probe_backdoor_privileged: Ok(privileged)",
             (true, false) => "probe_backdoor_privileged: Err(NotVmware)",
+        }
+        .to_owned(),
+    );
+    lines.push(
+        if root && vmport {
+            "probe_backdoor_privileged.or_else(probe_backdoor): Ok(privileged)"
+        } else {
+            "probe_backdoor_privileged.or_else(probe_backdoor): Err(NotVmware)"
         }
         .to_owned(),
     );
@@ -291,6 +302,7 @@ fn the_library_scenarios_by_every_hypercall_inside_the_vm() {
                 .chain(skips.iter())
                 .map(|a| a.to_string())
                 .collect(),
+            timeout: None,
         })
         .collect();
     let boot =
@@ -315,64 +327,10 @@ fn the_library_scenarios_by_every_hypercall_inside_the_vm() {
     println!("{kernel}: one boot in {:.1} s", boot.took.as_secs_f64());
 }
 
-/// The guest of the matrix: every public probe and access function, and every method of
-/// each guard they hand out, one transcript line each (errors by kind). Run inside the VMs;
-/// elsewhere it only prints what this machine answers.
+/// The guest of the matrix ([`entry_points::transcript`]). Run inside the VMs; elsewhere it
+/// only prints what this machine answers.
 #[test]
 #[ignore = "runs inside the test VMs (tests/kernels.rs)"]
 fn guest_entry_points() {
-    use std::fmt::Debug;
-    use vmw_backdoor::{BackdoorGuard, EnhancedChan, VmwError};
-
-    fn show<T: Debug>(name: &str, r: Result<T, VmwError>) {
-        match r {
-            Ok(v) => println!("{ENTRY}{name}: Ok({v:?})"),
-            Err(e) => println!("{ENTRY}{name}: Err({:?})", e.kind()),
-        }
-    }
-    fn guard(name: &str, r: Result<BackdoorGuard, VmwError>) -> Option<BackdoorGuard> {
-        match r {
-            Ok(g) => {
-                let access = if g.is_privileged() {
-                    "privileged"
-                } else {
-                    "unprivileged"
-                };
-                println!("{ENTRY}{name}: Ok({access})");
-                Some(g)
-            }
-            Err(e) => {
-                println!("{ENTRY}{name}: Err({:?})", e.kind());
-                None
-            }
-        }
-    }
-    fn methods(mut g: BackdoorGuard) {
-        show("  probe_vmware_backdoor", g.probe_vmware_backdoor());
-        show("  get_version", g.get_version());
-        show("  hardware_version", g.hardware_version());
-        show("  cpu_mhz", g.cpu_mhz());
-        show("  bios_uuid", g.bios_uuid());
-        // The time itself changes; whether there is one does not.
-        show("  host_time", g.host_time().map(|t| t.map(|_| "time")));
-        show("  frequencies", g.frequencies());
-        show("  vcpu_info", g.vcpu_info());
-        show("  EnhancedChan::open", EnhancedChan::open(&mut g).map(drop));
-    }
-
-    println!("{ENTRY}is_vmware_cpu: {}", vmw_backdoor::is_vmware_cpu());
-    guard("probe_backdoor", vmw_backdoor::probe_backdoor());
-    guard(
-        "probe_backdoor_privileged",
-        vmw_backdoor::probe_backdoor_privileged(),
-    );
-    if let Some(g) = guard("access_backdoor", vmw_backdoor::access_backdoor()) {
-        methods(g);
-    }
-    if let Some(g) = guard(
-        "access_backdoor_privileged",
-        vmw_backdoor::access_backdoor_privileged(),
-    ) {
-        methods(g);
-    }
+    entry_points::transcript();
 }

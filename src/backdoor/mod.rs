@@ -12,11 +12,17 @@
 //! The knock (GETVERSION) runs in a short-lived child process, so a machine that is not
 //! VMware, or a VMware host that restricts ring-3 access, gives an
 //! [`ErrorKind::NotVmware`] error instead of killing the caller
-//! with SIGSEGV. Once the backdoor has answered, calls go straight to the hypervisor.
+//! with SIGSEGV (SIGILL on arm64). Once the backdoor has answered, calls go straight to the
+//! hypervisor.
 //!
 //! The calls travel by a [`Transport`]: the I/O ports, or the `vmcall`/`vmmcall` hypercalls
 //! a VMware host advertises in CPUID, chosen at a guard's first knock
 //! ([`Transport::detect`]) unless [`BackdoorGuard::set_transport`] chose one.
+//!
+//! On arm64 Linux the port calls are x86 I/O instructions described in X7 and trapped with
+//! `mrs xzr, mdccsr_el0` ([`crate::proto::arm64`]), the only transport there; there is no
+//! I/O privilege either, so the two privileged functions return [`ErrorKind::Unsupported`]
+//! and `probe_backdoor_privileged().or_else(|_| probe_backdoor())` probes once, unprivileged.
 
 mod access;
 mod cmd;
@@ -200,7 +206,9 @@ impl Backdoor for Instructions<'_> {
 /// Tries `ioperm(0x5658, 4, 1)` (a 32-bit `in` on 0x5658 touches four ports; the range also
 /// covers the high-bandwidth port 0x5659), then `iopl(3)`. The backdoor is knocked on, in a
 /// contained child process, the first time the guard is used. Linux x86 only; needs
-/// `CAP_SYS_RAWIO` and a kernel with `CONFIG_X86_IOPL_IOPERM` and without lockdown.
+/// `CAP_SYS_RAWIO` and a kernel with `CONFIG_X86_IOPL_IOPERM` and without lockdown. (arm64
+/// has no I/O privilege, and VMware answers its user space as it is: there this returns
+/// [`ErrorKind::Unsupported`].)
 ///
 /// I/O privilege matters to the port transport only: a hypercall (`vmcall`/`vmmcall`) needs
 /// none. The privilege is taken whatever transport the guard ends up using (the choice is
@@ -225,7 +233,7 @@ pub fn access_backdoor_privileged() -> Result<BackdoorGuard, VmwError> {
 ///
 /// # Errors
 ///
-/// [`ErrorKind::Unsupported`] on targets without x86 port I/O.
+/// [`ErrorKind::Unsupported`] on targets without a backdoor (neither x86 nor Linux arm64).
 pub fn access_backdoor() -> Result<BackdoorGuard, VmwError> {
     platform::supported()?;
     Ok(BackdoorGuard::new(Access::unprivileged()))
@@ -250,8 +258,8 @@ pub fn probe_backdoor_privileged() -> Result<BackdoorGuard, VmwError> {
 ///
 /// [`ErrorKind::NotVmware`] when this is not a VMware guest, or ring-3 backdoor access is
 /// restricted (then try [`probe_backdoor_privileged`]); [`ErrorKind::Unsupported`] on targets
-/// without x86 port I/O, and in an Intel TDX guest, where user space cannot reach the
-/// backdoor ([`Transport::detect`]).
+/// without a backdoor (neither x86 nor Linux arm64), and in an Intel TDX guest, where user
+/// space cannot reach the backdoor ([`Transport::detect`]).
 pub fn probe_backdoor() -> Result<BackdoorGuard, VmwError> {
     let mut guard = access_backdoor()?;
     guard.probe_vmware_backdoor()?;
@@ -259,7 +267,13 @@ pub fn probe_backdoor() -> Result<BackdoorGuard, VmwError> {
 }
 
 /// Whether the CPU says it runs under VMware: CPUID.1:ECX bit 31 (hypervisor present) and the
-/// vendor signature `"VMwareVMware"` at leaf 0x40000000. Always `false` on non-x86 targets.
+/// vendor signature `"VMwareVMware"` at leaf 0x40000000.
+///
+/// arm64 has no CPUID; on Linux arm64 this is whether the firmware's SMBIOS strings name
+/// VMware: the product name, system, board or BIOS vendor in `/sys/class/dmi/id/` (readable
+/// by every user) starting with `VMware` or `VMW`, the rule systemd's `detect_vm_dmi()`
+/// applies. (open-vm-tools reads the ACPI FADT hypervisor vendor instead, which Linux shows
+/// to root only.) Always `false` on other targets.
 ///
 /// This is a hint, not proof in either direction: a hypervisor may hide or change its
 /// signature while the backdoor still answers. [`probe_backdoor`] asks the backdoor itself,
@@ -467,7 +481,7 @@ impl BackdoorGuard {
     /// # Errors
     ///
     /// [`ErrorKind::NotVmware`] when the backdoor does not answer;
-    /// [`ErrorKind::Unsupported`] on targets without x86 port I/O.
+    /// [`ErrorKind::Unsupported`] on targets without a backdoor (neither x86 nor Linux arm64).
     pub fn instructions(&mut self) -> Result<Instructions<'_>, VmwError> {
         if !self.access.is_answered() {
             self.knock()?;
@@ -533,6 +547,9 @@ impl BackdoorGuard {
             )
         } else if self.is_privileged() {
             format!("backdoor access faulted{signal} despite I/O privilege: not a VMware guest")
+        } else if cfg!(target_arch = "aarch64") {
+            // No I/O privilege exists there to try (the privileged access is Unsupported).
+            format!("backdoor trap faulted{signal}: not a VMware guest")
         } else {
             format!(
                 "backdoor access faulted{signal}: not a VMware guest, or the VM restricts \

@@ -6,20 +6,29 @@
 //!
 //! See `vmw-sim --help` ([`USAGE`]). The option names are a contract other tools build on.
 
-#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+#[cfg(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
 fn main() {
     std::process::exit(cli::main(std::env::args_os().skip(1).collect()));
 }
 
-#[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+#[cfg(not(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+)))]
 fn main() {
-    eprintln!("vmw-sim: runs on Linux x86_64 only");
+    eprintln!("vmw-sim: runs on Linux x86_64 and aarch64 only");
     std::process::exit(2);
 }
 
 /// The help text.
 #[cfg_attr(
-    not(all(target_os = "linux", target_arch = "x86_64")),
+    not(all(
+        target_os = "linux",
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    )),
     allow(dead_code)
 )]
 const USAGE: &str = "\
@@ -29,12 +38,13 @@ Usage: vmw-sim [OPTIONS] -- COMMAND [ARGS...]
 
 COMMAND and every process and thread it starts run traced: their VMware backdoor
 instructions (in/out on port 0x5658, rep outsb/insb on 0x5659, and vmcall/vmmcall
-where the CPU traps them) are answered by a model of the VMware host, as inside a
-VMware VM. vmw-sim waits for every process COMMAND started, then exits with COMMAND's
-status (128+N when signal N killed it; 127 when it could not be started). Processes left
-stopped (SIGSTOP, SIGTSTP) once all others have ended are not waited for: they are let go,
-still stopped, as a shell leaves them. SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to vmw-sim
-are passed on to COMMAND, and the outputs are still written when it has exited.
+where the CPU traps them; on arm64 the same port calls described in X7 and trapped with
+mrs xzr, mdccsr_el0) are answered by a model of the VMware host, as inside a VMware VM.
+vmw-sim waits for every process COMMAND started, then exits with COMMAND's status (128+N
+when signal N killed it; 127 when it could not be started). Processes left stopped
+(SIGSTOP, SIGTSTP) once all others have ended are not waited for: they are let go, still
+stopped, as a shell leaves them. SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to vmw-sim are
+passed on to COMMAND, and the outputs are still written when it has exited.
 
 Host:
   -e guestinfo.KEY=VALUE     set a guestinfo entry (repeatable); VALUE = @FILE reads the
@@ -72,6 +82,9 @@ Machine:
                              low-bandwidth calls and fails high-bandwidth ones
   --tdx                      an Intel TDX guest: every backdoor access faults; with
                              --vmware-cpuid, CPUID leaf 0x21 says IntelTDX
+  (arm64 has no I/O privilege, no CPUID and no hypercall instruction: there --iopl,
+  --vmware-cpuid and --hypercall change nothing, and a machine whose backdoor faults makes
+  the trap a SIGILL)
 
 Output (written when COMMAND has exited, each to a temporary file then renamed, so a
 killed run never leaves a half-written or emptied file; in the text outputs a byte
@@ -89,7 +102,10 @@ Warnings (an option the simulator cannot honour here, ...) go to stderr; RUST_LO
   -h, --help                 print this help
 ";
 
-#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+#[cfg(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
 mod cli {
     use std::ffi::{OsStr, OsString};
     use std::fs::File;

@@ -1,4 +1,4 @@
-//! A VMware host you can run anywhere (feature `sim`, Linux x86_64).
+//! A VMware host you can run anywhere (feature `sim`, Linux x86_64 and aarch64).
 //!
 //! Two pieces:
 //!
@@ -11,7 +11,10 @@
 //!   has no hypervisor to hand them to; the runner answers them from the host model, so
 //!   unmodified guest code runs as it would inside a VMware VM. `iopl` and
 //!   `ioperm` are answered virtually ([`IoplPolicy`]); every other signal reaches the guest
-//!   unchanged; threads, `fork` and `exec` are followed.
+//!   unchanged; threads, `fork` and `exec` are followed. On aarch64 the runner serves arm64
+//!   guests: the SIGILL of a trapped `mrs xzr, mdccsr_el0` whose X7 carries `0x86` is the
+//!   x86 instruction X7 describes ([`crate::proto::arm64`]), answered by the same model,
+//!   and PC steps past it; there is no `iopl`, `ioperm` or CPUID to answer there.
 //!
 //! # Running guest code in tests
 //!
@@ -65,6 +68,13 @@
 //!   signal: inside a KVM guest the outer hypervisor answers its own vendor's instruction
 //!   from ring 3 itself (RAX = -1, no signal): `vmcall` on Intel, `vmmcall` on AMD. The
 //!   other one traps and is served.
+//! - On aarch64, [`HostConfig::iopl`], [`HostConfig::vmware_cpuid`] and the hypercall
+//!   settings have nothing to act on (no `iopl`/`ioperm` system calls, no CPUID, no
+//!   `vmcall`), `is_vmware_cpu()` reads the machine's real SMBIOS strings, every access is
+//!   unprivileged (so [`Mode::RestrictBackdoor`] faults it), and 32-bit (AArch32) guests are
+//!   not served: their SIGILL is delivered. The trap needs a kernel that traps EL0
+//!   debug-register reads (Linux does; under QEMU, version 10 or later — 7.2 lets the
+//!   instruction through, so nothing reaches the runner).
 
 pub mod host;
 pub(crate) mod runner;

@@ -7,9 +7,14 @@
 //!   hypercall where this CPU hands one to the runner.
 //! - The host model is checked with the reference client over [`Transport::REFERENCE`]: in
 //!   memory and through hand-written instructions, so neither depends on the library's asm.
+//!
+//! On aarch64 (the arm64 VM of `tests/kernels_arm64.rs`) the library's transports are
+//! memory and its port calls (the trapped `mrs`); hypercalls and the hand-written x86 asm
+//! do not exist there.
 
 use vmw_backdoor::sim::{Host, HostConfig, Hypercall};
 
+#[cfg(target_arch = "x86_64")]
 use super::guest::{trapping_hypercalls, HandAsm};
 use super::Backdoor;
 
@@ -28,6 +33,7 @@ pub enum Transport {
     /// The same, with the guard's transport set to this hypercall (`vmcall`/`vmmcall`).
     LibraryHypercall(Hypercall),
     /// [`HandAsm`] in a child under `HostConfig::run`: real instructions of the tests' own.
+    #[cfg(target_arch = "x86_64")]
     HandAsm,
 }
 
@@ -36,7 +42,9 @@ impl Transport {
     /// serve on this CPU (inside a KVM guest the outer hypervisor answers its own vendor's
     /// instruction; the other one traps).
     pub fn library() -> Vec<Transport> {
+        #[allow(unused_mut)] // no hypercalls on aarch64
         let mut all = vec![Transport::Memory, Transport::Library];
+        #[cfg(target_arch = "x86_64")]
         all.extend(
             trapping_hypercalls()
                 .into_iter()
@@ -45,6 +53,7 @@ impl Transport {
         all
     }
     /// The host model's scenarios.
+    #[cfg(target_arch = "x86_64")]
     pub const REFERENCE: [Transport; 2] = [Transport::Memory, Transport::HandAsm];
 
     /// Runs `guest` against a fresh host from `config`; the host it leaves. A failed
@@ -83,6 +92,7 @@ impl Transport {
                 })
                 .expect("start the guest")
                 .expect_success(),
+            #[cfg(target_arch = "x86_64")]
             Transport::HandAsm => config
                 .run(|| guest(&mut HandAsm))
                 .expect("start the guest")
@@ -99,6 +109,7 @@ impl Transport {
 
 /// `guest` on a fresh host from `config` over every [`Transport::REFERENCE`] transport, then
 /// `check` on the host it leaves.
+#[cfg(target_arch = "x86_64")]
 pub fn each_transport(config: HostConfig, guest: impl Fn(&mut Guest), check: impl Fn(&Host)) {
     for transport in Transport::REFERENCE {
         // Captured by the test harness: names the transport of a failure.

@@ -2,7 +2,8 @@
 //!
 //! Outside VMware (and on VMware with ring-3 backdoor access restricted) an unprivileged `in`
 //! on port 0x5658 raises #GP, which Linux delivers as SIGSEGV; a `vmcall` or `vmmcall` raises
-//! #UD (SIGILL) where no hypervisor takes it, or #GP. The knock therefore runs in a
+//! #UD (SIGILL) where no hypervisor takes it, or #GP; on arm64 the `mrs xzr, mdccsr_el0`
+//! traps to the kernel, which raises SIGILL. The knock therefore runs in a
 //! child process: on Linux a `clone(CLONE_VM | CLONE_VFORK)` child on a small stack of its
 //! own, which shares our memory (it writes the registers straight into our slot) and
 //! suspends us until it exits; on other Unix systems a forked child writing into a shared
@@ -29,7 +30,7 @@ pub(super) struct Slot {
 }
 
 /// The signals a backdoor access can raise where nothing answers it: #GP (SIGSEGV), a
-/// bus error (SIGBUS), #UD from a hypercall instruction (SIGILL).
+/// bus error (SIGBUS), #UD from a hypercall instruction or the arm64 trap (SIGILL).
 const FAULTS: [libc::c_int; 3] = [libc::SIGSEGV, libc::SIGBUS, libc::SIGILL];
 
 /// The child's exit status when it left because of fault signal `sig`.
@@ -77,7 +78,7 @@ pub(super) unsafe fn knock_in_child(slot: *mut Slot) {
     // SAFETY: the caller owns `slot` for now. The call may fault; then the handler ends this
     // child, which is the point. On success it fills the registers the slot holds.
     unsafe {
-        super::x86::lb_by((*slot).via, &mut (*slot).regs);
+        super::lb_by((*slot).via, &mut (*slot).regs);
         (*slot)
             .done
             .store(true, core::sync::atomic::Ordering::Release);

@@ -1,4 +1,5 @@
-//! Targets without x86 port I/O or hypercalls: every entry point reports `Unsupported`.
+//! Targets without a backdoor this crate can reach (neither x86 nor Linux arm64): every
+//! entry point reports `Unsupported`.
 
 use super::{no_io_privilege, Knock, Privilege};
 use crate::backdoor::transport::Protection;
@@ -32,8 +33,8 @@ fn unsupported() -> VmwError {
     VmwError::new(
         ErrorKind::Unsupported,
         format_args!(
-            "the VMware backdoor is reached through x86 port I/O or x86 hypercalls, which this \
-             target ({}) does not have",
+            "the VMware backdoor is reached through x86 port I/O or x86 hypercalls (or their \
+             arm64 trap on Linux), which this target ({}) does not have",
             std::env::consts::ARCH
         ),
     )

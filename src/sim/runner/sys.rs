@@ -1,6 +1,7 @@
 //! Thin safe wrappers over every raw system call the runner makes: `ptrace`, `waitpid` and
 //! `process_vm_*` on tracees, and `fork`, pipes, `prctl`/seccomp, `arch_prctl`, `tgkill` and
-//! the CPUID instruction for the runner's own process. The only file of the runner with
+//! the CPUID instruction for the runner's own process (the last two on x86_64 only; the
+//! registers are read with `PTRACE_GETREGS` there and `PTRACE_GETREGSET` on aarch64). The only file of the runner with
 //! `unsafe`. Nothing here knows about the backdoor; the functions report failure as
 //! `io::Result` (or an errno) and never panic, whatever the tracee does (a tracee may vanish
 //! between any two calls).
@@ -10,22 +11,34 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use libc::{c_int, c_long, c_void, pid_t};
 
-/// Registers of a stopped tracee, as `PTRACE_GETREGS` fills them.
+/// Registers of a stopped tracee, as `PTRACE_GETREGS` (x86_64) or `PTRACE_GETREGSET` with
+/// `NT_PRSTATUS` (aarch64: X0..X30, SP, PC, PSTATE) fills them.
 pub(crate) type UserRegs = libc::user_regs_struct;
 
-/// Size of a page on x86_64; remote memory ranges are split at these boundaries so a
-/// partial transfer reports how far it got instead of failing whole.
+/// The smallest page size of x86_64 and aarch64; remote memory ranges are split at these
+/// boundaries so a partial transfer reports how far it got instead of failing whole.
 const PAGE: u64 = 4096;
 /// The most page pieces one `process_vm_*` call carries (well under `IOV_MAX`).
 const IOV_PER_CALL: usize = 32;
 
-// ptrace requests and options (stable kernel ABI numbers, x86_64).
+// ptrace requests and options (stable kernel ABI numbers; x86_64 and aarch64 share all but
+// PTRACE_GETREGS/SETREGS, which only x86 has).
 const PTRACE_PEEKDATA: c_long = 2;
+#[cfg(target_arch = "x86_64")] // the CPUID re-arm stub only
 const PTRACE_POKEDATA: c_long = 5;
 const PTRACE_CONT: c_long = 7;
 const PTRACE_SINGLESTEP: c_long = 9;
+#[cfg(target_arch = "x86_64")]
 const PTRACE_GETREGS: c_long = 12;
+#[cfg(target_arch = "x86_64")]
 const PTRACE_SETREGS: c_long = 13;
+#[cfg(target_arch = "aarch64")]
+const PTRACE_GETREGSET: c_long = 0x4204;
+#[cfg(target_arch = "aarch64")]
+const PTRACE_SETREGSET: c_long = 0x4205;
+/// The general-purpose register set of `PTRACE_GETREGSET` (`NT_PRSTATUS` in `elf.h`).
+#[cfg(target_arch = "aarch64")]
+const NT_PRSTATUS: usize = 1;
 const PTRACE_GETEVENTMSG: c_long = 0x4201;
 const PTRACE_GETSIGINFO: c_long = 0x4202;
 const PTRACE_SEIZE: c_long = 0x4206;
@@ -45,7 +58,8 @@ pub(crate) const TRACE_OPTIONS: usize = (libc::PTRACE_O_TRACEFORK
 fn ptrace(request: c_long, pid: pid_t, addr: usize, data: usize) -> io::Result<c_long> {
     // SAFETY: every caller passes either plain integers or, for requests that write
     // through `data`, a pointer to a live, writable object of the size that request writes
-    // (`user_regs_struct`, `siginfo_t`, `c_ulong`). The kernel validates the pid itself.
+    // (`user_regs_struct`, `siginfo_t`, `c_ulong`; for the register sets an `iovec` that
+    // describes a live `user_regs_struct`). The kernel validates the pid itself.
     let r = unsafe { libc::syscall(libc::SYS_ptrace, request, pid, addr, data) };
     if r == -1 {
         Err(io::Error::last_os_error())
@@ -71,6 +85,7 @@ pub(crate) fn single_step(pid: pid_t) -> io::Result<()> {
 
 /// Writes 8 bytes of tracee memory at `addr`, the way a debugger does (read-only code pages
 /// get a private copy).
+#[cfg(target_arch = "x86_64")]
 pub(crate) fn poke8(pid: pid_t, addr: u64, bytes: [u8; 8]) -> io::Result<()> {
     let addr = usize::try_from(addr).map_err(|_| io::Error::from_raw_os_error(libc::EFAULT))?;
     ptrace(
@@ -99,6 +114,7 @@ pub(crate) fn listen(pid: pid_t) -> io::Result<()> {
 }
 
 /// The general-purpose registers of a stopped tracee.
+#[cfg(target_arch = "x86_64")]
 pub(crate) fn get_regs(pid: pid_t) -> io::Result<UserRegs> {
     // SAFETY: user_regs_struct is plain integers; all-zero is a valid value.
     let mut regs: UserRegs = unsafe { std::mem::zeroed() };
@@ -107,8 +123,58 @@ pub(crate) fn get_regs(pid: pid_t) -> io::Result<UserRegs> {
 }
 
 /// Writes back the general-purpose registers of a stopped tracee.
+#[cfg(target_arch = "x86_64")]
 pub(crate) fn set_regs(pid: pid_t, regs: &UserRegs) -> io::Result<()> {
     ptrace(PTRACE_SETREGS, pid, 0, regs as *const UserRegs as usize).map(drop)
+}
+
+/// The general-purpose registers of a stopped AArch64 tracee. A 32-bit (AArch32) tracee's
+/// set is shorter and is an error (`EINVAL`): the runner serves 64-bit programs only.
+#[cfg(target_arch = "aarch64")]
+pub(crate) fn get_regs(pid: pid_t) -> io::Result<UserRegs> {
+    // SAFETY: user_regs_struct is plain integers; all-zero is a valid value.
+    let mut regs: UserRegs = unsafe { std::mem::zeroed() };
+    let mut iov = libc::iovec {
+        iov_base: (&mut regs as *mut UserRegs).cast::<c_void>(),
+        iov_len: std::mem::size_of::<UserRegs>(),
+    };
+    // The kernel writes at most iov_len bytes into `regs` and stores the length it wrote
+    // in `iov`, both live locals.
+    ptrace(
+        PTRACE_GETREGSET,
+        pid,
+        NT_PRSTATUS,
+        &mut iov as *mut libc::iovec as usize,
+    )?;
+    if iov.iov_len != std::mem::size_of::<UserRegs>() {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    Ok(regs)
+}
+
+/// Writes back the general-purpose registers of a stopped AArch64 tracee.
+#[cfg(target_arch = "aarch64")]
+pub(crate) fn set_regs(pid: pid_t, regs: &UserRegs) -> io::Result<()> {
+    let mut iov = libc::iovec {
+        iov_base: (regs as *const UserRegs).cast_mut().cast::<c_void>(),
+        iov_len: std::mem::size_of::<UserRegs>(),
+    };
+    // SETREGSET only reads through `iov_base`.
+    ptrace(
+        PTRACE_SETREGSET,
+        pid,
+        NT_PRSTATUS,
+        &mut iov as *mut libc::iovec as usize,
+    )
+    .map(drop)
+}
+
+/// The program counter in `regs`.
+pub(crate) fn pc(regs: &UserRegs) -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    return regs.rip;
+    #[cfg(target_arch = "aarch64")]
+    return regs.pc;
 }
 
 /// The message of the last ptrace event (new pid, former tid, seccomp data).
@@ -480,6 +546,7 @@ pub(crate) fn exit_now(code: i32) -> ! {
 /// Forbids the calling process and its descendants to gain privileges (set-uid, file
 /// capabilities), which an unprivileged seccomp filter requires. Returns the errno on
 /// failure. One raw system call: safe between `fork` and `exec`.
+#[cfg(target_arch = "x86_64")]
 pub(crate) fn set_no_new_privs() -> Result<(), i32> {
     // SAFETY: prctl with integer arguments only.
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
@@ -490,6 +557,7 @@ pub(crate) fn set_no_new_privs() -> Result<(), i32> {
 
 /// Installs the classic BPF `filter` as a seccomp filter of the calling thread. Returns the
 /// errno on failure. One raw system call: safe between `fork` and `exec`.
+#[cfg(target_arch = "x86_64")]
 pub(crate) fn seccomp_filter(filter: &'static [libc::sock_filter]) -> Result<(), i32> {
     let len = u16::try_from(filter.len()).map_err(|_| libc::EINVAL)?;
     let prog = libc::sock_fprog {
@@ -514,16 +582,19 @@ pub(crate) fn seccomp_filter(filter: &'static [libc::sock_filter]) -> Result<(),
 }
 
 /// `arch_prctl` code that turns CPUID faulting on (argument 0) or off (1).
+#[cfg(target_arch = "x86_64")]
 pub(crate) const ARCH_SET_CPUID: u64 = 0x1012;
 
 /// Turns CPUID faulting on or off for the calling thread (`arch_prctl(ARCH_SET_CPUID)`);
 /// false when the CPU or kernel cannot. One raw system call: safe between `fork` and `exec`.
+#[cfg(target_arch = "x86_64")]
 pub(crate) fn set_cpuid_faulting(on: bool) -> bool {
     // SAFETY: arch_prctl with integer arguments; no memory is passed.
     unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_SET_CPUID, u64::from(!on)) == 0 }
 }
 
 /// EAX, EBX, ECX, EDX of the real CPU's CPUID `leaf`/`subleaf`.
+#[cfg(target_arch = "x86_64")]
 pub(crate) fn cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {
     // `__cpuid_count` is an unsafe fn in older Rust (including the 1.77 MSRV) and safe in
     // recent releases; the block serves both.
@@ -544,6 +615,7 @@ pub(crate) fn tgkill(tgid: pid_t, tid: pid_t, sig: i32) -> io::Result<()> {
 }
 
 /// The calling thread's errno (no allocation: usable in the forked child).
+#[cfg(target_arch = "x86_64")]
 fn last_errno() -> i32 {
     io::Error::last_os_error()
         .raw_os_error()
