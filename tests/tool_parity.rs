@@ -350,6 +350,7 @@ fn compare_all(programs: &Programs) -> (String, bool) {
     std::fs::create_dir_all(&work).unwrap();
     // A line of its own: the test harness's "test NAME ... " comes before it.
     let (mut report, mut ok) = (String::from("\n"), true);
+    let mut tally = [0; 3];
     for case in cases() {
         let ours = run(&case, &programs.get(case.tool, true), &work);
         let theirs = run(&case, &programs.get(case.tool, false), &work);
@@ -381,8 +382,20 @@ fn compare_all(programs: &Programs) -> (String, bool) {
             );
         }
         ok &= fine;
+        tally[match case.expect {
+            Expect::Same => 0,
+            Expect::OurWords(_) => 1,
+            Expect::Behaviour(_) => 2,
+        }] += 1;
     }
     let _ = std::fs::remove_dir_all(&work);
+    let [same, words, differ] = tally;
+    let _ = writeln!(
+        report,
+        "{} cases: {same} identical, {words} in our words with their exit status, {differ} \
+         different",
+        same + words + differ
+    );
     (report, ok)
 }
 
