@@ -16,12 +16,12 @@
 //! options combine (`-ph` is help, `-px` an unknown option), `--prod=anything` is `--prod`,
 //! `--` ends the options and other arguments are ignored; an unknown option prints
 //! `checkvm: Unknown option OPTION` and exits 1. Its text goes out as glib prints it in the
-//! C locale vmware-checkvm runs in (see [`glib_ascii`]).
+//! C locale vmware-checkvm runs in (see `glib_ascii`).
 //!
-//! `--hardware-version` is this program's own (vmware-checkvm has no such option, and `-h`
-//! is help in both). The help text, vmware-checkvm's, does not list it. If stdout cannot be
-//! written, this program says so on stderr but keeps the exit status, which answers the
-//! question "is this VMware?" (vmware-checkvm does not notice, and exits 0).
+//! `--hardware-version` is this program's own: vmware-checkvm has no such option, and `-h`
+//! is help in both. The help is vmware-checkvm's, byte for byte, so it does not list it. If
+//! stdout cannot be written, this program says so on stderr but keeps the exit status, which
+//! answers the question "is this VMware?" (vmware-checkvm does not notice, and exits 0).
 
 #[path = "shared/guard.rs"]
 mod guard;
