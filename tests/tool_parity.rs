@@ -9,7 +9,7 @@
 //! Xen signature. Where the simulator can make CPUID say `VMwareVMware` (CPUID faulting),
 //! the cases run on this machine. Elsewhere (a KVM guest without CPUID faulting, as many CI
 //! machines are) they run inside a Linux kernel under QEMU's software emulation, whose CPUID
-//! names no hypervisor, with the test binary as the simulator there
+//! names neither KVM nor Xen, with the test binary as the simulator there
 //! ([`side_by_side_in_a_vm`], through `tests/vm/harness.rs`); the same boot also runs the
 //! four programs outside any simulator, on a machine with nothing on the backdoor port.
 //!
