@@ -43,7 +43,7 @@ pub fn example(name: &str) -> PathBuf {
 pub const EXAMPLE_RUNS: [(&str, &[&str]); 7] = [
     ("checkvm", &[]),
     ("checkvm", &["-p"]),
-    ("checkvm", &["-h"]),
+    ("checkvm", &["--hardware-version"]),
     ("guestinfo", &["k"]),
     ("guestinfo", &["k", "v"]),
     ("rpctool", &["machine.id.get"]),
