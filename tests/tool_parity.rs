@@ -491,6 +491,7 @@ fn in_a_vm(kernel: &harness::Kernel, ours: &Path) {
         ]
         .map(String::from)
         .to_vec(),
+        timeout: Some(300),
     }];
     for tool in [Tool::Rpctool, Tool::Checkvm] {
         for ours_ in [true, false] {
@@ -502,6 +503,7 @@ fn in_a_vm(kernel: &harness::Kernel, ours: &Path) {
                 uid: 0,
                 program: program(tool, ours_),
                 args: vec!["info-get guestinfo.foo".into()],
+                timeout: None,
             });
         }
     }
