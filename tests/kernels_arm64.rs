@@ -260,7 +260,7 @@ mod host {
     /// Exit 0 or 1 (never a signal), no core file, no fault line in the kernel log.
     fn check_clean(o: &Outcome, what: &str) {
         assert!(
-            matches!(o.status, Status::Exited(0 | 1)),
+            matches!(o.status, Status::Exited(0 | 1 | 255)),
             "{what}: {}\nstdout: {}\nstderr: {}\nkernel: {:#?}",
             o.status,
             text(&o.stdout),
@@ -368,10 +368,21 @@ mod host {
                 continue;
             }
             let name = c.program.file_name().unwrap().to_string_lossy();
-            assert_eq!(o.status, Status::Exited(1), "{what}: {}", text(&o.stderr));
+            // rpctool and checkvm answer "not VMware" as open-vm-tools' programs do.
+            let (code, says) = match &*name {
+                "rpctool" => (255, "Error: ".to_owned()),
+                "checkvm" => (1, "Error: ".to_owned()),
+                _ => (1, format!("{name}: ")),
+            };
+            assert_eq!(
+                o.status,
+                Status::Exited(code),
+                "{what}: {}",
+                text(&o.stderr)
+            );
             assert!(o.stdout.is_empty(), "{what}: {}", text(&o.stdout));
             assert!(
-                text(&o.stderr).starts_with(&format!("{name}: ")),
+                text(&o.stderr).starts_with(&says),
                 "{what}: says why on stderr: {:?}",
                 text(&o.stderr)
             );
@@ -390,9 +401,9 @@ mod host {
         match (name, args) {
             ("checkvm", []) => ("VMware software version 6 (good)\n", 0),
             ("checkvm", ["-p"]) => ("ESX Server\n", 0),
-            ("checkvm", ["-h"]) => ("VMware virtual hardware version 21\n", 0),
+            ("checkvm", ["--hardware-version"]) => ("VMware virtual hardware version 21\n", 0),
             ("guestinfo", ["k"]) => ("v", 0),
-            ("rpctool", ["machine.id.get"]) => ("vm-1", 0),
+            ("rpctool", ["machine.id.get"]) => ("vm-1\n", 0),
             _ => ("", 0), // guestinfo k v, log: nothing to print
         }
     }
@@ -468,7 +479,7 @@ mod host {
                 &format!("{user}.not-vmware"),
                 uid,
                 &sim,
-                &["--not-vmware", "--", "checkvm"],
+                &["--not-vmware", "--", "guestinfo", "k"],
             ));
         }
         // The calls of one RPC on an open channel, HB and LB: the knock, OPEN and CLOSE
@@ -534,13 +545,13 @@ mod host {
                 assert_eq!(o.status, Status::Exited(1), "{what}");
                 assert!(stdout.is_empty(), "{what}: {stdout}");
                 assert!(
-                    stderr.contains("not running in a VMware VM") && stderr.contains("signal 4"),
+                    stderr.starts_with("guestinfo: ") && stderr.contains("signal 4"),
                     "{what}: the knock's SIGILL, contained: {stderr}"
                 );
             } else if kind.starts_with("stats-") {
                 assert_eq!(
                     (stdout.as_str(), &o.status),
-                    ("world", &Status::Exited(0)),
+                    ("world\n", &Status::Exited(0)),
                     "{what}: {stderr}"
                 );
                 let stats = stats(o, &what);
