@@ -65,9 +65,9 @@ fn stats_file_has_the_agreed_keys() {
     let stats = dir.join("stats.json");
     let out = vmw_sim(
         &["--stats", path(&stats)],
-        "getversion;rpc:log one;rpclb:info-get guestinfo.x",
+        "getversion;rpc:log one;rpclb:info-get guestinfo.x;rpc:no.such.command",
     );
-    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let json = std::fs::read_to_string(&stats).unwrap();
     assert!(
         json.trim_start().starts_with('{') && json.trim_end().ends_with('}'),
@@ -83,6 +83,7 @@ fn stats_file_has_the_agreed_keys() {
         "channels_closed",
         "channels_open_at_exit",
         "rpcs",
+        "unknown_commands",
         "cpts_injected",
     ] {
         assert!(
@@ -90,11 +91,12 @@ fn stats_file_has_the_agreed_keys() {
             "{key} missing from {json}"
         );
     }
-    assert_eq!(json_number(&json, "rpcs"), Some(2));
-    assert_eq!(json_number(&json, "channels_opened"), Some(2));
+    assert_eq!(json_number(&json, "rpcs"), Some(3));
+    assert_eq!(json_number(&json, "unknown_commands"), Some(1), "no.such.command");
+    assert_eq!(json_number(&json, "channels_opened"), Some(3));
     assert_eq!(json_number(&json, "channels_open_at_exit"), Some(0));
-    assert_eq!(json_number(&json, "hb_out_calls"), Some(1), "the HB rpc");
-    assert_eq!(json_number(&json, "bytes_to_host"), Some(7 + 20));
+    assert_eq!(json_number(&json, "hb_out_calls"), Some(2), "the HB rpcs");
+    assert_eq!(json_number(&json, "bytes_to_host"), Some(7 + 20 + 15));
     assert!(json_number(&json, "lb_calls").unwrap() > 10);
 }
 

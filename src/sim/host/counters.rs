@@ -37,6 +37,9 @@ pub struct Counters {
     pub channels_closed: u64,
     /// RPCI requests executed (each complete guest-to-host message on an RPCI channel).
     pub rpcs: u64,
+    /// RPCI requests the host did not know (answered `0 Unknown command`): what a guest
+    /// expected the simulator to model and it does not.
+    pub unknown_commands: u64,
     /// TCLO commands handed to the guest.
     pub tclo_commands: u64,
     /// Messages the guest sent on TCLO channels (empty polls included).
@@ -92,13 +95,14 @@ impl Counters {
     ///
     /// Keys: `lb_calls`, `hb_in_calls`, `hb_out_calls` (the port calls), `vmcall_calls`,
     /// `vmmcall_calls` (the hypercalls), `bytes_to_host`, `bytes_to_guest`,
-    /// `channels_opened`, `channels_closed`, `channels_open_at_exit`, `rpcs`, `tclo_commands`,
+    /// `channels_opened`, `channels_closed`, `channels_open_at_exit`, `rpcs`, `unknown_commands`,
+    /// `tclo_commands`,
     /// `tclo_messages`, `cpts_injected`, `faults_injected`, `vmx_log_dropped`, and
     /// `lb_by_command`, an array of
     /// `{"command": C, "subcommand": S, "calls": N}`.
     #[must_use]
     pub fn to_json(&self) -> String {
-        let fields: [(&str, u64); 16] = [
+        let fields: [(&str, u64); 17] = [
             ("lb_calls", self.lb_calls),
             ("hb_in_calls", self.hb_in_calls),
             ("hb_out_calls", self.hb_out_calls),
@@ -110,6 +114,7 @@ impl Counters {
             ("channels_closed", self.channels_closed),
             ("channels_open_at_exit", self.channels_open()),
             ("rpcs", self.rpcs),
+            ("unknown_commands", self.unknown_commands),
             ("tclo_commands", self.tclo_commands),
             ("tclo_messages", self.tclo_messages),
             ("cpts_injected", self.cpts_injected),
@@ -164,6 +169,7 @@ mod tests {
             "channels_closed",
             "channels_open_at_exit",
             "rpcs",
+            "unknown_commands",
             "cpts_injected",
             "vmx_log_dropped",
         ] {

@@ -115,7 +115,10 @@ impl Rpci {
                 OK.to_vec()
             }
             b"machine.id.get" => reply(OK, &self.machine_id),
-            _ => UNKNOWN.to_vec(),
+            _ => {
+                counters.unknown_commands += 1;
+                UNKNOWN.to_vec()
+            }
         }
     }
 
