@@ -162,6 +162,7 @@ pub mod proto;
     doc(cfg(all(feature = "sim", target_os = "linux", target_arch = "x86_64")))
 )]
 pub mod sim;
+pub mod tools;
 
 pub use backdoor::{
     access_backdoor, access_backdoor_privileged, is_vmware_cpu, probe_backdoor,
@@ -170,6 +171,7 @@ pub use backdoor::{
 };
 pub use erpc::{guestinfo, EnhancedChan, RpciChannel, Session, DEFAULT_MAX_REPLY_LEN};
 pub use error::{ErrorKind, VmwError};
+pub use tools::{GuestInfo, PowerOp, StopHandle, ToolsConfig, ToolsHandler, ToolsService};
 
 // The README's examples are compiled (and the runnable ones run) as doc-tests.
 #[cfg(doctest)]
