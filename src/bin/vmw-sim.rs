@@ -43,7 +43,10 @@ Host:
   --channels N               channels open at once (default: 128; old hosts: 8)
   --cpt-every N              a checkpoint at every Nth message-payload step
   --deny-guestinfo           answer info-get/info-set with \"Permission denied\"
-  --tclo COMMAND             queue a host-to-guest TCLO command (repeatable)
+  --tclo COMMAND             queue a host-to-guest TCLO command (repeatable); each is
+                             sent when the reply to the previous one came back. Without
+                             any: reset, ping, Capabilities_Register
+  --tclo-close               queue a close of the guest's TCLO channel (it must reopen)
 
 Machine:
   --not-vmware               bare metal: backdoor access faults (SIGSEGV) unless the
@@ -61,6 +64,9 @@ Output (written when COMMAND has exited):
   --stats FILE               the host's counters as one JSON object
   --vmx-log FILE             every `log` line the guest sent, one a line
   --dump-guestinfo FILE      the final guestinfo store as KEY=VALUE lines
+  --tclo-log FILE            each TCLO command, a tab, the guest's reply, one a line
+  --rpci-log FILE            every RPCI request the guest sent, one a line
+                             (in both, bytes outside printable ASCII and \\ as \\xNN)
 
   -h, --help                 print this help
 ";
@@ -88,6 +94,8 @@ mod cli {
         stats: Option<OsString>,
         vmx_log: Option<OsString>,
         dump_guestinfo: Option<OsString>,
+        tclo_log: Option<OsString>,
+        rpci_log: Option<OsString>,
         command: Vec<OsString>,
     }
 
@@ -115,6 +123,8 @@ mod cli {
             (&opts.stats, Output::Stats),
             (&opts.vmx_log, Output::VmxLog),
             (&opts.dump_guestinfo, Output::Guestinfo),
+            (&opts.tclo_log, Output::TcloLog),
+            (&opts.rpci_log, Output::RpciLog),
         ] {
             if let Some(path) = path {
                 match File::create(path) {
@@ -160,6 +170,8 @@ mod cli {
         Stats,
         VmxLog,
         Guestinfo,
+        TcloLog,
+        RpciLog,
     }
 
     impl Output {
@@ -176,6 +188,8 @@ mod cli {
                         out.push(b'\n');
                     }
                 }
+                Output::TcloLog => out = run.host.tclo_log(),
+                Output::RpciLog => out = run.host.rpci_log(),
                 Output::Guestinfo => {
                     for (key, value) in run.host.guestinfo() {
                         out.extend_from_slice(key);
@@ -194,6 +208,7 @@ mod cli {
         let mut iopl = IoplPolicy::Allow;
         let mut vmware_cpuid = false;
         let (mut stats, mut vmx_log, mut dump_guestinfo) = (None, None, None);
+        let (mut tclo_log, mut rpci_log, mut tclo_given) = (None, None, false);
         let mut mode: Option<Mode> = None;
         let mut command = Vec::new();
         let mut args = args.into_iter();
@@ -258,7 +273,16 @@ mod cli {
                 "--cpt-every" => config = config.cpt_every(number(name, &value("a number")?)?),
                 "--deny-guestinfo" => config = config.deny_guestinfo(),
                 "--vmware-cpuid" => vmware_cpuid = true,
-                "--tclo" => config = config.tclo(value("a command")?.as_bytes()),
+                "--tclo" => {
+                    config = config.tclo(value("a command")?.as_bytes());
+                    tclo_given = true;
+                }
+                "--tclo-close" => {
+                    config = config.tclo_close();
+                    tclo_given = true;
+                }
+                "--tclo-log" => tclo_log = Some(value("a file")?),
+                "--rpci-log" => rpci_log = Some(value("a file")?),
                 "--iopl" => {
                     let v = value("ok, eperm or enosys")?;
                     iopl = match v.to_str() {
@@ -283,6 +307,11 @@ mod cli {
             }
         }
         command.extend(args);
+        if !tclo_given {
+            for c in vmw_backdoor::sim::DEFAULT_TCLO_SCRIPT {
+                config = config.tclo(c);
+            }
+        }
         if command.is_empty() {
             return Err("no command given (vmw-sim [OPTIONS] -- COMMAND [ARGS...])".into());
         }
@@ -293,6 +322,8 @@ mod cli {
             stats,
             vmx_log,
             dump_guestinfo,
+            tclo_log,
+            rpci_log,
             command,
         })))
     }
@@ -308,6 +339,8 @@ mod cli {
                 | "--stats"
                 | "--vmx-log"
                 | "--dump-guestinfo"
+                | "--tclo-log"
+                | "--rpci-log"
         )
     }
 

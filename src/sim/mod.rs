@@ -70,7 +70,9 @@ use std::fmt;
 use std::io;
 use std::process::Command;
 
-pub use host::{Answer, Counters, Host, HostConfig, IoplPolicy, Mode, Step};
+pub use host::{
+    Answer, Counters, Host, HostConfig, IoplPolicy, Mode, Step, TcloExchange, DEFAULT_TCLO_SCRIPT,
+};
 
 /// How the guest (the root process of the run) ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
