@@ -17,7 +17,7 @@
 //! | `reset` | `OK ATR toolbox` (the agent's name) | `vmx.capability.unified_loop toolbox`; once, `log toolbox: Version: …` |
 //! | `ping` | `OK ` | |
 //! | `Capabilities_Register` | `OK ` | uptime (`SetGuestInfo  7 …`), each capability (`tools.capability.NAME VALUE`, or `tools.capability.NAME ` without a value), `tools.set.versiontype V T` (on refusal `tools.set.version V`) |
-//! | `Set_Option NAME VALUE` | `OK `, or `ERROR Unknown or invalid option` | `broadcastIP 1`: `info-set guestinfo.ip IPV4` |
+//! | `Set_Option NAME VALUE` | `OK `, or `ERROR Unknown or invalid option` (`broadcastIP 0`/`1` and `toolScripts.*` `0`/`1` are taken; others go to [`ToolsHandler::set_option`]) | `broadcastIP 1`: `info-set guestinfo.ip IPV4` |
 //! | `OS_Halt`, `OS_Reboot`, `OS_PowerOn`, `OS_Resume`, `OS_Suspend` | `OK ` | `tools.os.statechange.status 1 ID` (ids 1 to 5); then the application acts |
 //! | anything else | what [`ToolsHandler::command`] answers, else `ERROR Unknown Command` | |
 //! | nothing (empty, only spaces) | `ERROR Bad command` | |
@@ -27,7 +27,9 @@
 //! the trailing space and no NUL) and the binary NIC report. Guest information is reported
 //! as `SetGuestInfo  ID VALUE` (two spaces): 5 the OS's full name, 6 its short name, 1 the
 //! DNS name, 10 the NIC list (NIC info version 3, in XDR), 7 the uptime in hundredths of a
-//! second; after each `reset` and every 30 seconds, each value only when it changed.
+//! second; after each `reset` and every 30 seconds, each value only when it changed. When
+//! the run ends, capabilities with a value are withdrawn (`tools.capability.NAME 0`), the
+//! reply still owed is sent, and both channels close.
 //!
 //! The poll schedule is vmtoolsd's: the next turn at once after a command, then 10, 20,
 //! 40, 80, 100, 100, … ms while the host is quiet. A failed turn (a checkpoint that would
@@ -469,6 +471,8 @@ pub struct ToolsService<A: BackdoorAccess> {
     /// Guest info last sent, by id (only changes are sent again).
     sent: [Option<Vec<u8>>; 11],
     version_logged: bool,
+    /// Capabilities were announced: they are withdrawn when the run ends.
+    caps_registered: bool,
     stats: ServiceStats,
 }
 
@@ -544,6 +548,7 @@ impl<A: BackdoorAccess> ToolsService<A> {
             next_gather: Duration::MAX,
             sent: Default::default(),
             version_logged: false,
+            caps_registered: false,
             stats: ServiceStats::default(),
         }
     }
@@ -714,6 +719,18 @@ impl<A: BackdoorAccess> ToolsService<A> {
     /// no receive after it), a power operation it answered is acted on, both channels
     /// close.
     fn finish<H: ToolsHandler + ?Sized>(&mut self, handler: &mut H) {
+        if std::mem::take(&mut self.caps_registered) {
+            // As vmtoolsd unloading its plugins: valued capabilities go back to 0; the
+            // no-value ones are not sent.
+            for cap in self.config.capabilities.clone() {
+                if cap.value.is_some() {
+                    let request = with_nul(&[b"tools.capability.", cap.name.as_bytes(), b" 0"]);
+                    if let Err(e) = self.tell(&request) {
+                        log::debug!("withdrawing capability {}: {e}", cap.name);
+                    }
+                }
+            }
+        }
         if let (Some(message), Some(tclo)) = (self.reply.take(), self.tclo.as_mut()) {
             if let Ok(mut b) = self.access.backdoor() {
                 if let Err(e) = tclo.send_message(&mut b, &message) {
@@ -817,6 +834,7 @@ impl<A: BackdoorAccess> ToolsService<A> {
                         dir.as_bytes(),
                     ]))?;
                 }
+                self.caps_registered = true;
                 let (version, kind) = (self.config.tools_version, self.config.tools_type);
                 let typed = format!("tools.set.versiontype {version} {kind}");
                 if !self.tell(&with_nul(&[typed.as_bytes()]))? {
@@ -837,6 +855,15 @@ impl<A: BackdoorAccess> ToolsService<A> {
                         self.tell(&with_nul(&[b"info-set guestinfo.ip ", ip.as_bytes()]))?
                     }
                     Some((b"broadcastIP", _)) | None => false,
+                    // vmtoolsd's powerOps takes these (run its scripts around power
+                    // operations, or not); here the application's handler is the action.
+                    Some((
+                        b"toolScripts.afterPowerOn"
+                        | b"toolScripts.beforePowerOff"
+                        | b"toolScripts.afterResume"
+                        | b"toolScripts.beforeSuspend",
+                        b"0" | b"1",
+                    )) => true,
                     Some((option, value)) => handler.set_option(option, value),
                 };
                 if accepted {

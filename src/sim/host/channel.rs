@@ -524,7 +524,8 @@ impl Channels {
                 ch.tclo_armed = true;
                 let answering = std::mem::take(&mut ch.tclo_awaiting);
                 ends.counters.tclo_messages += 1;
-                ends.tclo.guest_message(incoming.bytes, answering);
+                ends.tclo
+                    .guest_message(incoming.bytes, answering, ends.rpci.requests.len());
             }
         }
     }
@@ -546,7 +547,7 @@ impl Channels {
             return FAIL;
         }
         if ch.protocol == Protocol::Tclo && ch.tclo_armed && ch.reply.is_none() {
-            match ends.tclo.next() {
+            match ends.tclo.next(ends.rpci.requests.len()) {
                 Some(Next::Command(command)) => {
                     ch.tclo_armed = false;
                     ch.tclo_awaiting = true;

@@ -84,13 +84,13 @@ mod channel;
 mod config;
 mod counters;
 mod faults;
+mod logs;
 mod rng;
 mod rpci;
 mod tclo;
-mod logs;
-mod tools;
 #[cfg(test)]
 mod tests;
+mod tools;
 
 use std::collections::BTreeMap;
 

@@ -44,6 +44,13 @@ pub struct TcloExchange {
     pub command: Vec<u8>,
     /// The guest's next message on that channel: its reply.
     pub reply: Option<Vec<u8>>,
+    /// RPCI requests the host had executed when the command was delivered: the guest's
+    /// side messages for this command are [`Host::rpci_requests`](super::Host::rpci_requests)
+    /// from this index up to `rpcs_before_reply`.
+    pub rpcs_before_command: usize,
+    /// RPCI requests the host had executed when the reply came (when it has not come:
+    /// when the exchange was last looked at, i.e. `None` reply keeps the delivery count).
+    pub rpcs_before_reply: usize,
 }
 
 /// The host's monotonic clock for the heartbeat: real time, or time a test moves.
@@ -106,13 +113,15 @@ impl Tclo {
     }
 
     /// What to do for the next armed RECVSIZE, if the script has anything left.
-    pub(super) fn next(&mut self) -> Option<Next> {
+    pub(super) fn next(&mut self, rpcs: usize) -> Option<Next> {
         match self.queue.pop_front()? {
             Entry::Command(command) => {
                 if self.keep(command.len()) {
                     self.exchanges.push(TcloExchange {
                         command: command.clone(),
                         reply: None,
+                        rpcs_before_command: rpcs,
+                        rpcs_before_reply: rpcs,
                     });
                 }
                 Some(Next::Command(command))
@@ -139,7 +148,7 @@ impl Tclo {
     /// Records a message the guest sent on a TCLO channel: a poll, and, when `answering`
     /// (a command was delivered on that channel since its last message), the reply.
     /// Empty messages are the guest's "I am here" and are not kept as replies.
-    pub(super) fn guest_message(&mut self, message: Vec<u8>, answering: bool) {
+    pub(super) fn guest_message(&mut self, message: Vec<u8>, answering: bool, rpcs: usize) {
         let now = self.clock.now();
         if self
             .last_poll
@@ -154,6 +163,7 @@ impl Tclo {
                 if self.kept_bytes.saturating_add(message.len()) <= REPLY_BUDGET {
                     self.kept_bytes += message.len();
                     x.reply = Some(message.clone());
+                    x.rpcs_before_reply = rpcs;
                 }
             }
         }
@@ -181,10 +191,7 @@ mod tests {
     use super::*;
 
     fn script(entries: &[&[u8]]) -> VecDeque<Entry> {
-        entries
-            .iter()
-            .map(|e| Entry::Command(e.to_vec()))
-            .collect()
+        entries.iter().map(|e| Entry::Command(e.to_vec())).collect()
     }
 
     #[test]
@@ -195,14 +202,17 @@ mod tests {
             Mono::new(true),
         );
         assert_eq!(t.queued(), 2);
-        t.guest_message(Vec::new(), false);
-        assert!(matches!(t.next(), Some(Next::Command(c)) if c == b"reset"));
-        t.guest_message(b"OK ATR toolbox".to_vec(), true);
-        assert!(matches!(t.next(), Some(Next::Command(c)) if c == b"ping"));
-        assert!(t.next().is_none());
+        t.guest_message(Vec::new(), false, 0);
+        assert!(matches!(t.next(0), Some(Next::Command(c)) if c == b"reset"));
+        t.guest_message(b"OK ATR toolbox".to_vec(), true, 0);
+        assert!(matches!(t.next(0), Some(Next::Command(c)) if c == b"ping"));
+        assert!(t.next(0).is_none());
         assert_eq!(t.replies, vec![b"OK ATR toolbox".to_vec()]);
         assert_eq!(t.exchanges.len(), 2);
-        assert_eq!(t.exchanges[0].reply.as_deref(), Some(&b"OK ATR toolbox"[..]));
+        assert_eq!(
+            t.exchanges[0].reply.as_deref(),
+            Some(&b"OK ATR toolbox"[..])
+        );
         assert_eq!(t.exchanges[1].reply, None);
         assert_eq!(t.polls, 2);
     }
@@ -211,17 +221,20 @@ mod tests {
     fn heartbeat_lapses_and_running() {
         let mut t = Tclo::new(VecDeque::new(), DEFAULT_HEARTBEAT, Mono::new(true));
         assert!(!t.running(), "no poll yet");
-        t.guest_message(Vec::new(), false);
+        t.guest_message(Vec::new(), false, 0);
         assert!(t.running());
         t.clock.advance(Duration::from_secs(20));
         assert!(t.running(), "20 s is still within the timeout");
         t.clock.advance(Duration::from_millis(1));
         assert!(!t.running());
-        t.guest_message(Vec::new(), false);
+        t.guest_message(Vec::new(), false, 0);
         assert!(t.running());
         assert_eq!(t.lapses, 1);
         let mut real = Mono::new(false);
         real.advance(Duration::from_secs(100));
-        assert!(real.now() < Duration::from_secs(100), "a real clock is not moved");
+        assert!(
+            real.now() < Duration::from_secs(100),
+            "a real clock is not moved"
+        );
     }
 }

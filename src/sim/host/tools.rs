@@ -118,27 +118,57 @@ mod tests {
     fn tools_commands_are_kept() {
         let mut t = Tools::default();
         let ok = Some(super::super::rpci::OK);
-        assert_eq!(t.execute(b"vmx.capability.unified_loop", Some(b"toolbox"), b""), ok);
+        assert_eq!(
+            t.execute(b"vmx.capability.unified_loop", Some(b"toolbox"), b""),
+            ok
+        );
         assert_eq!(t.unified_loop.as_deref(), Some(&b"toolbox"[..]));
-        assert_eq!(t.execute(b"tools.capability.statechange", Some(b""), b""), ok);
-        assert_eq!(t.execute(b"tools.capability.hgfs_server", Some(b"toolbox 1"), b""), ok);
+        assert_eq!(
+            t.execute(b"tools.capability.statechange", Some(b""), b""),
+            ok
+        );
+        assert_eq!(
+            t.execute(b"tools.capability.hgfs_server", Some(b"toolbox 1"), b""),
+            ok
+        );
         assert_eq!(t.capabilities.get(&b"statechange"[..]), Some(&None));
         assert_eq!(
             t.capabilities.get(&b"hgfs_server"[..]),
             Some(&Some(b"toolbox 1".to_vec()))
         );
-        assert_eq!(t.execute(b"tools.os.statechange.status", Some(b"1 2"), b""), ok);
+        assert_eq!(
+            t.execute(b"tools.os.statechange.status", Some(b"1 2"), b""),
+            ok
+        );
         assert_eq!(t.state_changes, [b"1 2".to_vec()]);
         let raw = b"SetGuestInfo  1 node-1\0";
         assert_eq!(t.execute(b"SetGuestInfo", None, raw), ok);
         let nic = b"SetGuestInfo  10 \0\0\0\x03";
         assert_eq!(t.execute(b"SetGuestInfo", None, nic), ok);
-        assert_eq!(t.guest_info.get(&1).map(Vec::as_slice), Some(&b"node-1"[..]));
-        assert_eq!(t.guest_info.get(&10).map(Vec::as_slice), Some(&b"\0\0\0\x03"[..]));
-        for bad in [&b"SetGuestInfo"[..], b"SetGuestInfo  x v", b"SetGuestInfo  99 v", b"SetGuestInfo  1"] {
-            assert_eq!(t.execute(b"SetGuestInfo", None, bad), Some(REFUSED), "{bad:?}");
+        assert_eq!(
+            t.guest_info.get(&1).map(Vec::as_slice),
+            Some(&b"node-1"[..])
+        );
+        assert_eq!(
+            t.guest_info.get(&10).map(Vec::as_slice),
+            Some(&b"\0\0\0\x03"[..])
+        );
+        for bad in [
+            &b"SetGuestInfo"[..],
+            b"SetGuestInfo  x v",
+            b"SetGuestInfo  99 v",
+            b"SetGuestInfo  1",
+        ] {
+            assert_eq!(
+                t.execute(b"SetGuestInfo", None, bad),
+                Some(REFUSED),
+                "{bad:?}"
+            );
         }
-        assert_eq!(t.execute(b"vmbackup.eventSet", Some(b"req.done 0 "), b""), ok);
+        assert_eq!(
+            t.execute(b"vmbackup.eventSet", Some(b"req.done 0 "), b""),
+            ok
+        );
         assert_eq!(t.execute(b"machine.id.get", None, b""), None);
     }
 }
