@@ -75,7 +75,7 @@ mod tests {
 
     #[test]
     fn options_as_tools_core_reads_them() {
-        let ok = |a: &[u8]| split_option(a);
+        let ok = split_option;
         assert_eq!(
             ok(b" broadcastIP 1"),
             Some((&b"broadcastIP"[..], &b"1"[..]))
