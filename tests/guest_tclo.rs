@@ -243,9 +243,16 @@ fn power_operations_reach_the_handler_after_their_status_and_reply() {
             let x = &host.tclo_exchanges()[i];
             assert_eq!(x.reply.as_deref(), Some(&b"OK "[..]), "{t:?} {op}");
             let accepted = u8::from(*op != PowerOp::Suspend);
+            let mut want =
+                vec![format!("tools.os.statechange.status {accepted} {}\0", op.id()).into_bytes()];
+            match op {
+                PowerOp::Halt => want.push(b"log Initiating halt.\0".to_vec()),
+                PowerOp::Reboot => want.push(b"log Initiating reboot.\0".to_vec()),
+                _ => {}
+            }
             assert_eq!(
                 side_messages(&host, i),
-                [format!("tools.os.statechange.status {accepted} {}\0", op.id()).into_bytes()],
+                want,
                 "{t:?}: {op}'s status went out before its reply"
             );
         }
@@ -313,7 +320,9 @@ fn a_stop_after_a_power_operation_still_sends_its_reply_and_acts() {
     }
 }
 
-/// The options a VMX sends at power-on (OpenBSD's vmt(4) lists them), and the handler's.
+/// The options a VMX sends at power-on (OpenBSD's vmt(4) lists them), and the handler's,
+/// with `accept_all_options` off (vmtoolsd before 12); with it on (the default) every
+/// well-formed option gets `OK `.
 const OPTIONS: [(&[u8], &[u8]); 22] = [
     (b"Set_Option broadcastIP 1", b"OK "),
     (b"Set_Option broadcastIP 0", b"OK "),
@@ -393,7 +402,9 @@ fn a_burst_of_set_option_and_the_applications_own_commands() {
         let commands: Vec<&[u8]> = OPTIONS.iter().map(|(c, _)| *c).collect();
         let host = t.run(script(&commands), |b| {
             let mut h = WithIp(Recorder::default(), ip);
-            serve(b, no_version_log(), &mut h, 1);
+            let mut config = no_version_log();
+            config.accept_all_options = false;
+            serve(b, config, &mut h, 1);
             assert_eq!(
                 h.0.events,
                 [
@@ -426,7 +437,28 @@ fn a_burst_of_set_option_and_the_applications_own_commands() {
                 .map(Vec::as_slice),
             Some(&b"192.0.2.7"[..])
         );
+        // vmtoolsd 12's answers: every option with a value is taken.
+        let host = t.run(script(&commands), |b| {
+            serve(b, no_version_log(), &mut WithIp(Recorder::default(), ip), 1)
+        });
+        for ((command, strict), (_, reply)) in OPTIONS.iter().zip(exchanges(&host)) {
+            let name = command.split(|&b| b == b' ').next().unwrap();
+            let want: &[u8] = match (name, has_value(command)) {
+                (b"Set_Option", true) => b"OK ",
+                (b"Set_Option", false) => b"ERROR Unknown or invalid option",
+                _ => strict,
+            };
+            assert_eq!(reply, want, "{t:?}: {}", command.escape_ascii());
+        }
     }
+}
+
+/// Whether `Set_Option NAME VALUE` has a non-empty value.
+fn has_value(command: &[u8]) -> bool {
+    let mut words = command.splitn(3, |&b| b == b' ');
+    words.next();
+    words.next();
+    words.next().is_some_and(|v| !v.is_empty())
 }
 
 /// A guest with a name, an OS, an uptime and one NIC.

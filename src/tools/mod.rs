@@ -17,8 +17,8 @@
 //! | `reset` | `OK ATR toolbox` (the agent's name) | `vmx.capability.unified_loop toolbox`; once, `log toolbox: Version: …` |
 //! | `ping` | `OK ` | |
 //! | `Capabilities_Register` | `OK ` | uptime (`SetGuestInfo  7 …`), each capability (`tools.capability.NAME VALUE`, or `tools.capability.NAME ` without a value), `tools.set.versiontype V T` (on refusal `tools.set.version V`) |
-//! | `Set_Option NAME VALUE` | `OK `, or `ERROR Unknown or invalid option` (`broadcastIP 0`/`1` and `toolScripts.*` `0`/`1` are taken; others go to [`ToolsHandler::set_option`]) | `broadcastIP 1`: `info-set guestinfo.ip IPV4` |
-//! | `OS_Halt`, `OS_Reboot`, `OS_PowerOn`, `OS_Resume`, `OS_Suspend` | `OK ` | `tools.os.statechange.status 1 ID` (ids 1 to 5); then the application acts |
+//! | `Set_Option NAME VALUE` | `OK ` (vmtoolsd 12 takes every option); `ERROR Unknown or invalid option` without a value | `broadcastIP 1`: `info-set guestinfo.ip IPV4`; other options go to [`ToolsHandler::set_option`] |
+//! | `OS_Halt`, `OS_Reboot`, `OS_PowerOn`, `OS_Resume`, `OS_Suspend` | `OK ` | `tools.os.statechange.status 1 ID` (ids 1 to 5), for a halt or reboot `log Initiating halt.` (`reboot.`); then the application acts |
 //! | anything else | what [`ToolsHandler::command`] answers, else `ERROR Unknown Command` | |
 //! | nothing (empty, only spaces) | `ERROR Bad command` | |
 //!
@@ -255,6 +255,11 @@ pub struct ToolsConfig {
     /// The longest host command accepted; a longer one fails the turn (and the channel is
     /// reopened) before it is fetched.
     pub max_command_len: usize,
+    /// Whether every well-formed `Set_Option NAME VALUE` is answered `OK ` whatever
+    /// [`ToolsHandler::set_option`] says (default: yes, as vmtoolsd 12 answers: its core
+    /// takes every option, for `guestLogLevel`); with `false` an option nobody takes gets
+    /// `ERROR Unknown or invalid option`, as older vmtoolsd answered.
+    pub accept_all_options: bool,
 }
 
 impl Default for ToolsConfig {
@@ -275,6 +280,7 @@ impl Default for ToolsConfig {
             reopen_delay: Duration::from_secs(1),
             max_reopen_delay: Duration::from_secs(60),
             max_command_len: 1 << 20,
+            accept_all_options: true,
         }
     }
 }
@@ -301,8 +307,10 @@ pub trait ToolsHandler {
     }
 
     /// `Set_Option NAME VALUE` for an option the library does not handle itself (it
-    /// handles `broadcastIP`): whether it was accepted (`OK `) or not (`ERROR Unknown or
-    /// invalid option`, the default).
+    /// handles `broadcastIP` and the `toolScripts.*` switches): whether the application
+    /// takes it (default: no). The host hears `OK ` either way unless
+    /// [`ToolsConfig::accept_all_options`] is off, when an option nobody takes gets
+    /// `ERROR Unknown or invalid option`.
     fn set_option(&mut self, name: &[u8], value: &[u8]) -> bool {
         let _ = (name, value);
         false
@@ -844,7 +852,8 @@ impl<A: BackdoorAccess> ToolsService<A> {
                 reply(true, b"")
             }
             b"Set_Option" => {
-                let accepted = match dispatch::split_option(args) {
+                let well_formed = dispatch::split_option(args).is_some();
+                let taken = match dispatch::split_option(args) {
                     Some((b"broadcastIP", b"0")) => true,
                     Some((b"broadcastIP", b"1")) => {
                         let ip = handler
@@ -866,7 +875,7 @@ impl<A: BackdoorAccess> ToolsService<A> {
                     )) => true,
                     Some((option, value)) => handler.set_option(option, value),
                 };
-                if accepted {
+                if taken || (well_formed && self.config.accept_all_options) {
                     reply(true, b"")
                 } else {
                     reply(false, b"Unknown or invalid option")
@@ -881,6 +890,15 @@ impl<A: BackdoorAccess> ToolsService<A> {
                         op.id()
                     );
                     self.tell(&with_nul(&[status.as_bytes()]))?;
+                    // vmtoolsd logs these two to the VM's log before it acts.
+                    let line: &[u8] = match op {
+                        PowerOp::Halt => b"log Initiating halt.",
+                        PowerOp::Reboot => b"log Initiating reboot.",
+                        _ => b"",
+                    };
+                    if accepted && !line.is_empty() {
+                        self.tell(&with_nul(&[line]))?;
+                    }
                     self.acting = Some((op, accepted));
                     reply(true, b"")
                 } else {
