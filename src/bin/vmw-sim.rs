@@ -47,6 +47,7 @@ Host:
                              sent when the reply to the previous one came back. Without
                              any: reset, ping, Capabilities_Register
   --tclo-close               queue a close of the guest's TCLO channel (it must reopen)
+  --tclo-wait MS             queue a pause: no command for MS milliseconds
 
 Machine:
   --not-vmware               bare metal: backdoor access faults (SIGSEGV) unless the
@@ -277,6 +278,11 @@ mod cli {
                     config = config.tclo(value("a command")?.as_bytes());
                     tclo_given = true;
                 }
+                "--tclo-wait" => {
+                    let ms: u64 = number(name, &value("milliseconds")?)?;
+                    config = config.tclo_wait(std::time::Duration::from_millis(ms));
+                    tclo_given = true;
+                }
                 "--tclo-close" => {
                     config = config.tclo_close();
                     tclo_given = true;
@@ -340,6 +346,7 @@ mod cli {
                 | "--vmx-log"
                 | "--dump-guestinfo"
                 | "--tclo-log"
+                | "--tclo-wait"
                 | "--rpci-log"
         )
     }

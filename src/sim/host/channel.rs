@@ -14,7 +14,7 @@ use super::counters::Counters;
 use super::faults::Faults;
 use super::rng::SplitMix64;
 use super::rpci::Rpci;
-use super::tclo::{Next, Tclo};
+use super::tclo::{Next, Stamp, Tclo};
 use crate::proto::{
     hi16, lo16, lo32, msg, status, Regs, FLAG_COOKIE, HB_CMD_MESSAGE, MAX_GUEST_MESSAGE,
     MESSAGE_TYPE_SENDPAYLOAD, MESSAGE_TYPE_SENDSIZE, PROTO_RPCI, PROTO_TCLO,
@@ -524,8 +524,11 @@ impl Channels {
                 ch.tclo_armed = true;
                 let answering = std::mem::take(&mut ch.tclo_awaiting);
                 ends.counters.tclo_messages += 1;
-                ends.tclo
-                    .guest_message(incoming.bytes, answering, ends.rpci.requests.len());
+                let at = Stamp {
+                    rpcs: ends.rpci.requests.len(),
+                    calls: ends.counters.backdoor_calls(),
+                };
+                ends.tclo.guest_message(incoming.bytes, answering, at);
             }
         }
     }
@@ -547,7 +550,11 @@ impl Channels {
             return FAIL;
         }
         if ch.protocol == Protocol::Tclo && ch.tclo_armed && ch.reply.is_none() {
-            match ends.tclo.next(ends.rpci.requests.len()) {
+            let at = Stamp {
+                rpcs: ends.rpci.requests.len(),
+                calls: ends.counters.backdoor_calls(),
+            };
+            match ends.tclo.next(at) {
                 Some(Next::Command(command)) => {
                     ch.tclo_armed = false;
                     ch.tclo_awaiting = true;

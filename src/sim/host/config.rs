@@ -424,6 +424,14 @@ impl HostConfig {
         self
     }
 
+    /// Queues, in the TCLO script, a pause: after the previous reply the host delivers
+    /// nothing for `duration` (host time: real, or [`HostConfig::manual_clock`]'s), so the
+    /// guest polls an idle host, then the script goes on.
+    pub fn tclo_wait(mut self, duration: std::time::Duration) -> Self {
+        self.tclo.push_back(super::tclo::Entry::Wait(duration));
+        self
+    }
+
     /// How long the host waits for a TCLO poll before it calls the tools not running
     /// (default 20 s, as a VMX does); see [`super::Host::tools_running`].
     pub fn tools_heartbeat(mut self, timeout: std::time::Duration) -> Self {

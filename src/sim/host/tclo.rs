@@ -27,6 +27,16 @@ pub(super) enum Entry {
     /// Close the guest's TCLO channel instead of delivering anything (the host drops the
     /// channel, as a VMX does across some checkpoints); the guest must reopen it.
     Close,
+    /// Deliver nothing for this long (host time) after the previous reply: the guest polls
+    /// an idle host.
+    Wait(Duration),
+}
+
+/// Where the host's traffic stood at some moment: RPCI requests executed, backdoor calls.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Stamp {
+    pub(super) rpcs: usize,
+    pub(super) calls: u64,
 }
 
 /// What a RECVSIZE on an armed TCLO channel does.
@@ -48,9 +58,14 @@ pub struct TcloExchange {
     /// side messages for this command are [`Host::rpci_requests`](super::Host::rpci_requests)
     /// from this index up to `rpcs_before_reply`.
     pub rpcs_before_command: usize,
-    /// RPCI requests the host had executed when the reply came (when it has not come:
-    /// when the exchange was last looked at, i.e. `None` reply keeps the delivery count).
+    /// RPCI requests the host had executed when the reply came (equal to
+    /// `rpcs_before_command` while no reply has come).
     pub rpcs_before_reply: usize,
+    /// Backdoor calls the host had seen when the command was delivered.
+    pub calls_before_command: u64,
+    /// Backdoor calls the host had seen when the reply came (the call that completed it
+    /// included; equal to `calls_before_command` while no reply has come).
+    pub calls_before_reply: u64,
 }
 
 /// The host's monotonic clock for the heartbeat: real time, or time a test moves.
@@ -86,6 +101,8 @@ pub(super) struct Tclo {
     queue: VecDeque<Entry>,
     pub(super) replies: Vec<Vec<u8>>,
     pub(super) exchanges: Vec<TcloExchange>,
+    /// While a [`Entry::Wait`] is at the front: when it ends.
+    wait_until: Option<Duration>,
     kept_bytes: usize,
     pub(super) clock: Mono,
     heartbeat: Duration,
@@ -103,6 +120,7 @@ impl Tclo {
             queue,
             replies: Vec::new(),
             exchanges: Vec::new(),
+            wait_until: None,
             kept_bytes: 0,
             clock,
             heartbeat,
@@ -113,20 +131,32 @@ impl Tclo {
     }
 
     /// What to do for the next armed RECVSIZE, if the script has anything left.
-    pub(super) fn next(&mut self, rpcs: usize) -> Option<Next> {
+    pub(super) fn next(&mut self, at: Stamp) -> Option<Next> {
+        while let Some(Entry::Wait(d)) = self.queue.front() {
+            let now = self.clock.now();
+            let until = *self.wait_until.get_or_insert(now.saturating_add(*d));
+            if now < until {
+                return None;
+            }
+            self.wait_until = None;
+            self.queue.pop_front();
+        }
         match self.queue.pop_front()? {
             Entry::Command(command) => {
                 if self.keep(command.len()) {
                     self.exchanges.push(TcloExchange {
                         command: command.clone(),
                         reply: None,
-                        rpcs_before_command: rpcs,
-                        rpcs_before_reply: rpcs,
+                        rpcs_before_command: at.rpcs,
+                        rpcs_before_reply: at.rpcs,
+                        calls_before_command: at.calls,
+                        calls_before_reply: at.calls,
                     });
                 }
                 Some(Next::Command(command))
             }
             Entry::Close => Some(Next::Close),
+            Entry::Wait(_) => None, // taken care of above
         }
     }
 
@@ -148,7 +178,7 @@ impl Tclo {
     /// Records a message the guest sent on a TCLO channel: a poll, and, when `answering`
     /// (a command was delivered on that channel since its last message), the reply.
     /// Empty messages are the guest's "I am here" and are not kept as replies.
-    pub(super) fn guest_message(&mut self, message: Vec<u8>, answering: bool, rpcs: usize) {
+    pub(super) fn guest_message(&mut self, message: Vec<u8>, answering: bool, at: Stamp) {
         let now = self.clock.now();
         if self
             .last_poll
@@ -163,7 +193,8 @@ impl Tclo {
                 if self.kept_bytes.saturating_add(message.len()) <= REPLY_BUDGET {
                     self.kept_bytes += message.len();
                     x.reply = Some(message.clone());
-                    x.rpcs_before_reply = rpcs;
+                    x.rpcs_before_reply = at.rpcs;
+                    x.calls_before_reply = at.calls;
                 }
             }
         }
@@ -202,11 +233,11 @@ mod tests {
             Mono::new(true),
         );
         assert_eq!(t.queued(), 2);
-        t.guest_message(Vec::new(), false, 0);
-        assert!(matches!(t.next(0), Some(Next::Command(c)) if c == b"reset"));
-        t.guest_message(b"OK ATR toolbox".to_vec(), true, 0);
-        assert!(matches!(t.next(0), Some(Next::Command(c)) if c == b"ping"));
-        assert!(t.next(0).is_none());
+        t.guest_message(Vec::new(), false, Stamp::default());
+        assert!(matches!(t.next(Stamp::default()), Some(Next::Command(c)) if c == b"reset"));
+        t.guest_message(b"OK ATR toolbox".to_vec(), true, Stamp::default());
+        assert!(matches!(t.next(Stamp::default()), Some(Next::Command(c)) if c == b"ping"));
+        assert!(t.next(Stamp::default()).is_none());
         assert_eq!(t.replies, vec![b"OK ATR toolbox".to_vec()]);
         assert_eq!(t.exchanges.len(), 2);
         assert_eq!(
@@ -218,16 +249,28 @@ mod tests {
     }
 
     #[test]
+    fn a_wait_holds_the_next_command_back() {
+        let mut queue = script(&[b"ping"]);
+        queue.push_front(Entry::Wait(Duration::from_secs(2)));
+        let mut t = Tclo::new(queue, DEFAULT_HEARTBEAT, Mono::new(true));
+        assert!(t.next(Stamp::default()).is_none());
+        t.clock.advance(Duration::from_millis(1999));
+        assert!(t.next(Stamp::default()).is_none());
+        t.clock.advance(Duration::from_millis(1));
+        assert!(matches!(t.next(Stamp::default()), Some(Next::Command(c)) if c == b"ping"));
+    }
+
+    #[test]
     fn heartbeat_lapses_and_running() {
         let mut t = Tclo::new(VecDeque::new(), DEFAULT_HEARTBEAT, Mono::new(true));
         assert!(!t.running(), "no poll yet");
-        t.guest_message(Vec::new(), false, 0);
+        t.guest_message(Vec::new(), false, Stamp::default());
         assert!(t.running());
         t.clock.advance(Duration::from_secs(20));
         assert!(t.running(), "20 s is still within the timeout");
         t.clock.advance(Duration::from_millis(1));
         assert!(!t.running());
-        t.guest_message(Vec::new(), false, 0);
+        t.guest_message(Vec::new(), false, Stamp::default());
         assert!(t.running());
         assert_eq!(t.lapses, 1);
         let mut real = Mono::new(false);
