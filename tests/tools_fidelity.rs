@@ -142,7 +142,8 @@ fn run_quiet(cmd: &mut Command) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-fn setup() -> Result<Setup, String> {
+/// A work directory of `tag`'s own (tests in one process run in parallel).
+fn setup(tag: &str) -> Result<Setup, String> {
     if !Path::new(VMTOOLSD).exists() {
         return Err(format!(
             "{VMTOOLSD} is not installed (apt-get install open-vm-tools)"
@@ -153,7 +154,7 @@ fn setup() -> Result<Setup, String> {
             return Err(format!("{PLUGINS}/{plugin} is missing"));
         }
     }
-    let dir = std::env::temp_dir().join(format!("vmw-tools-fidelity-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("vmw-tools-fidelity-{}-{tag}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("plugins")).unwrap();
     std::fs::create_dir_all(dir.join("etc")).unwrap();
@@ -251,8 +252,9 @@ fn vmtoolsd(s: &Setup, script: &[Entry]) -> Host {
     run.host
 }
 
-/// examples/toolsd.rs under the simulator, answering `script`.
-fn toolsd(script: &[Entry]) -> Host {
+/// examples/toolsd.rs under the simulator, answering `script`, gathering guest information
+/// every `interval` seconds.
+fn toolsd(script: &[Entry], interval: &str) -> Host {
     let stop = "kill -TERM $PPID";
     let run = config(script)
         .run_command(
@@ -263,7 +265,7 @@ fn toolsd(script: &[Entry]) -> Host {
                     "--on-reboot",
                     stop,
                     "--guest-info-interval",
-                    "1",
+                    interval,
                 ])
                 .stdin(Stdio::null())
                 .stderr(Stdio::null()),
@@ -563,7 +565,7 @@ fn compare(name: &str, ovt: &Host, ours: &Host, notes: &mut BTreeSet<String>) {
 
 #[test]
 fn vmtoolsd_and_toolsd_answer_the_same_script_alike() {
-    let s = match setup() {
+    let s = match setup("script") {
         Ok(s) => s,
         Err(why) => {
             println!("skipped: {why}");
@@ -576,7 +578,7 @@ fn vmtoolsd_and_toolsd_answer_the_same_script_alike() {
         ("reboot script", reboot_script()),
     ] {
         let ovt = vmtoolsd(&s, &script);
-        let ours = toolsd(&script);
+        let ours = toolsd(&script, "1");
         compare(name, &ovt, &ours, &mut notes);
     }
     let log = std::fs::read_to_string(s.dir.join("shutdown.log")).unwrap_or_default();
@@ -601,7 +603,7 @@ fn vmtoolsd_and_toolsd_answer_the_same_script_alike() {
 #[test]
 #[ignore = "takes 20 s; measures, asserts only that it measured"]
 fn idle_cost() {
-    let s = match setup() {
+    let s = match setup("idle") {
         Ok(s) => s,
         Err(why) => {
             println!("skipped: {why}");
@@ -617,11 +619,11 @@ fn idle_cost() {
         Cmd(b"ping"),
         Cmd(b"OS_Halt"),
     ];
-    // The default tools.conf interval for vmtoolsd (30 s, so no gathering in the pause).
+    // Both at their default guest-information interval (30 s: no gathering in the pause).
     std::fs::write(s.dir.join("tools.conf"), "[logging]\nlog=false\n").unwrap();
     for (name, host) in [
         ("vmtoolsd", vmtoolsd(&s, &script)),
-        ("toolsd", toolsd(&script)),
+        ("toolsd", toolsd(&script, "30")),
     ] {
         let x = host.tclo_exchanges();
         let idle = x[4].calls_before_command - x[3].calls_before_reply;
