@@ -732,3 +732,48 @@ fn outside_vmware_the_service_returns_an_error() {
         .unwrap();
     run.expect_success();
 }
+
+#[test]
+fn hostile_answers_on_either_channel_are_survived_without_a_panic() {
+    let answers = [
+        Answer::Fail,
+        Answer::Raw(0xDEAD_BEEF),
+        Answer::WrongMessageType(7),
+        Answer::ClaimLength(1 << 30),
+        Answer::NoPrefix,
+        Answer::Phantom(100),
+        Answer::CloseChannel,
+    ];
+    let mut runs = 0;
+    for t in Transport::LIBRARY {
+        for answer in &answers {
+            for step in Step::ALL {
+                for nth in [1, 2, 5] {
+                    let config = script(&[b"reset", b"Capabilities_Register", b"ping", b"ping"])
+                        .fault(step, nth, answer.clone());
+                    let host = t.run(config, |b| {
+                        let mut s = ToolsService::with_config(&mut *b, no_version_log());
+                        s.set_clock(Box::new(VirtualClock::default()));
+                        s.run_for(&mut Reporter, Duration::from_secs(10)).unwrap();
+                        // A failed turn costs one reopen; a fault fires once.
+                        assert!(s.stats().errors <= 2, "{:?}", s.stats());
+                    });
+                    let what = format!("{t:?}: {answer:?} at {step:?} #{nth}");
+                    // A CLOSE the host refuses is not resent (SECURITY.md): it keeps the id.
+                    let refused_close = step == Step::Close
+                        && matches!(answer, Answer::Fail | Answer::Raw(_))
+                        && host.counters().faults_injected > 0;
+                    assert_eq!(host.open_channels(), usize::from(refused_close), "{what}");
+                    let last = host.tclo_exchanges().last().and_then(|x| x.reply.clone());
+                    assert_eq!(
+                        last.as_deref(),
+                        Some(&b"OK "[..]),
+                        "{what}: the script goes on"
+                    );
+                    runs += 1;
+                }
+            }
+        }
+    }
+    println!("{runs} hostile runs");
+}

@@ -56,6 +56,17 @@
 //! - A high-bandwidth transfer needs EBX = 0x00010000 (guest status masked to its success
 //!   bit, command 0); a receive needs RCX of at least the reply length and fails otherwise.
 //!
+//! # TCLO: the VMX's side
+//!
+//! The host plays a script ([`HostConfig::tclo`], [`HostConfig::tclo_wait`],
+//! [`HostConfig::tclo_close`]; `vmw-sim` plays [`DEFAULT_TCLO_SCRIPT`] when given none):
+//! on a TCLO channel, a command is delivered on RECVSIZE once the guest has sent a message
+//! since the last delivery — the empty send after OPEN, then each reply — so each command
+//! goes out when the previous reply came back. Every exchange is kept with the RPCI
+//! requests and backdoor calls made meanwhile ([`Host::tclo_exchanges`]); every guest
+//! message on a TCLO channel is a poll, and a host that saw one within the heartbeat
+//! timeout (20 s) calls the tools running ([`Host::tools_running`]).
+//!
 //! # RPCI replies
 //!
 //! | request | reply |
