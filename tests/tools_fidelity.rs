@@ -449,6 +449,25 @@ fn compare(name: &str, ovt: &Host, ours: &Host, notes: &mut BTreeSet<String>) {
                 esc(&x.command)
             );
         }
+        if x.command == b"Capabilities_Register" {
+            // An uptime sent for the capabilities (vmtoolsd's guestInfo answers that
+            // signal; both send it only when it changed since last sent) comes before them.
+            for (who, h) in [("vmtoolsd", ovt), ("toolsd", ours)] {
+                let m = sides(h, i);
+                let cap = m.iter().position(|m| m == b"tools.capability.statechange ");
+                let up = m.iter().position(|m| m.starts_with(b"SetGuestInfo  7 "));
+                assert!(cap.is_some(), "{name}: {who} announces statechange");
+                assert!(
+                    up.map_or(true, |u| u < cap.unwrap_or(0)),
+                    "{name}: {who}'s uptime"
+                );
+                if let Some(u) = up {
+                    let v = m[u].strip_prefix(b"SetGuestInfo  7 ").unwrap_or_default();
+                    let digits = v.strip_suffix(b"\0").unwrap_or_default();
+                    assert!(!digits.is_empty() && digits.iter().all(u8::is_ascii_digit));
+                }
+            }
+        }
         let mut keep = |h: &Host| -> Vec<Vec<u8>> {
             let mut kept = Vec::new();
             for m in sides(h, i) {
