@@ -72,7 +72,8 @@
 //! `ping`, `Capabilities_Register`, `Set_Option NAME VALUE`, `OS_Halt`, …) and replies
 //! `OK …` or `ERROR …`; what the agent has to say meanwhile (capabilities, the state-change
 //! status of a power operation, the guest's name and addresses) goes over an RPCI channel
-//! of its own. A host that sees no poll for about 20 seconds calls the tools not running.
+//! of its own. A host that sees no poll for a while calls the tools not running (the
+//! simulator waits 20 s; the VMX's own timeout is not published).
 //! [`ToolsService`] is that agent's loop, as open-vm-tools' vmtoolsd runs it, for an
 //! application to embed; [`tools`] has the details.
 //!

@@ -6,7 +6,8 @@
 //! reply to the previous command — an empty message when there is none; the first message
 //! after OPEN is always empty, and that empty send is how the host learns an agent exists —
 //! then asks for the next command (RECVSIZE): no DORECV means the host has nothing to say.
-//! A host that sees no poll for about 20 seconds says the tools are not running.
+//! A host that sees no poll for a while says the tools are not running (the simulator
+//! waits 20 s, `sim::HostConfig::tools_heartbeat`; the VMX's own timeout is not published).
 //!
 //! Replies are text, `OK ` or `ERROR ` and a result, with no trailing NUL. The command is
 //! read as a C string (up to its first NUL) and dispatched on its first space-delimited
