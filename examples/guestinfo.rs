@@ -14,6 +14,9 @@
 //!     cargo run --example guestinfo greeting
 //! ```
 
+#[path = "shared/guard.rs"]
+mod guard;
+
 use std::ffi::OsString;
 use std::io::Write;
 use std::process::ExitCode;
@@ -50,8 +53,8 @@ fn run(
     value: Option<&[u8]>,
     decode: bool,
 ) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    // Privileged access where the kernel grants it, else ring 3 (which VMware allows).
-    let mut session = vmw_backdoor::Session::connect()?;
+    // A session owns its guard: privileged where the kernel grants it, else ring 3.
+    let mut session: vmw_backdoor::Session = vmw_backdoor::RpciChannel::open(guard::probe()?)?;
     if let Some(value) = value {
         session.set_guestinfo(key, value)?;
         return Ok(ExitCode::SUCCESS);

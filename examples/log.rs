@@ -6,6 +6,9 @@
 //!
 //! The arguments are joined with spaces.
 
+#[path = "shared/guard.rs"]
+mod guard;
+
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -14,9 +17,7 @@ fn main() -> ExitCode {
         eprintln!("usage: log TEXT...");
         return ExitCode::from(2);
     }
-    let result = vmw_backdoor::probe_backdoor_privileged()
-        .or_else(|_| vmw_backdoor::probe_backdoor())
-        .and_then(|mut guard| guard.open_enhanced_chan()?.log(&text));
+    let result = guard::probe().and_then(|mut guard| guard.open_enhanced_chan()?.log(&text));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

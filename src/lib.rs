@@ -19,11 +19,28 @@
 //!   of registers travel each way. Command 10, GETVERSION, is the detection knock: VMware
 //!   answers version 6 in EAX and echoes the magic into EBX.
 //! - **High bandwidth (HB)**: `rep outsb` / `rep insb` on port **0x5659** moves a whole
-//!   buffer (ESI or EDI points at it, ECX counts it) in one trap.
+//!   buffer (ESI or EDI points at it, ECX counts it) in one trap. The host must be able to
+//!   read the guest's memory, which rules it out in encrypted guests (AMD SEV).
+//!
+//! On arm64 (VMware Fusion on Apple silicon, ESXi-Arm) there are no I/O ports: the guest
+//! describes the same x86 instruction in X7 (`0x86` in the upper half), puts in X0..X6 what
+//! EAX..EBP would hold, and executes `mrs xzr, mdccsr_el0`, which VMware traps from user
+//! space ([`proto::arm64`]). Everything above the three calls is the same.
 //!
 //! The numbers and the register layout are in [`proto`]; the typed LB commands (version,
 //! hardware version, MHz, BIOS UUID, host time, frequencies, vCPU info) are methods of
 //! [`BackdoorGuard`].
+//!
+//! ## Or by hypercall
+//!
+//! Modern hosts take the same calls by `vmcall` (Intel) or `vmmcall` (AMD) and advertise it
+//! in CPUID leaf 0x40000010 (ECX bit 1, bit 0): the same registers, with flags in place of
+//! the port in `lo16(EDX)` (0 for LB, 3 for HB out, 1 for HB in), no `rep`. A guard chooses
+//! its [`Transport`] at its first knock in open-vm-tools' order (VMCALL, VMMCALL, else the
+//! ports) unless told one ([`BackdoorGuard::set_transport`]); an AMD SEV-ES/SNP guest, which
+//! the port cannot serve, uses VMMCALL without high-bandwidth transfers, and an Intel TDX
+//! guest, whose user space cannot reach the backdoor at all, gets an
+//! [`ErrorKind::Unsupported`] error ([`Transport`] has the table and the sources).
 //!
 //! ## The message channel
 //!
@@ -93,12 +110,21 @@
 //! task sharing your memory that dies of a core-dumping signal takes your whole process with
 //! it, and on any kernel it would write a core file of your address space.
 //!
-//! | platform | unprivileged access | privileged access | outside VMware |
-//! |---|---|---|---|
-//! | Linux x86_64, i686 | yes | `ioperm`, else `iopl(3)` | `NotVmware` error, knock contained in a `clone` child that catches its own fault |
-//! | other Unix on x86 | yes | `Unsupported` error | `NotVmware` error, knock contained in a `fork` child |
-//! | other x86 OSes | yes, if CPUID names VMware | `Unsupported` error | `NotVmware` error, no knock |
-//! | not x86 (aarch64, ...) | `Unsupported` error | `Unsupported` error | `Unsupported` error |
+//! A hypercall needs no I/O privilege; the privileged functions still take it (the
+//! transport is only chosen at the first knock), which there only adds the capability
+//! requirement.
+//!
+//! | platform | unprivileged access | privileged access | transports | outside VMware |
+//! |---|---|---|---|---|
+//! | Linux x86_64, i686 | yes | `ioperm`, else `iopl(3)` | ports, `vmcall`, `vmmcall`; TDX and SEV recognised | `NotVmware` error, knock contained in a `clone` child that catches its own fault |
+//! | other Unix on x86 | yes | `Unsupported` error | ports, `vmcall`, `vmmcall`; TDX recognised | `NotVmware` error, knock contained in a `fork` child |
+//! | other x86 OSes | yes, if CPUID names VMware | `Unsupported` error | ports; a hypercall where CPUID advertises it | `NotVmware` error, no knock |
+//! | Linux aarch64 | yes (EL0) | `Unsupported` error: no I/O privilege exists | the port calls, trapped with `mrs xzr, mdccsr_el0` | `NotVmware` error, knock contained in a `clone` child that catches its own SIGILL |
+//! | anything else | `Unsupported` error | `Unsupported` error | none | `Unsupported` error |
+//!
+//! On arm64 the usual `probe_backdoor_privileged().or_else(|_| probe_backdoor())` therefore
+//! probes once, unprivileged, and [`is_vmware_cpu`] (no CPUID there) reads the firmware's
+//! SMBIOS strings in `/sys/class/dmi/id/`.
 //!
 //! # Usage
 //!
@@ -145,7 +171,7 @@
 //!
 //! # Testing without VMware
 //!
-//! With the `sim` feature (Linux x86_64), `vmw_backdoor::sim` provides a model of the VMware
+//! With the `sim` feature (Linux x86_64 and aarch64), `vmw_backdoor::sim` provides a model of the VMware
 //! host and a runner that executes a guest program under `ptrace`, answering its backdoor
 //! instructions from the model, so all of the above runs on any Linux machine.
 //!
@@ -170,10 +196,18 @@ mod backdoor;
 mod erpc;
 mod error;
 pub mod proto;
-#[cfg(all(feature = "sim", target_os = "linux", target_arch = "x86_64"))]
+#[cfg(all(
+    feature = "sim",
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
 #[cfg_attr(
     docsrs,
-    doc(cfg(all(feature = "sim", target_os = "linux", target_arch = "x86_64")))
+    doc(cfg(all(
+        feature = "sim",
+        target_os = "linux",
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    )))
 )]
 pub mod sim;
 pub mod tools;
@@ -181,7 +215,7 @@ pub mod tools;
 pub use backdoor::{
     access_backdoor, access_backdoor_privileged, is_vmware_cpu, probe_backdoor,
     probe_backdoor_privileged, Backdoor, BackdoorAccess, BackdoorGuard, BiosUuid, Frequencies,
-    HostTime, Instructions, Product, VcpuInfo, Version,
+    HostTime, Instructions, Product, Transport, TransportKind, VcpuInfo, Version,
 };
 pub use erpc::{guestinfo, EnhancedChan, RpciChannel, Session, DEFAULT_MAX_REPLY_LEN};
 pub use error::{ErrorKind, VmwError};

@@ -19,6 +19,12 @@
 //! | EDX | `lo16` port, `hi16` channel id; result | `lo16` port, `hi16` channel id |
 //! | ESI, EDI | arguments (cookie halves); results | `rep outsb`: ESI buffer, EDI cookie low; `rep insb`: ESI cookie high, EDI buffer |
 //! | EBP | unused | `rep outsb`: cookie high; `rep insb`: cookie low |
+//!
+//! The hypercall forms (`vmcall`/`vmmcall`, [`crate::Transport`]) carry the same registers,
+//! but `lo16(EDX)` holds flags (open-vm-tools' `BDOOR_FLAGS_*`: 0 for a low-bandwidth call,
+//! 3 for a high-bandwidth guest-to-host transfer, 1 for host-to-guest) and, after a
+//! high-bandwidth one, only EBX's status is defined. [`crate::Backdoor`] speaks the port form
+//! for every transport.
 
 /// The backdoor magic, `"VMXh"` as a little-endian u32: EAX on every call, EBX after GETVERSION.
 pub const MAGIC: u32 = 0x564D_5868;
@@ -132,6 +138,50 @@ pub mod product {
     pub const WORKSTATION_ENTERPRISE: u32 = 5;
 }
 
+/// The same calls on arm64: "VMware x86 I/O space virtualization on arm" (open-vm-tools'
+/// `lib/include/backdoor_def.h`, used by its `lib/backdoor/backdoorGcc64_arm64.c` and by
+/// Linux's `drivers/gpu/drm/vmwgfx/vmwgfx_msg_arm64.h`).
+///
+/// X0..X6 carry what EAX, EBX, ECX, EDX, ESI, EDI, EBP carry on x86 (so [`Regs`] maps
+/// field for field: `ax` is X0, ..., `bp` is X6); W7 describes the x86 I/O instruction and
+/// X7<63:32> holds [`X86_IO_MAGIC`](arm64::X86_IO_MAGIC); then `mrs xzr, mdccsr_el0`
+/// ([`MRS_XZR_MDCCSR_EL0`](arm64::MRS_XZR_MDCCSR_EL0)) traps to the hypervisor, from EL0
+/// as from EL1. Outside VMware the kernel gets the trap (Linux sets `MDSCR_EL1.TDCC`) and
+/// the process gets SIGILL.
+pub mod arm64 {
+    /// X7<63:32> of a backdoor call: "this is an x86 I/O instruction".
+    pub const X86_IO_MAGIC: u32 = 0x86;
+    /// W7<1:0>: transfer size, 0 = 1 byte, 1 = 2 bytes, 2 = 4 bytes (3 is invalid).
+    pub const W7_SIZE_MASK: u32 = 0x3;
+    /// W7<2>: direction, set for a read (IN, INS), clear for a write (OUT, OUTS).
+    pub const W7_DIR: u32 = 1 << 2;
+    /// W7<3>: the port is in DX (`lo16(W3)`); with [`W7_STR`] clear and this clear, the
+    /// port is the immediate in W7<12:5>.
+    pub const W7_WITH: u32 = 1 << 3;
+    /// W7<4>: a string instruction; with [`W7_WITH`] also set, REP INS / REP OUTS.
+    pub const W7_STR: u32 = 1 << 4;
+    /// W7<5>: EFLAGS.DF of a string instruction (walks downwards when set).
+    pub const W7_DF: u32 = 1 << 5;
+    /// W7<12:5>: the immediate port of a non-string IN/OUT without DX.
+    pub const W7_IMM_SHIFT: u32 = 5;
+
+    /// X7 for the low-bandwidth call, `in eax, dx`: 4 bytes, read, port in DX.
+    pub const X7_LB: u64 = x7(W7_WITH | W7_DIR | 2);
+    /// X7 for the high-bandwidth guest-to-host call, `rep outsb` (DF clear).
+    pub const X7_HB_OUT: u64 = x7(W7_STR | W7_WITH);
+    /// X7 for the high-bandwidth host-to-guest call, `rep insb` (DF clear).
+    pub const X7_HB_IN: u64 = x7(W7_STR | W7_WITH | W7_DIR);
+
+    /// X7 for the x86 instruction that W7 value `w7` describes.
+    const fn x7(w7: u32) -> u64 {
+        ((X86_IO_MAGIC as u64) << 32) | w7 as u64
+    }
+
+    /// The instruction word of `mrs xzr, mdccsr_el0`: MRS (0xd5300000) with op0 = 2
+    /// (o0 = 0), op1 = 3, CRn = 0, CRm = 1, op2 = 0 and Rt = 31 (XZR).
+    pub const MRS_XZR_MDCCSR_EL0: u32 = 0xd530_0000 | (3 << 16) | (1 << 8) | 31;
+}
+
 /// The registers of one backdoor call, before or after it.
 ///
 /// Fields are full width; the protocol reads the low 32 bits of all of them except the
@@ -206,6 +256,16 @@ mod tests {
         assert_eq!(&MAGIC.to_le_bytes(), b"hXMV");
         assert_eq!(&PROTO_RPCI.to_le_bytes(), b"RPCI");
         assert_eq!(&PROTO_TCLO.to_le_bytes(), b"TCLO");
+    }
+
+    #[test]
+    fn arm64_descriptors_spell_the_x86_instructions() {
+        // The values open-vm-tools' backdoorGcc64_arm64.c and Linux's vmwgfx_msg_arm64.h build.
+        assert_eq!(arm64::X7_LB, 0x0000_0086_0000_000e, "in eax, dx");
+        assert_eq!(arm64::X7_HB_OUT, 0x0000_0086_0000_0018, "rep outsb");
+        assert_eq!(arm64::X7_HB_IN, 0x0000_0086_0000_001c, "rep insb");
+        // What `aarch64-linux-gnu-as` assembles `mrs xzr, mdccsr_el0` to.
+        assert_eq!(arm64::MRS_XZR_MDCCSR_EL0, 0xd533_011f);
     }
 
     #[test]

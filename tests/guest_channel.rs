@@ -3,7 +3,11 @@
 //! simulator's trap-and-emulate runner. Host flavours: HB or LB transfers, cookies or not.
 //! The backdoor calls and allocations per RPC are counted for every size in `perf_counts.rs`.
 
-#![cfg(all(feature = "sim", target_os = "linux", target_arch = "x86_64"))]
+#![cfg(all(
+    feature = "sim",
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
 
 mod support;
 
@@ -63,7 +67,7 @@ fn ok_or_host_fault<T>(result: Result<T, VmwError>, what: &str) {
 
 #[test]
 fn every_channel_function_works_in_every_flavour() {
-    for t in Transport::LIBRARY {
+    for t in Transport::library() {
         for (name, config) in flavours() {
             let config = config.guestinfo("present", "value").machine_id("vm-7");
             let host = t.run(config, |b| {
@@ -106,7 +110,7 @@ fn values_of_awkward_sizes_round_trip() {
     const SIZES: [usize; 8] = [0, 1, 3, 4, 5, 65_535, 65_536, 1 << 20];
     // Writes: the whole request must fit the host's 65,536 bytes.
     let room = MAX_GUEST_MESSAGE - b"info-set guestinfo.w ".len();
-    for t in Transport::LIBRARY {
+    for t in Transport::library() {
         for (name, mut config) in flavours() {
             for len in SIZES {
                 config = config.guestinfo(format!("v{len}"), pattern(len));
@@ -135,7 +139,7 @@ fn values_of_awkward_sizes_round_trip() {
 
 #[test]
 fn a_missing_key_is_none_and_a_refusal_keeps_the_host_text() {
-    for t in Transport::LIBRARY {
+    for t in Transport::library() {
         let config = HostConfig::default().guestinfo("k", "v").deny_guestinfo();
         let host = t.run(config, |b| {
             let mut c = open(b);
@@ -162,7 +166,7 @@ fn a_missing_key_is_none_and_a_refusal_keeps_the_host_text() {
 
 #[test]
 fn raw_rpc_returns_the_payload_or_the_refusal() {
-    for t in Transport::LIBRARY {
+    for t in Transport::library() {
         t.run(HostConfig::default().machine_id("vm-42"), |b| {
             let mut c = open(b);
             assert_eq!(c.rpc(b"machine.id.get").unwrap(), b"vm-42");
@@ -176,7 +180,7 @@ fn raw_rpc_returns_the_payload_or_the_refusal() {
 
 #[test]
 fn requests_go_out_without_a_trailing_nul() {
-    for t in Transport::LIBRARY {
+    for t in Transport::library() {
         let host = t.run(HostConfig::default(), |b| open(b).log("hello").unwrap());
         assert_eq!(
             host.counters().bytes_to_host,
@@ -189,7 +193,7 @@ fn requests_go_out_without_a_trailing_nul() {
 
 #[test]
 fn a_checkpoint_at_any_step_is_absorbed() {
-    for t in Transport::LIBRARY {
+    for t in Transport::library() {
         for (name, config) in flavours() {
             for step in Step::ALL {
                 let config = config
@@ -220,7 +224,7 @@ fn a_checkpoint_at_any_step_is_absorbed() {
 
 #[test]
 fn periodic_checkpoints_do_not_break_long_transfers() {
-    for t in Transport::LIBRARY {
+    for t in Transport::library() {
         for (name, config) in flavours() {
             let host = t.run(config.cpt_every(3).guestinfo("v", pattern(10_000)), |b| {
                 let mut c = open(b);
@@ -235,7 +239,7 @@ fn periodic_checkpoints_do_not_break_long_transfers() {
 
 #[test]
 fn a_run_of_checkpoints_is_a_checkpoint_error_and_the_channel_recovers() {
-    for t in Transport::LIBRARY {
+    for t in Transport::library() {
         for (name, config) in flavours() {
             for step in [Step::SendSize, Step::RecvSize, Step::RecvStatus] {
                 let mut config = config.clone().guestinfo("k", "v");
@@ -266,7 +270,7 @@ fn a_run_of_checkpoints_is_a_checkpoint_error_and_the_channel_recovers() {
 
 #[test]
 fn checkpoints_on_every_cookie_open_never_downgrade_to_a_plain_channel() {
-    for t in Transport::LIBRARY {
+    for t in Transport::library() {
         let mut config = HostConfig::default();
         for nth in 1..=CPT_TRIES {
             config = config.fault(Step::Open, nth, Answer::Cpt);
@@ -289,7 +293,7 @@ fn checkpoints_on_every_cookie_open_never_downgrade_to_a_plain_channel() {
 
 #[test]
 fn after_any_failed_step_the_channel_is_back_in_step() {
-    for t in Transport::LIBRARY {
+    for t in Transport::library() {
         for (name, config) in flavours() {
             for step in Step::ALL {
                 for answer in [Answer::Fail, Answer::CloseChannel] {
@@ -329,7 +333,7 @@ fn hostile_answers_give_errors_never_panics_and_the_channel_recovers() {
         Answer::Phantom(9),
         Answer::Phantom(u32::MAX),
     ];
-    for t in Transport::LIBRARY {
+    for t in Transport::library() {
         for (name, config) in flavours() {
             for step in Step::ALL {
                 for answer in &hostile {
@@ -359,7 +363,7 @@ fn hostile_answers_give_errors_never_panics_and_the_channel_recovers() {
 
 #[test]
 fn a_channel_the_host_dropped_is_reopened_and_the_request_sent_once() {
-    for t in Transport::LIBRARY {
+    for t in Transport::library() {
         let config = HostConfig::default().fault(Step::SendSize, 1, Answer::CloseChannel);
         let host = t.run(config, |b| open(b).set_guestinfo(b"k", b"w").unwrap());
         let c = host.counters();
@@ -376,7 +380,7 @@ fn a_channel_the_host_dropped_is_reopened_and_the_request_sent_once() {
 
 #[test]
 fn replies_over_the_cap_fail_before_fetching_and_cost_only_the_channel() {
-    for t in Transport::LIBRARY {
+    for t in Transport::library() {
         let config = HostConfig::default().guestinfo("v", pattern(5000));
         let host = t.run(config.clone(), |b| {
             let mut c = open(b);
@@ -409,7 +413,7 @@ fn replies_over_the_cap_fail_before_fetching_and_cost_only_the_channel() {
 
 #[test]
 fn a_small_cap_limits_values_not_refusals() {
-    for t in Transport::LIBRARY {
+    for t in Transport::library() {
         let config = HostConfig::default().guestinfo("v", "123456789");
         t.run(config.clone(), |b| {
             let mut c = open(b);
@@ -439,7 +443,7 @@ fn a_small_cap_limits_values_not_refusals() {
 
 #[test]
 fn open_falls_back_to_a_cookie_less_channel() {
-    for t in Transport::LIBRARY {
+    for t in Transport::library() {
         let host = t.run(HostConfig::default().no_cookies(), |b| drop(open(b)));
         assert_eq!(
             message_calls(&host, msg::OPEN),
@@ -452,7 +456,7 @@ fn open_falls_back_to_a_cookie_less_channel() {
 
 #[test]
 fn eight_channels_survive_a_thousand_open_close_cycles() {
-    for t in Transport::LIBRARY {
+    for t in Transport::library() {
         let config = HostConfig::default().channels(8).guestinfo("k", "v");
         let host = t.run(config, |b| {
             for i in 0..1000 {
@@ -482,7 +486,7 @@ fn eight_channels_survive_a_thousand_open_close_cycles() {
 
 #[test]
 fn close_is_sent_once_explicitly_or_on_drop() {
-    for t in Transport::LIBRARY {
+    for t in Transport::library() {
         let host = t.run(HostConfig::default(), |b| {
             open(&mut *b).close().unwrap(); // and nothing when it drops
             drop(open(b));

@@ -70,12 +70,19 @@ fn checkvm_reports_version_and_product_or_fails_cleanly() {
         let o = run_example(HostConfig::default().mode(mode), "checkvm", &[]);
         assert_eq!(o.exit, GuestExit::Exited(1), "{mode:?}: never a signal");
         assert!(o.stdout.is_empty());
-        assert!(
-            o.stderr.contains("not running in a VMware VM"),
-            "{}",
-            o.stderr
+        assert_eq!(
+            o.stderr,
+            "Error: checkvm must be run inside a virtual machine on a VMware hypervisor product.\n"
         );
     }
+
+    // -h is help, as in vmware-checkvm; the hardware version has a long option of its own.
+    let o = run_example(HostConfig::default(), "checkvm", &["-h"]);
+    assert_eq!(o.exit, GuestExit::Exited(0));
+    assert!(o.stdout.starts_with(b"Usage:\n  checkvm [OPTION?]\n"));
+    let o = run_example(HostConfig::default(), "checkvm", &["--hardware-version"]);
+    assert_eq!(o.exit, GuestExit::Exited(0), "{}", o.stderr);
+    assert_eq!(o.stdout, b"VMware virtual hardware version 21\n");
 }
 
 #[test]
@@ -109,16 +116,29 @@ fn guestinfo_prints_sets_and_reports_missing_keys() {
     assert_eq!(o.exit, GuestExit::Exited(1));
 }
 
+/// As vmware-rpctool (`tests/tool_parity.rs` compares the two): the payload and a newline,
+/// or the host's text on stderr; only the first argument is sent.
 #[test]
 fn rpctool_prints_the_payload_or_the_host_text() {
     let config = HostConfig::default().guestinfo("k", "v").machine_id("vm-1");
     let o = run_example(config.clone(), "rpctool", &["info-get guestinfo.k"]);
-    assert_eq!((o.exit, o.stdout), (GuestExit::Exited(0), b"v".to_vec()));
-    let o = run_example(config.clone(), "rpctool", &["machine.id.get"]);
-    assert_eq!(o.stdout, b"vm-1");
-    let o = run_example(config, "rpctool", &["info-get", "guestinfo.nope"]);
+    assert_eq!((o.exit, o.stdout), (GuestExit::Exited(0), b"v\n".to_vec()));
+    let o = run_example(config.clone(), "rpctool", &["machine.id.get", "ignored"]);
+    assert_eq!(o.stdout, b"vm-1\n");
+    let o = run_example(config.clone(), "rpctool", &["info-get guestinfo.nope"]);
     assert_eq!(o.exit, GuestExit::Exited(1));
     assert_eq!(o.stderr, "No value found\n");
+    let o = run_example(config, "rpctool", &["-h"]);
+    assert_eq!(o.exit, GuestExit::Exited(0));
+    assert!(o.stderr.starts_with("rpctool syntax:\n"), "{}", o.stderr);
+    assert_eq!(o.host.counters().rpcs, 0, "-h is not sent");
+
+    let o = run_example(
+        HostConfig::default().mode(Mode::NotVmware),
+        "rpctool",
+        &["machine.id.get"],
+    );
+    assert_eq!(o.exit, GuestExit::Exited(255));
 }
 
 #[test]

@@ -4,19 +4,23 @@
 //! on the port; each as root and as an unprivileged user.
 //!
 //! Every example path and every public probe and access function runs there. Each run must
-//! end with its typed error or the right answer — exit status 0 or 1, never a signal — and
-//! leave no core file and no fault line in the kernel log. On Linux before 5.16 a knock
-//! child dying of SIGSEGV took its caller with it; 5.10 is in the matrix for that.
+//! end with its typed error or the right answer — exit status 0 or 1 (255 for `rpctool`
+//! outside VMware, as `vmware-rpctool`), never a signal — and leave no core file and no
+//! fault line in the kernel log. On Linux before 5.16 a knock child dying of SIGSEGV took its
+//! caller with it; 5.10 is in the matrix for that.
 //!
 //! The kernels come from `tests/vm/setup.sh`. Without them these tests say so and pass,
 //! unless `VMW_VM_REQUIRED` is set (CI sets it).
 
 #![cfg(all(target_os = "linux", target_arch = "x86_64"))]
 
+#[path = "vm/entry_points.rs"]
+mod entry_points;
 #[path = "vm/harness.rs"]
 mod harness;
 mod support;
 
+use entry_points::ENTRY;
 use harness::{Case, Kernel, Machine, Outcome, Status, NOBODY, VM_UUID};
 
 /// The test binary's own guest, run inside the VM: [`guest_entry_points`].
@@ -27,8 +31,6 @@ const GUEST_ARGS: [&str; 5] = [
     "--nocapture",
     "--test-threads=1",
 ];
-/// How the guest marks its transcript lines among the test harness's own.
-const ENTRY: &str = "@entry ";
 
 fn kernels_or_skip() -> Vec<Kernel> {
     let kernels = harness::kernels();
@@ -57,6 +59,7 @@ fn cases() -> Vec<Case> {
                 uid,
                 program: support::example(name),
                 args: args.iter().map(|a| a.to_string()).collect(),
+                timeout: None,
             });
         }
         cases.push(Case {
@@ -64,6 +67,7 @@ fn cases() -> Vec<Case> {
             uid,
             program: std::env::current_exe().expect("test executable"),
             args: GUEST_ARGS.iter().map(|a| a.to_string()).collect(),
+            timeout: None,
         });
     }
     cases
@@ -104,6 +108,14 @@ fn expected_entry_points(machine: Machine, root: bool) -> Vec<String> {
             (false, _) => "probe_backdoor_privileged: Err(Privilege)",
             (true, true) => "probe_backdoor_privileged: Ok(privileged)",
             (true, false) => "probe_backdoor_privileged: Err(NotVmware)",
+        }
+        .to_owned(),
+    );
+    lines.push(
+        if root && vmport {
+            "probe_backdoor_privileged.or_else(probe_backdoor): Ok(privileged)"
+        } else {
+            "probe_backdoor_privileged.or_else(probe_backdoor): Err(NotVmware)"
         }
         .to_owned(),
     );
@@ -161,7 +173,7 @@ fn matrix(machine: Machine) {
         );
     }
     println!(
-        "{machine:?}: {runs} runs on {} kernels ({}): every one exited 0 or 1, no signal, \
+        "{machine:?}: {runs} runs on {} kernels ({}): every one exited 0, 1 or 255, no signal, \
          no core file, no fault line",
         kernels.len(),
         kernels
@@ -177,7 +189,7 @@ fn check_case(machine: Machine, case: &Case, o: &Outcome, what: &str) {
     let stderr = String::from_utf8_lossy(&o.stderr);
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(
-        matches!(o.status, Status::Exited(0 | 1)),
+        matches!(o.status, Status::Exited(0 | 1 | 255)),
         "{what}: {}\nstdout: {stdout}\nstderr: {stderr}\nkernel: {:#?}",
         o.status,
         o.kmsg
@@ -204,18 +216,34 @@ fn check_case(machine: Machine, case: &Case, o: &Outcome, what: &str) {
     }
     let name = case.program.file_name().unwrap().to_string_lossy();
     let args: Vec<&str> = case.args.iter().map(String::as_str).collect();
-    let (out, code) = if root && machine != Machine::Bare {
+    let reached = root && machine != Machine::Bare;
+    let (out, code) = if reached {
         example_on_vmport(&name, &args)
     } else {
-        ("", 1)
+        ("", not_vmware_status(&name))
     };
     assert_eq!(o.status, Status::Exited(code), "{what}: {stderr}");
     assert_eq!(stdout, out, "{what}: {stderr}");
     if code != 0 {
+        // rpctool and checkvm say "not VMware" as open-vm-tools' programs do.
+        let says = match &*name {
+            "rpctool" | "checkvm" if !reached => "Error: ".to_owned(),
+            _ => format!("{name}: "),
+        };
         assert!(
-            stderr.starts_with(&format!("{name}: ")),
+            stderr.starts_with(&says),
             "{what}: says why on stderr: {stderr:?}"
         );
+    }
+}
+
+/// An example's exit status where the backdoor does not answer: 1, and 255 for rpctool (as
+/// vmware-rpctool).
+fn not_vmware_status(name: &str) -> i32 {
+    if name == "rpctool" {
+        255
+    } else {
+        1
     }
 }
 
@@ -234,64 +262,92 @@ fn on_a_machine_without_a_backdoor() {
     matrix(Machine::Bare);
 }
 
-/// The guest of the matrix: every public probe and access function, and every method of
-/// each guard they hand out, one transcript line each (errors by kind). Run inside the VMs;
-/// elsewhere it only prints what this machine answers.
+/// A test binary of this crate built beside this one (`target/<profile>/deps/<name>-<hash>`,
+/// the newest if there are several).
+fn sibling_test_binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test executable");
+    let deps = exe.parent().expect("deps directory");
+    let prefix = format!("{name}-");
+    std::fs::read_dir(deps)
+        .expect("read deps")
+        .flatten()
+        .filter(|e| {
+            let file = e.file_name().to_string_lossy().into_owned();
+            file.starts_with(&prefix) && !file.contains('.')
+        })
+        .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
+        .map(|e| e.path())
+        .unwrap_or_else(|| {
+            panic!(
+                "no {name} test binary beside {}: build the tests",
+                exe.display()
+            )
+        })
+}
+
+/// The library's scenario suites inside the newest kernel, where QEMU's TCG raises #UD for
+/// both `vmcall` and `vmmcall` in ring 3 (on this machine's KVM only one of them traps), so
+/// the simulator's runner serves both: each scenario runs in memory, by port, by VMCALL and
+/// by VMMCALL. Left out there for time: the 1 MiB low-bandwidth sizes and the 1,000 open and
+/// close cycles (both run natively), and the cases that start `vmw-sim` (not in the VM).
+#[test]
+fn the_library_scenarios_by_every_hypercall_inside_the_vm() {
+    let Some(kernel) = kernels_or_skip().pop() else {
+        return;
+    };
+    let suites: [(&str, &[&str]); 3] = [
+        (
+            "guest_channel",
+            &[
+                "--skip",
+                "values_of_awkward_sizes",
+                "--skip",
+                "eight_channels",
+            ],
+        ),
+        ("guest_hypercall", &["--skip", "vmw_sim"]),
+        ("guest_session", &[]),
+    ];
+    let cases: Vec<Case> = suites
+        .iter()
+        .map(|(name, skips)| Case {
+            id: (*name).to_owned(),
+            uid: 0,
+            program: sibling_test_binary(name),
+            args: ["--test-threads=1", "--nocapture"]
+                .iter()
+                .chain(skips.iter())
+                .map(|a| a.to_string())
+                .collect(),
+            timeout: None,
+        })
+        .collect();
+    let boot =
+        harness::boot(&kernel, Machine::Bare, &cases).unwrap_or_else(|e| panic!("{kernel}: {e}"));
+    for case in &cases {
+        let o = &boot.outcomes[&case.id];
+        let out = String::from_utf8_lossy(&o.stdout);
+        let err = String::from_utf8_lossy(&o.stderr);
+        let what = format!("{} in {kernel}", case.id);
+        assert_eq!(o.status, Status::Exited(0), "{what}:\n{out}\n{err}");
+        assert!(out.contains("test result: ok"), "{what}: {out}");
+        assert!(
+            !err.contains("does not trap"),
+            "{what}: a hypercall was not tested: {err}"
+        );
+        let summary = out
+            .lines()
+            .find(|l| l.starts_with("test result"))
+            .unwrap_or_default();
+        println!("{what}: {summary}");
+    }
+    println!("{kernel}: one boot in {:.1} s", boot.took.as_secs_f64());
+}
+
+/// The guest of the matrix ([`entry_points::transcript`]). Run inside the VMs; elsewhere it
+/// only prints what this machine answers.
 #[test]
 #[ignore = "runs inside the test VMs (tests/kernels.rs)"]
 fn guest_entry_points() {
-    use std::fmt::Debug;
-    use vmw_backdoor::{BackdoorGuard, EnhancedChan, VmwError};
-
-    fn show<T: Debug>(name: &str, r: Result<T, VmwError>) {
-        match r {
-            Ok(v) => println!("{ENTRY}{name}: Ok({v:?})"),
-            Err(e) => println!("{ENTRY}{name}: Err({:?})", e.kind()),
-        }
-    }
-    fn guard(name: &str, r: Result<BackdoorGuard, VmwError>) -> Option<BackdoorGuard> {
-        match r {
-            Ok(g) => {
-                let access = if g.is_privileged() {
-                    "privileged"
-                } else {
-                    "unprivileged"
-                };
-                println!("{ENTRY}{name}: Ok({access})");
-                Some(g)
-            }
-            Err(e) => {
-                println!("{ENTRY}{name}: Err({:?})", e.kind());
-                None
-            }
-        }
-    }
-    fn methods(mut g: BackdoorGuard) {
-        show("  probe_vmware_backdoor", g.probe_vmware_backdoor());
-        show("  get_version", g.get_version());
-        show("  hardware_version", g.hardware_version());
-        show("  cpu_mhz", g.cpu_mhz());
-        show("  bios_uuid", g.bios_uuid());
-        // The time itself changes; whether there is one does not.
-        show("  host_time", g.host_time().map(|t| t.map(|_| "time")));
-        show("  frequencies", g.frequencies());
-        show("  vcpu_info", g.vcpu_info());
-        show("  EnhancedChan::open", EnhancedChan::open(&mut g).map(drop));
-    }
-
-    println!("{ENTRY}is_vmware_cpu: {}", vmw_backdoor::is_vmware_cpu());
-    guard("probe_backdoor", vmw_backdoor::probe_backdoor());
-    guard(
-        "probe_backdoor_privileged",
-        vmw_backdoor::probe_backdoor_privileged(),
-    );
-    if let Some(g) = guard("access_backdoor", vmw_backdoor::access_backdoor()) {
-        methods(g);
-    }
-    if let Some(g) = guard(
-        "access_backdoor_privileged",
-        vmw_backdoor::access_backdoor_privileged(),
-    ) {
-        methods(g);
-    }
+    entry_points::transcript();
 }

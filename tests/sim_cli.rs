@@ -122,7 +122,7 @@ fn guestinfo_in_and_out() {
     assert!(text.contains("1 from a file\nwith two lines\n"), "{text}");
     assert_eq!(
         std::fs::read_to_string(&dump).unwrap(),
-        "guestinfo.a=1\nguestinfo.b=from a file\nwith two lines\nguestinfo.c=three 3\n"
+        "guestinfo.a=1\nguestinfo.b=from a file\\x0awith two lines\nguestinfo.c=three 3\n"
     );
 }
 
@@ -160,7 +160,13 @@ fn tclo_script_and_logs() {
             "ping\tx",
             "--tclo-close",
         ])
-        .args(["--tclo", "Capabilities_Register", "--tclo", "OS_Halt"])
+        .args([
+            "--tclo",
+            "Capabilities_Register",
+            "--tclo",
+            "OS_Halt",
+            "--allow-power-ops",
+        ])
         .args(["--tclo-log", path(&tclo_log), "--rpci-log", path(&rpci_log)])
         .args(["--stats", path(&stats), "--"])
         .arg(support::example("toolsd"))
@@ -246,12 +252,11 @@ fn host_options_change_the_answers() {
         stdout(&out)
     );
 
-    let out = vmw_sim(&["--channels", "0"], "rpc:log x");
-    assert_eq!(
-        out.status.code(),
-        Some(11),
-        "no channel can open: {}",
-        stdout(&out)
+    let out = vmw_sim(&["--channels", "1"], "rpc:log x;rpc:log y");
+    assert!(
+        out.status.success(),
+        "one channel, used in turn: {}",
+        stderr(&out)
     );
 
     let dir = scratch("hostopts");
@@ -348,7 +353,7 @@ fn bad_options_exit_2_with_a_message() {
         ),
         (
             &["--iopl", "maybe", "--", "/bin/true"],
-            "--iopl: expected ok, eperm or enosys",
+            "--iopl: expected creds, ok, eperm or enosys",
         ),
         (
             &["-e", "foo=bar", "--", "/bin/true"],
@@ -365,6 +370,30 @@ fn bad_options_exit_2_with_a_message() {
         (
             &["--not-vmware", "--restrict-backdoor", "--", "/bin/true"],
             "exclude each other",
+        ),
+        (
+            &["--channels", "0", "--", "/bin/true"],
+            "at least one channel",
+        ),
+        (
+            &["-e", "guestinfo.a b=1", "--", "/bin/true"],
+            "whitespace or NUL",
+        ),
+        (
+            &["--vmware-cpuid", "--not-vmware", "--", "/bin/true"],
+            "no effect with --not-vmware",
+        ),
+        (
+            &["--stats", "same", "--vmx-log", "same", "--", "/bin/true"],
+            "name the same file",
+        ),
+        (
+            &["--tclo", "OS_Halt", "--", "/bin/true"],
+            "--allow-power-ops",
+        ),
+        (
+            &["--tclo", "OS_Reboot now", "--", "/bin/true"],
+            "power operation",
         ),
         (
             &["--no-hb=yes", "--", "/bin/true"],
@@ -425,7 +454,8 @@ fn help() {
             "--stats FILE",
             "--vmx-log FILE",
             "--dump-guestinfo FILE",
-            "--iopl ok|eperm|enosys",
+            "--iopl creds|ok|eperm|enosys",
+            "--allow-power-ops",
             "--vmware-cpuid",
         ] {
             assert!(text.contains(option), "help lacks {option}");
@@ -457,4 +487,169 @@ fn vmware_cpuid_on_request() {
             stdout(&out)
         );
     }
+}
+
+/// Starts `vmw-sim OPTIONS -- <guest doing await-signal:FILE>` and waits for its `ready`.
+fn awaiting_guest(options: &[&str], file: &std::path::Path) -> std::process::Child {
+    use std::io::BufRead;
+    let actions = format!("await-signal:{}", path(file));
+    let guest = guest_command(&actions);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vmw-sim"))
+        .args(options)
+        .arg("--")
+        .arg(guest.get_program())
+        .args(guest.get_args())
+        .env(GUEST_ENV, &actions)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start vmw-sim");
+    let mut line = String::new();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    while !line.contains("ready") {
+        line.clear();
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "the guest ended before ready"
+        );
+    }
+    child
+}
+
+#[test]
+fn signals_to_vmw_sim_reach_the_guest_and_the_outputs_are_written() {
+    let dir = scratch("signals");
+    for (sig, name) in [(libc::SIGINT, "int"), (libc::SIGTERM, "term")] {
+        let (file, stats) = (dir.join(name), dir.join(format!("{name}.json")));
+        std::fs::write(&stats, "what an earlier run left").unwrap();
+        let child = awaiting_guest(&["--stats", path(&stats)], &file);
+        // SAFETY: kill with integers, to our own child.
+        assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(7),
+            "the guest's own exit: {}",
+            stderr(&out)
+        );
+        let seen = std::fs::read_to_string(&file).expect("the guest's clean-up ran");
+        assert_eq!(seen, sig.to_string());
+        let json = std::fs::read_to_string(&stats).unwrap();
+        assert!(
+            json.starts_with('{') && json.contains("\"lb_calls\""),
+            "{json}"
+        );
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}
+
+#[test]
+fn a_killed_run_leaves_the_earlier_output_whole() {
+    let dir = scratch("killed");
+    let stats = dir.join("stats.json");
+    std::fs::write(&stats, "what an earlier run left").unwrap();
+    let mut child = awaiting_guest(&["--stats", path(&stats)], &dir.join("never"));
+    child.kill().unwrap(); // SIGKILL: vmw-sim cannot write anything
+    child.wait().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&stats).unwrap(),
+        "what an earlier run left",
+        "not truncated, not half-written"
+    );
+}
+
+#[test]
+fn processes_left_stopped_are_not_waited_for() {
+    use std::io::BufRead;
+    // Without the simulator the shell returns at once; the stopped child stays stopped. (It
+    // may be stopped before its own redirections, holding our pipe: read one line, then
+    // wait for vmw-sim itself, not for the end of its output.)
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vmw-sim"))
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "sleep 100 >/dev/null 2>&1 & echo $!; kill -STOP $!; exit 3",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start vmw-sim");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let status = child.wait().expect("vmw-sim returns");
+    let pid: i32 = line.trim().parse().expect("the child's pid");
+    let tracer = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    // SAFETY: kill with integers; the pid is the process the guest started and stopped.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    assert_eq!(status.code(), Some(3), "the shell's status");
+    // It is let go: still stopped, or (where its process group became orphaned) hung up and
+    // continued by the kernel, as it would be without the simulator; never still traced.
+    assert!(
+        tracer.is_empty() || tracer.contains("TracerPid:\t0"),
+        "no longer traced: {tracer}"
+    );
+}
+
+#[test]
+fn text_outputs_escape_bytes_that_would_break_a_line_and_read_back_exactly() {
+    let dir = scratch("escape");
+    let (dump, log) = (dir.join("dump"), dir.join("log"));
+    let value: &[u8] = b"two\nlines \\ and \xff\x01 =";
+    let value_file = dir.join("value");
+    std::fs::write(&value_file, value).unwrap();
+    let e = format!("guestinfo.v=@{}", path(&value_file));
+    let out = vmw_sim(
+        &[
+            "-e",
+            &e,
+            "--dump-guestinfo",
+            path(&dump),
+            "--vmx-log",
+            path(&log),
+        ],
+        "rpc:log a\tb\\c",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let unescape = |text: &str| -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut rest = text.as_bytes();
+        while let Some((&b, tail)) = rest.split_first() {
+            if b == b'\\' {
+                let hex = std::str::from_utf8(&tail[1..3]).unwrap();
+                out.push(u8::from_str_radix(hex, 16).unwrap());
+                rest = &tail[3..];
+            } else {
+                out.push(b);
+                rest = tail;
+            }
+        }
+        out
+    };
+    let dump = std::fs::read_to_string(&dump).unwrap();
+    assert_eq!(dump.lines().count(), 1, "one entry, one line: {dump:?}");
+    let (key, stored) = dump.trim_end().split_once('=').unwrap();
+    assert_eq!((key, unescape(stored).as_slice()), ("guestinfo.v", value));
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(unescape(log.trim_end()), b"a\tb\\c");
+}
+
+#[test]
+fn guestinfo_keys_match_in_any_case_as_on_vmware() {
+    let out = vmw_sim(
+        &["-e", "GuestInfo.ovfEnv=<xml/>"],
+        "rpc:info-get guestinfo.ovfenv;rpc:info-get GUESTINFO.OVFENV",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out).matches("1 <xml/>").count(),
+        2,
+        "{}",
+        stdout(&out)
+    );
 }

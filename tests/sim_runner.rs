@@ -11,7 +11,7 @@ use support::guest::*;
 use support::reference::{self as rc, cmd, st, status, Chan, HB_OK, HB_PORT, LB_PORT, MAGIC};
 use support::reference::{COOKIE, RPCI};
 use vmw_backdoor::proto::Regs;
-use vmw_backdoor::sim::{GuestExit, HostConfig, IoplPolicy, Mode, SimRun};
+use vmw_backdoor::sim::{GuestExit, HostConfig, Hypercall, IoplPolicy, Mode, SimRun};
 use vmw_backdoor::Backdoor;
 
 const EINVAL: i32 = libc::EINVAL;
@@ -649,44 +649,21 @@ fn parallel_runs_do_not_mix() {
     }
 }
 
-static TRAPPED: AtomicI32 = AtomicI32::new(0);
-
-extern "C" fn skip_hypercall(_sig: i32, _info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
-    TRAPPED.store(1, Ordering::SeqCst);
-    // SAFETY: the kernel passes a valid ucontext to an SA_SIGINFO handler.
-    unsafe { (*ctx.cast::<libc::ucontext_t>()).uc_mcontext.gregs[libc::REG_RIP as usize] += 3 };
+#[test]
+fn hypercall_backdoor_where_the_cpu_traps_it() {
+    // The runner serves a hypercall only where the CPU hands it to the process as a signal
+    // (inside a KVM guest the outer hypervisor answers its own vendor's instruction).
+    for hc in trapping_hypercalls() {
+        let call = move |r: &mut Regs| match hc {
+            Hypercall::Vmcall => vmcall(r),
+            Hypercall::Vmmcall => vmmcall(r),
+        };
+        hypercall_exchange(hc, call);
+    }
 }
 
-#[test]
-fn vmmcall_backdoor_where_the_cpu_traps_it() {
-    // Whether this CPU hands VMMCALL to the process as a signal at all (inside a KVM guest on
-    // an AMD host the outer hypervisor may answer it instead): probe with the runner's
-    // bare-metal mode, which never emulates hypercalls.
-    let probe = sim(HostConfig::default().mode(Mode::NotVmware), || {
-        // SAFETY: installs a handler that only skips the 3-byte instruction.
-        unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = skip_hypercall as *const () as usize;
-            sa.sa_flags = libc::SA_SIGINFO;
-            libc::sigaction(libc::SIGSEGV, &sa, std::ptr::null_mut());
-            libc::sigaction(libc::SIGILL, &sa, std::ptr::null_mut());
-        }
-        let mut r = Regs {
-            ax: MAGIC.into(),
-            cx: 10,
-            ..Regs::default()
-        };
-        vmmcall(&mut r);
-        std::process::exit(TRAPPED.load(Ordering::SeqCst));
-    });
-    if probe.exit != GuestExit::Exited(1) {
-        eprintln!(
-            "VMMCALL does not trap on this CPU ({}); nothing to emulate",
-            probe.exit
-        );
-        return;
-    }
-    let run = sim(HostConfig::default().guestinfo("hc", "yes"), || {
+fn hypercall_exchange(hc: Hypercall, vmmcall: impl Fn(&mut Regs) + Copy) {
+    let run = sim(HostConfig::default().guestinfo("hc", "yes"), move || {
         let mut r = Regs {
             ax: MAGIC.into(),
             cx: 10,
@@ -750,7 +727,7 @@ fn vmmcall_backdoor_where_the_cpu_traps_it() {
         assert_eq!((r.bx, &buf), (HB_OK, b"1 yes"));
     });
     ok(&run);
-    assert_eq!(run.traps.hypercalls, 6);
+    assert_eq!(run.traps.hypercalls, 6, "{hc:?}");
 }
 
 #[test]
@@ -906,4 +883,56 @@ fn a_forked_child_returning_from_the_closure_is_not_taken_for_the_guest() {
         panic!("the guest's panic");
     });
     assert_eq!(run.exit, GuestExit::Panicked("the guest's panic".into()));
+}
+
+#[test]
+fn by_default_iopl_answers_as_the_guests_credentials_would() {
+    let root = unsafe { libc::geteuid() } == 0;
+    let run = sim(HostConfig::default(), move || {
+        if !root {
+            assert_eq!(iopl(3), Err(libc::EPERM), "a normal user gets EPERM");
+            assert_eq!(ioperm(0x5658, 4, true), Err(libc::EPERM));
+            return;
+        }
+        assert_eq!(iopl(3), Ok(()), "root has CAP_SYS_RAWIO");
+        assert_eq!(iopl(0), Ok(()), "lowering is always allowed");
+        // SAFETY: plain system calls; the guest is a child of its own.
+        unsafe {
+            assert_eq!(libc::setgid(65534), 0);
+            assert_eq!(libc::setuid(65534), 0);
+        }
+        assert_eq!(iopl(3), Err(libc::EPERM), "nobody lost CAP_SYS_RAWIO");
+        assert_eq!(ioperm(0x5658, 4, true), Err(libc::EPERM));
+    });
+    ok(&run);
+    assert!(run.traps.io_syscalls >= 2);
+}
+
+#[test]
+fn power_operations_are_refused_unless_allowed() {
+    for op in [
+        "OS_Halt",
+        "OS_Reboot",
+        "OS_PowerOn",
+        "OS_Resume",
+        "OS_Suspend",
+    ] {
+        let e = HostConfig::default()
+            .tclo(op)
+            .run(|| {})
+            .expect_err("refused");
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{op}");
+        assert!(e.to_string().contains("allow_power_ops"), "{e}");
+        let run = HostConfig::default()
+            .tclo(op)
+            .allow_power_ops(true)
+            .run(|| {})
+            .expect("allowed");
+        assert_eq!(
+            run.host.tclo_pending(),
+            1,
+            "{op} queued, not sent: no agent polled"
+        );
+    }
+    assert!(HostConfig::default().tclo("ping").run(|| {}).is_ok());
 }

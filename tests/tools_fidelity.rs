@@ -118,13 +118,18 @@ fn reboot_script() -> Vec<Entry> {
     ]
 }
 
+/// The host for `script`. Power operations are allowed: vmtoolsd runs where its
+/// `/sbin/shutdown` is the stand-in, toolsd's handlers only stop it.
 fn config(script: &[Entry]) -> HostConfig {
     script
         .iter()
-        .fold(HostConfig::default(), |c, e| match e {
-            Cmd(command) => c.tclo(command),
-            Wait(ms) => c.tclo_wait(Duration::from_millis(*ms)),
-        })
+        .fold(
+            HostConfig::default().allow_power_ops(true),
+            |c, e| match e {
+                Cmd(command) => c.tclo(command),
+                Wait(ms) => c.tclo_wait(Duration::from_millis(*ms)),
+            },
+        )
         .system_clock()
 }
 

@@ -83,6 +83,11 @@ impl Access {
         self.answered != Answered::No
     }
 
+    /// Forgets an answer: the next use knocks again (the transport changed).
+    pub(crate) fn forget_answer(&mut self) {
+        self.answered = Answered::No;
+    }
+
     /// A knock with this access was answered.
     pub(crate) fn record_answer(&mut self) {
         self.answered = if !self.is_privileged() && thread_holds() {

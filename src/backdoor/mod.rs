@@ -12,17 +12,29 @@
 //! The knock (GETVERSION) runs in a short-lived child process, so a machine that is not
 //! VMware, or a VMware host that restricts ring-3 access, gives an
 //! [`ErrorKind::NotVmware`] error instead of killing the caller
-//! with SIGSEGV. Once the backdoor has answered, calls go straight to the port.
+//! with SIGSEGV (SIGILL on arm64). Once the backdoor has answered, calls go straight to the
+//! hypervisor.
+//!
+//! The calls travel by a [`Transport`]: the I/O ports, or the `vmcall`/`vmmcall` hypercalls
+//! a VMware host advertises in CPUID, chosen at a guard's first knock
+//! ([`Transport::detect`]) unless [`BackdoorGuard::set_transport`] chose one.
+//!
+//! On arm64 Linux the port calls are x86 I/O instructions described in X7 and trapped with
+//! `mrs xzr, mdccsr_el0` ([`crate::proto::arm64`]), the only transport there; there is no
+//! I/O privilege either, so the two privileged functions return [`ErrorKind::Unsupported`]
+//! and `probe_backdoor_privileged().or_else(|_| probe_backdoor())` probes once, unprivileged.
 
 mod access;
 mod cmd;
 mod platform;
+pub(crate) mod transport;
 
 use core::marker::PhantomData;
 
 use access::Access;
 pub use cmd::{BiosUuid, Frequencies, HostTime, Product, VcpuInfo, Version};
 use platform::{Knock, RawCalls};
+pub use transport::{Transport, TransportKind};
 
 use crate::proto::{Regs, HB_PORT, LB_PORT, MAGIC};
 use crate::{ErrorKind, VmwError};
@@ -36,8 +48,9 @@ use crate::{ErrorKind, VmwError};
 /// with the `sim` feature, the simulator's in-memory VMware host (`sim::Host`), so guest code
 /// can be tested in microseconds without a VM, a fork or `ptrace`.
 ///
-/// The register contract is [`crate::proto`]'s: an implementation reads the registers the
-/// guest loaded from `regs` and leaves in it what the guest reads back.
+/// The register contract is [`crate::proto`]'s, in the port form (`lo16(EDX)` the port)
+/// whatever the transport: an implementation reads the registers the guest loaded from
+/// `regs` and leaves in it what the guest reads back.
 pub trait Backdoor {
     /// One low-bandwidth call: `in eax, dx` on port `lo16(EDX)` (0x5658), six registers in
     /// and out.
@@ -50,6 +63,14 @@ pub trait Backdoor {
     /// `lo16(EDX)` (0x5659). The caller fills EAX, EBX, EDX, ESI and EBP; the implementation
     /// sets EDI and ECX from `buf`. The status comes back in `hi16(EBX)`.
     fn hb_in(&mut self, regs: &mut Regs, buf: &mut [u8]);
+    /// Whether high-bandwidth transfers may be made through this backdoor where the host
+    /// offers them (the default: yes). When not, a channel moves every message by
+    /// low-bandwidth calls, four bytes each, whatever the host's status bits say: the case of
+    /// a guest whose memory the host cannot read (AMD SEV, SEV-ES, SEV-SNP;
+    /// [`Transport::low_bandwidth_only`]).
+    fn high_bandwidth(&self) -> bool {
+        true
+    }
 }
 
 impl<B: Backdoor + ?Sized> Backdoor for &mut B {
@@ -61,6 +82,9 @@ impl<B: Backdoor + ?Sized> Backdoor for &mut B {
     }
     fn hb_in(&mut self, regs: &mut Regs, buf: &mut [u8]) {
         (**self).hb_in(regs, buf);
+    }
+    fn high_bandwidth(&self) -> bool {
+        (**self).high_bandwidth()
     }
 }
 
@@ -130,15 +154,20 @@ impl<B: Backdoor + ?Sized> Backdoor for &core::cell::RefCell<B> {
     fn hb_in(&mut self, regs: &mut Regs, buf: &mut [u8]) {
         self.borrow_mut().hb_in(regs, buf);
     }
+    fn high_bandwidth(&self) -> bool {
+        self.borrow().high_bandwidth()
+    }
 }
 
 /// The real backdoor instructions, lent by a [`BackdoorGuard`] whose access the backdoor
 /// answered: the only way this crate runs them outside the contained knock.
 ///
 /// Borrows the guard, so the I/O access the answer was given to outlives every call, and is
-/// neither `Send` nor `Sync`: that access belongs to the guard's thread. Every call goes to
-/// the backdoor: EAX is set to the magic and `lo16(EDX)` to the backdoor port, whatever the
-/// caller put there, so no call can reach another port (or fault on one).
+/// neither `Send` nor `Sync`: that access belongs to the guard's thread. The calls travel by
+/// the guard's [`Transport`]. Every call goes to the backdoor: EAX is set to the magic and
+/// `lo16(EDX)` to the backdoor port, whatever the caller put there, so no call can reach
+/// another port (or fault on one); a hypercall transport then puts its flags there instead
+/// (and a register the hypervisor left as sent reads as sent in the port form).
 #[derive(Debug)]
 pub struct Instructions<'g> {
     raw: RawCalls,
@@ -167,6 +196,9 @@ impl Backdoor for Instructions<'_> {
         aim(regs, HB_PORT);
         self.raw.hb_in(regs, buf);
     }
+    fn high_bandwidth(&self) -> bool {
+        self.raw.high_bandwidth()
+    }
 }
 
 /// Takes I/O privilege for the calling thread, without knocking.
@@ -174,7 +206,14 @@ impl Backdoor for Instructions<'_> {
 /// Tries `ioperm(0x5658, 4, 1)` (a 32-bit `in` on 0x5658 touches four ports; the range also
 /// covers the high-bandwidth port 0x5659), then `iopl(3)`. The backdoor is knocked on, in a
 /// contained child process, the first time the guard is used. Linux x86 only; needs
-/// `CAP_SYS_RAWIO` and a kernel with `CONFIG_X86_IOPL_IOPERM` and without lockdown.
+/// `CAP_SYS_RAWIO` and a kernel with `CONFIG_X86_IOPL_IOPERM` and without lockdown. (arm64
+/// has no I/O privilege, and VMware answers its user space as it is: there this returns
+/// [`ErrorKind::Unsupported`].)
+///
+/// I/O privilege matters to the port transport only: a hypercall (`vmcall`/`vmmcall`) needs
+/// none. The privilege is taken whatever transport the guard ends up using (the choice is
+/// made at its first knock), so where the transport is a hypercall this only adds the
+/// capability requirement; the unprivileged [`access_backdoor`] is all that needs.
 ///
 /// # Errors
 ///
@@ -194,14 +233,14 @@ pub fn access_backdoor_privileged() -> Result<BackdoorGuard, VmwError> {
 ///
 /// # Errors
 ///
-/// [`ErrorKind::Unsupported`] on targets without x86 port I/O.
+/// [`ErrorKind::Unsupported`] on targets without a backdoor (neither x86 nor Linux arm64).
 pub fn access_backdoor() -> Result<BackdoorGuard, VmwError> {
     platform::supported()?;
     Ok(BackdoorGuard::new(Access::unprivileged()))
 }
 
-/// Takes I/O privilege (as [`access_backdoor_privileged`]) and checks that the VMware
-/// backdoor answers.
+/// Takes I/O privilege (as [`access_backdoor_privileged`], which a hypercall transport does
+/// not need) and checks that the VMware backdoor answers.
 ///
 /// # Errors
 ///
@@ -219,7 +258,8 @@ pub fn probe_backdoor_privileged() -> Result<BackdoorGuard, VmwError> {
 ///
 /// [`ErrorKind::NotVmware`] when this is not a VMware guest, or ring-3 backdoor access is
 /// restricted (then try [`probe_backdoor_privileged`]); [`ErrorKind::Unsupported`] on targets
-/// without x86 port I/O.
+/// without a backdoor (neither x86 nor Linux arm64), and in an Intel TDX guest, where user
+/// space cannot reach the backdoor ([`Transport::detect`]).
 pub fn probe_backdoor() -> Result<BackdoorGuard, VmwError> {
     let mut guard = access_backdoor()?;
     guard.probe_vmware_backdoor()?;
@@ -227,7 +267,13 @@ pub fn probe_backdoor() -> Result<BackdoorGuard, VmwError> {
 }
 
 /// Whether the CPU says it runs under VMware: CPUID.1:ECX bit 31 (hypervisor present) and the
-/// vendor signature `"VMwareVMware"` at leaf 0x40000000. Always `false` on non-x86 targets.
+/// vendor signature `"VMwareVMware"` at leaf 0x40000000.
+///
+/// arm64 has no CPUID; on Linux arm64 this is whether the firmware's SMBIOS strings name
+/// VMware: the product name, system, board or BIOS vendor in `/sys/class/dmi/id/` (readable
+/// by every user) starting with `VMware` or `VMW`, the rule systemd's `detect_vm_dmi()`
+/// applies. (open-vm-tools reads the ACPI FADT hypervisor vendor instead, which Linux shows
+/// to root only.) Always `false` on other targets.
 ///
 /// This is a hint, not proof in either direction: a hypervisor may hide or change its
 /// signature while the backdoor still answers. [`probe_backdoor`] asks the backdoor itself,
@@ -264,6 +310,8 @@ pub struct BackdoorGuard {
     /// The privilege held and whether the backdoor answered it; gives the privilege back
     /// when the guard drops.
     access: Access,
+    /// The transport, once chosen (by [`Self::set_transport`], or at the first knock).
+    transport: Option<Transport>,
     /// I/O privilege belongs to the thread that took it: neither `Send` nor `Sync`.
     _this_thread_only: PhantomData<*mut ()>,
 }
@@ -272,7 +320,59 @@ impl BackdoorGuard {
     fn new(access: Access) -> BackdoorGuard {
         BackdoorGuard {
             access,
+            transport: None,
             _this_thread_only: PhantomData,
+        }
+    }
+
+    /// Makes this guard's calls travel by `transport` instead of the one
+    /// [`Transport::detect`] would choose: for machines whose CPUID is masked or does not
+    /// say what the host takes (an emulated or nested guest, say), or to force the ports as
+    /// open-vm-tools' `Backdoor_ForceLegacy` does.
+    ///
+    /// The guard knocks again, contained, by the new transport before its next call, so a
+    /// transport the machine does not take ends in [`ErrorKind::NotVmware`], not in a signal.
+    /// Where the kernel reports that the host cannot read the guest's memory (AMD SEV,
+    /// SEV-ES, SEV-SNP) high-bandwidth transfers stay off whatever `transport` says. In an
+    /// Intel TDX guest the knock is tried as asked (for kernels that forward user-space
+    /// hypercalls; mainline Linux ends it in SIGSEGV, contained, and logs an "Unexpected
+    /// #VE").
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), vmw_backdoor::VmwError> {
+    /// use vmw_backdoor::Transport;
+    ///
+    /// // An SEV-ES guest whose kernel does not say so: VMMCALL, low bandwidth only.
+    /// let mut guard = vmw_backdoor::access_backdoor()?;
+    /// guard.set_transport(Transport::VMMCALL.low_bandwidth_only());
+    /// let mut chan = guard.open_enhanced_chan()?;
+    /// let config = chan.get_guestinfo(b"ignition.config.data")?;
+    /// # Ok(()) }
+    /// ```
+    pub fn set_transport(&mut self, transport: Transport) {
+        let transport = transport::adjust(transport, platform::protection());
+        if self.transport != Some(transport) {
+            self.access.forget_answer();
+        }
+        self.transport = Some(transport);
+    }
+
+    /// The transport this guard's calls travel by: the one set with
+    /// [`set_transport`](Self::set_transport), else the one [`Transport::detect`] chooses
+    /// (the choice is made once, here or at the first knock, and kept).
+    ///
+    /// # Errors
+    ///
+    /// As [`Transport::detect`], when no transport was set: [`ErrorKind::Unsupported`] in an
+    /// Intel TDX guest and on targets that are not x86.
+    pub fn transport(&mut self) -> Result<Transport, VmwError> {
+        match self.transport {
+            Some(t) => Ok(t),
+            None => {
+                let t = Transport::detect()?;
+                self.transport = Some(t);
+                Ok(t)
+            }
         }
     }
 
@@ -381,36 +481,54 @@ impl BackdoorGuard {
     /// # Errors
     ///
     /// [`ErrorKind::NotVmware`] when the backdoor does not answer;
-    /// [`ErrorKind::Unsupported`] on targets without x86 port I/O.
+    /// [`ErrorKind::Unsupported`] on targets without a backdoor (neither x86 nor Linux arm64).
     pub fn instructions(&mut self) -> Result<Instructions<'_>, VmwError> {
         if !self.access.is_answered() {
             self.knock()?;
         }
-        // SAFETY: `is_answered` holds only after a knock with this guard's access was
+        let transport = self.transport()?;
+        // SAFETY: `is_answered` holds only after a knock by this guard's transport (which
+        // changes only with a new knock: `set_transport`) with this guard's access was
         // answered, and only while the thread still holds that access. The `Instructions`
         // borrow the guard, which keeps the access until it drops, and are not `Send`.
-        let raw = unsafe { platform::instructions() }?;
+        let raw = unsafe { platform::instructions(transport) }?;
         Ok(Instructions {
             raw,
             _guard: PhantomData,
         })
     }
 
-    /// The GETVERSION knock, contained; records the answer.
+    /// The GETVERSION knock by the guard's transport, contained; records the answer.
     fn knock(&mut self) -> Result<Version, VmwError> {
-        let version = match platform::knock(cmd::knock_regs())? {
+        let transport = self.transport()?;
+        let version = match platform::knock(cmd::knock_regs(), transport.kind())? {
             Knock::Completed(r) => cmd::knock_answer(&r).ok_or_else(|| {
                 VmwError::new(
                     ErrorKind::NotVmware,
-                    "no VMware backdoor answered on port 0x5658: not a VMware guest",
+                    format_args!(
+                        "no VMware backdoor answered {}: not a VMware guest{}",
+                        knock_by(transport),
+                        if transport.is_hypercall() {
+                            " (or one that does not take this hypercall)"
+                        } else {
+                            ""
+                        }
+                    ),
                 )
             })?,
-            Knock::Faulted(signal) => return Err(self.faulted(signal)),
+            Knock::Faulted(signal) => return Err(self.faulted(transport, signal)),
             Knock::Skipped => {
                 return Err(VmwError::new(
                     ErrorKind::NotVmware,
-                    "CPUID does not name VMware, and on this OS a faulting backdoor knock \
-                     cannot be contained, so none was tried: not a VMware guest",
+                    format_args!(
+                        "CPUID does not name VMware{}, and on this OS a faulting backdoor \
+                         knock cannot be contained, so none was tried: not a VMware guest",
+                        if transport.is_hypercall() {
+                            " with this hypercall"
+                        } else {
+                            ""
+                        }
+                    ),
                 ))
             }
         };
@@ -418,10 +536,20 @@ impl BackdoorGuard {
         Ok(version)
     }
 
-    fn faulted(&self, signal: Option<i32>) -> VmwError {
+    fn faulted(&self, transport: Transport, signal: Option<i32>) -> VmwError {
         let signal = signal.map_or(String::new(), |s| format!(" (signal {s})"));
-        let message = if self.is_privileged() {
+        let what = knock_by(transport);
+        let message = if transport.is_hypercall() {
+            format!(
+                "{what} faulted{signal}: not VMware, or a VMware host that \
+                 does not take this hypercall from ring 3 (Transport::detect chooses what CPUID \
+                 advertises)"
+            )
+        } else if self.is_privileged() {
             format!("backdoor access faulted{signal} despite I/O privilege: not a VMware guest")
+        } else if cfg!(target_arch = "aarch64") {
+            // No I/O privilege exists there to try (the privileged access is Unsupported).
+            format!("backdoor trap faulted{signal}: not a VMware guest")
         } else {
             format!(
                 "backdoor access faulted{signal}: not a VMware guest, or the VM restricts \
@@ -430,5 +558,14 @@ impl BackdoorGuard {
             )
         };
         VmwError::new(ErrorKind::NotVmware, message)
+    }
+}
+
+/// How a message names the way a knock went.
+fn knock_by(transport: Transport) -> &'static str {
+    match transport.kind() {
+        TransportKind::Port => "on port 0x5658",
+        TransportKind::Vmcall => "the knock by VMCALL",
+        TransportKind::Vmmcall => "the knock by VMMCALL",
     }
 }

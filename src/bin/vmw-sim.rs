@@ -6,20 +6,29 @@
 //!
 //! See `vmw-sim --help` ([`USAGE`]). The option names are a contract other tools build on.
 
-#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+#[cfg(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
 fn main() {
     std::process::exit(cli::main(std::env::args_os().skip(1).collect()));
 }
 
-#[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+#[cfg(not(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+)))]
 fn main() {
-    eprintln!("vmw-sim: runs on Linux x86_64 only");
+    eprintln!("vmw-sim: runs on Linux x86_64 and aarch64 only");
     std::process::exit(2);
 }
 
 /// The help text.
 #[cfg_attr(
-    not(all(target_os = "linux", target_arch = "x86_64")),
+    not(all(
+        target_os = "linux",
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    )),
     allow(dead_code)
 )]
 const USAGE: &str = "\
@@ -28,10 +37,14 @@ vmw-sim: run a program as the guest of a simulated VMware host
 Usage: vmw-sim [OPTIONS] -- COMMAND [ARGS...]
 
 COMMAND and every process and thread it starts run traced: their VMware backdoor
-instructions (in/out on port 0x5658, rep outsb/insb on 0x5659) are answered by a model of
-the VMware host, as inside a VMware VM. vmw-sim waits for every process COMMAND started,
-then exits with COMMAND's status (128+N when signal N killed it; 127 when it could not be
-started).
+instructions (in/out on port 0x5658, rep outsb/insb on 0x5659, and vmcall/vmmcall
+where the CPU traps them; on arm64 the same port calls described in X7 and trapped with
+mrs xzr, mdccsr_el0) are answered by a model of the VMware host, as inside a VMware VM.
+vmw-sim waits for every process COMMAND started, then exits with COMMAND's status (128+N
+when signal N killed it; 127 when it could not be started). Processes left stopped
+(SIGSTOP, SIGTSTP) once all others have ended are not waited for: they are let go, still
+stopped, as a shell leaves them. SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to vmw-sim are
+passed on to COMMAND, and the outputs are still written when it has exited.
 
 Host:
   -e guestinfo.KEY=VALUE     set a guestinfo entry (repeatable); VALUE = @FILE reads the
@@ -48,40 +61,67 @@ Host:
                              any: reset, ping, Capabilities_Register
   --tclo-close               queue a close of the guest's TCLO channel (it must reopen)
   --tclo-wait MS             queue a pause: no command for MS milliseconds
+  --allow-power-ops          allow --tclo OS_Halt, OS_Reboot, OS_PowerOn, OS_Resume,
+                             OS_Suspend. WARNING: an unmodified vmtoolsd running as root
+                             acts on them -- on this machine. Refused without this option.
 
 Machine:
   --not-vmware               bare metal: backdoor access faults (SIGSEGV) unless the
                              guest holds I/O privilege, and then finds no device
   --restrict-backdoor        VMware with ring-3 backdoor access restricted: it faults
                              unless the guest holds I/O privilege
-  --iopl ok|eperm|enosys     what the guest's iopl/ioperm calls do: succeed (default),
-                             fail with EPERM (no CAP_SYS_RAWIO, lockdown) or ENOSYS
-                             (kernel without CONFIG_X86_IOPL_IOPERM)
+  --iopl creds|ok|eperm|enosys
+                             what the guest's iopl/ioperm calls do: what the calling
+                             thread's credentials get (default: with CAP_SYS_RAWIO, as
+                             root, they succeed, else EPERM), succeed, fail with EPERM
+                             (lockdown) or ENOSYS (kernel without CONFIG_X86_IOPL_IOPERM)
   --vmware-cpuid             make CPUID name the hypervisor VMwareVMware, for tools
                              that check it (vmware-checkvm, vmware-rpctool); needs CPUID
                              faulting, and makes every trap slower inside a VM
+  --hypercall vmcall|vmmcall advertise that hypercall in CPUID leaf 0x40000010 (seen
+                             with --vmware-cpuid; repeatable). Both are served anyway
+                             where the CPU traps them (KVM answers its own vendor's)
+  --sev-es                   an AMD SEV-ES guest: the ports carry only EAX (unprivileged
+                             access faults), vmcall faults, vmmcall works for
+                             low-bandwidth calls and fails high-bandwidth ones
+  --tdx                      an Intel TDX guest: every backdoor access faults; with
+                             --vmware-cpuid, CPUID leaf 0x21 says IntelTDX
+  (arm64 has no I/O privilege, no CPUID and no hypercall instruction: there --iopl,
+  --vmware-cpuid and --hypercall change nothing, and a machine whose backdoor faults makes
+  the trap a SIGILL)
 
-Output (written when COMMAND has exited):
-  --stats FILE               the host's counters as one JSON object
+Output (written when COMMAND has exited, each to a temporary file then renamed, so a
+killed run never leaves a half-written or emptied file; in the text outputs a byte
+outside printable ASCII, and a backslash, is written \\xNN):
+  --stats FILE               the host's counters as one JSON object (port calls in
+                             lb_calls/hb_in_calls/hb_out_calls, hypercalls in
+                             vmcall_calls/vmmcall_calls)
   --vmx-log FILE             every `log` line the guest sent, one a line
-  --dump-guestinfo FILE      the final guestinfo store as KEY=VALUE lines
+  --dump-guestinfo FILE      the final guestinfo store as KEY=VALUE lines (keys in
+                             lower case: the host matches them in any case, as VMware does)
   --tclo-log FILE            each TCLO command, a tab, the guest's reply, one a line
   --rpci-log FILE            every RPCI request the guest sent, one a line
-                             (in both, bytes outside printable ASCII and \\ as \\xNN)
+
+Warnings (an option the simulator cannot honour here, ...) go to stderr; RUST_LOG=debug
+(or error, warn, info, trace, off) changes how much is said.
 
   -h, --help                 print this help
 ";
 
-#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+#[cfg(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
 mod cli {
     use std::ffi::{OsStr, OsString};
     use std::fs::File;
     use std::io::Write;
     use std::os::unix::ffi::OsStrExt;
+    use std::path::PathBuf;
     use std::process::Command;
 
     use vmw_backdoor::proto::GUESTINFO_PREFIX;
-    use vmw_backdoor::sim::{HostConfig, IoplPolicy, Mode, SimRun};
+    use vmw_backdoor::sim::{HostConfig, Hypercall, IoplPolicy, Mode, SimRun};
     use vmw_backdoor::Product;
 
     /// Exit status for a usage error.
@@ -92,11 +132,7 @@ mod cli {
         config: HostConfig,
         iopl: IoplPolicy,
         vmware_cpuid: bool,
-        stats: Option<OsString>,
-        vmx_log: Option<OsString>,
-        dump_guestinfo: Option<OsString>,
-        tclo_log: Option<OsString>,
-        rpci_log: Option<OsString>,
+        outputs: Vec<(OsString, Output)>,
         command: Vec<OsString>,
     }
 
@@ -107,33 +143,35 @@ mod cli {
     }
 
     pub fn main(args: Vec<OsString>) -> i32 {
+        Logger::install();
         let opts = match parse(args) {
             Ok(Parsed::Run(opts)) => opts,
             Ok(Parsed::Help) => {
-                print!("{}", super::USAGE);
-                return 0;
+                let mut out = std::io::stdout().lock();
+                return match out
+                    .write_all(super::USAGE.as_bytes())
+                    .and_then(|()| out.flush())
+                {
+                    Ok(()) => 0,
+                    Err(e) => {
+                        eprintln!("vmw-sim: cannot write the help: {e}");
+                        1
+                    }
+                };
             }
             Err(msg) => {
                 eprintln!("vmw-sim: {msg}\nTry 'vmw-sim --help'.");
                 return USAGE_EXIT;
             }
         };
-        // Create the output files first: a typo in a path should not cost a whole run.
+        // Create the temporary files first: a typo in a path should not cost a whole run.
         let mut outputs = Vec::new();
-        for (path, kind) in [
-            (&opts.stats, Output::Stats),
-            (&opts.vmx_log, Output::VmxLog),
-            (&opts.dump_guestinfo, Output::Guestinfo),
-            (&opts.tclo_log, Output::TcloLog),
-            (&opts.rpci_log, Output::RpciLog),
-        ] {
-            if let Some(path) = path {
-                match File::create(path) {
-                    Ok(f) => outputs.push((f, kind, path.clone())),
-                    Err(e) => {
-                        eprintln!("vmw-sim: cannot create {}: {e}", path.to_string_lossy());
-                        return USAGE_EXIT;
-                    }
+        for (path, kind) in &opts.outputs {
+            match Pending::create(path) {
+                Ok(p) => outputs.push((p, *kind)),
+                Err(e) => {
+                    eprintln!("vmw-sim: cannot create {}: {e}", path.to_string_lossy());
+                    return USAGE_EXIT;
                 }
             }
         }
@@ -142,7 +180,11 @@ mod cli {
         };
         let mut cmd = Command::new(program);
         cmd.args(args);
-        let sim = opts.config.iopl(opts.iopl).vmware_cpuid(opts.vmware_cpuid);
+        let sim = opts
+            .config
+            .iopl(opts.iopl)
+            .vmware_cpuid(opts.vmware_cpuid)
+            .forward_signals(true);
         let run = match sim.run_command(&mut cmd) {
             Ok(run) => run,
             Err(e) => {
@@ -154,8 +196,9 @@ mod cli {
             }
         };
         let mut status = run.exit.code();
-        for (mut file, kind, path) in outputs {
-            if let Err(e) = file.write_all(&kind.render(&run)) {
+        for (pending, kind) in outputs {
+            let path = pending.path.clone();
+            if let Err(e) = pending.finish(&kind.render(&run)) {
                 eprintln!("vmw-sim: cannot write {}: {e}", path.to_string_lossy());
                 if status == 0 {
                     status = 1;
@@ -165,8 +208,92 @@ mod cli {
         status
     }
 
+    /// An output file being written: a temporary file beside it, renamed over it when
+    /// complete (removed if never finished).
+    struct Pending {
+        path: PathBuf,
+        temp: PathBuf,
+        file: Option<File>,
+    }
+
+    impl Pending {
+        fn create(path: &OsStr) -> std::io::Result<Pending> {
+            let path = PathBuf::from(path);
+            let mut name = path.file_name().unwrap_or_default().to_os_string();
+            name.push(format!(".vmw-sim-{}.tmp", std::process::id()));
+            let temp = path.with_file_name(name);
+            let file = File::create(&temp)?;
+            Ok(Pending {
+                path,
+                temp,
+                file: Some(file),
+            })
+        }
+
+        fn finish(mut self, bytes: &[u8]) -> std::io::Result<()> {
+            let mut file = self.file.take().expect("written once");
+            file.write_all(bytes)?;
+            file.sync_all()?;
+            std::fs::rename(&self.temp, &self.path)
+        }
+    }
+
+    impl Drop for Pending {
+        fn drop(&mut self) {
+            if self.file.is_some() || self.temp.exists() {
+                let _ = std::fs::remove_file(&self.temp);
+            }
+        }
+    }
+
+    /// Bytes as text, one record a line: printable ASCII as it is, anything else and the
+    /// backslash as `\xNN`, so a value or log line with a newline stays on its line and
+    /// the original bytes can be read back.
+    fn escape(bytes: &[u8], out: &mut Vec<u8>) {
+        for &b in bytes {
+            if (0x20..0x7f).contains(&b) && b != b'\\' {
+                out.push(b);
+            } else {
+                out.extend_from_slice(format!("\\x{b:02x}").as_bytes());
+            }
+        }
+    }
+
+    /// The warnings and debug records of the library and the runner, on stderr.
+    struct Logger(log::LevelFilter);
+
+    impl Logger {
+        fn install() {
+            let level = match std::env::var("RUST_LOG").ok().as_deref().map(str::trim) {
+                Some("off") => log::LevelFilter::Off,
+                Some("error") => log::LevelFilter::Error,
+                Some("info") => log::LevelFilter::Info,
+                Some("debug") => log::LevelFilter::Debug,
+                Some("trace") => log::LevelFilter::Trace,
+                _ => log::LevelFilter::Warn,
+            };
+            static LOGGER: std::sync::OnceLock<Logger> = std::sync::OnceLock::new();
+            if log::set_logger(LOGGER.get_or_init(|| Logger(level))).is_ok() {
+                log::set_max_level(level);
+            }
+        }
+    }
+
+    impl log::Log for Logger {
+        fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+            metadata.level() <= self.0
+        }
+        fn log(&self, record: &log::Record<'_>) {
+            if self.enabled(record.metadata()) {
+                let level = record.level().as_str().to_ascii_lowercase();
+                eprintln!("vmw-sim: {level}: {}", record.args());
+            }
+        }
+        fn flush(&self) {}
+    }
+
     /// The files `vmw-sim` writes after the run.
-    #[derive(Clone, Copy)]
+    #[derive(Clone, Copy, PartialEq, Eq, Debug)]
     enum Output {
         Stats,
         VmxLog,
@@ -185,7 +312,7 @@ mod cli {
                 }
                 Output::VmxLog => {
                     for line in run.host.vmx_log() {
-                        out.extend_from_slice(line);
+                        escape(line, &mut out);
                         out.push(b'\n');
                     }
                 }
@@ -193,9 +320,9 @@ mod cli {
                 Output::RpciLog => out = run.host.rpci_log(),
                 Output::Guestinfo => {
                     for (key, value) in run.host.guestinfo() {
-                        out.extend_from_slice(key);
+                        escape(key, &mut out);
                         out.push(b'=');
-                        out.extend_from_slice(value);
+                        escape(value, &mut out);
                         out.push(b'\n');
                     }
                 }
@@ -206,10 +333,12 @@ mod cli {
 
     fn parse(args: Vec<OsString>) -> Result<Parsed, String> {
         let mut config = HostConfig::default();
-        let mut iopl = IoplPolicy::Allow;
+        let mut iopl = IoplPolicy::Credentials;
         let mut vmware_cpuid = false;
-        let (mut stats, mut vmx_log, mut dump_guestinfo) = (None, None, None);
-        let (mut tclo_log, mut rpci_log, mut tclo_given) = (None, None, false);
+        let mut allow_power_ops = false;
+        let mut power_op: Option<String> = None;
+        let mut tclo_given = false;
+        let mut outputs: Vec<(OsString, Output)> = Vec::new();
         let mut mode: Option<Mode> = None;
         let mut command = Vec::new();
         let mut args = args.into_iter();
@@ -243,7 +372,13 @@ mod cli {
                 "-e" => config = setting(config, &value("KEY=VALUE")?)?,
                 "--no-hb" => config = config.no_hb(),
                 "--no-cookies" => config = config.no_cookies(),
-                "--channels" => config = config.channels(number(name, &value("a number")?)?),
+                "--channels" => {
+                    let n: usize = number(name, &value("a number")?)?;
+                    if n == 0 {
+                        return Err("--channels: a host has at least one channel".into());
+                    }
+                    config = config.channels(n);
+                }
                 "--product" => {
                     let p = value("esx or workstation")?;
                     config = config.product(match p.to_str() {
@@ -274,8 +409,27 @@ mod cli {
                 "--cpt-every" => config = config.cpt_every(number(name, &value("a number")?)?),
                 "--deny-guestinfo" => config = config.deny_guestinfo(),
                 "--vmware-cpuid" => vmware_cpuid = true,
+                "--hypercall" => {
+                    let v = value("vmcall or vmmcall")?;
+                    config = config.hypercall(match v.to_str() {
+                        Some("vmcall") => Hypercall::Vmcall,
+                        Some("vmmcall") => Hypercall::Vmmcall,
+                        _ => {
+                            return Err(format!(
+                                "--hypercall: expected vmcall or vmmcall, got '{}'",
+                                v.to_string_lossy()
+                            ))
+                        }
+                    });
+                }
+                "--sev-es" => config = config.sev_es(true),
+                "--tdx" => config = config.tdx(true),
                 "--tclo" => {
-                    config = config.tclo(value("a command")?.as_bytes());
+                    let command = value("a command")?;
+                    if HostConfig::is_power_op(command.as_bytes()) && power_op.is_none() {
+                        power_op = Some(command.to_string_lossy().into_owned());
+                    }
+                    config = config.tclo(command.as_bytes());
                     tclo_given = true;
                 }
                 "--tclo-wait" => {
@@ -287,25 +441,40 @@ mod cli {
                     config = config.tclo_close();
                     tclo_given = true;
                 }
-                "--tclo-log" => tclo_log = Some(value("a file")?),
-                "--rpci-log" => rpci_log = Some(value("a file")?),
+                "--allow-power-ops" => allow_power_ops = true,
                 "--iopl" => {
-                    let v = value("ok, eperm or enosys")?;
+                    let v = value("creds, ok, eperm or enosys")?;
                     iopl = match v.to_str() {
+                        Some("creds") => IoplPolicy::Credentials,
                         Some("ok") => IoplPolicy::Allow,
                         Some("eperm") => IoplPolicy::Eperm,
                         Some("enosys") => IoplPolicy::Enosys,
                         _ => {
                             return Err(format!(
-                                "--iopl: expected ok, eperm or enosys, got '{}'",
+                                "--iopl: expected creds, ok, eperm or enosys, got '{}'",
                                 v.to_string_lossy()
                             ))
                         }
                     };
                 }
-                "--stats" => stats = Some(value("a file")?),
-                "--vmx-log" => vmx_log = Some(value("a file")?),
-                "--dump-guestinfo" => dump_guestinfo = Some(value("a file")?),
+                "--stats" | "--vmx-log" | "--dump-guestinfo" | "--tclo-log" | "--rpci-log" => {
+                    let kind = match name {
+                        "--stats" => Output::Stats,
+                        "--vmx-log" => Output::VmxLog,
+                        "--tclo-log" => Output::TcloLog,
+                        "--rpci-log" => Output::RpciLog,
+                        _ => Output::Guestinfo,
+                    };
+                    let path = value("a file")?;
+                    if let Some((_, other)) = outputs.iter().find(|(p, _)| *p == path) {
+                        return Err(format!(
+                            "{name} and the {other:?} output name the same file '{}'",
+                            path.to_string_lossy()
+                        ));
+                    }
+                    outputs.retain(|(_, k)| *k != kind);
+                    outputs.push((path, kind));
+                }
                 _ => return Err(format!("unknown option '{text}'")),
             }
             if inline.is_some() && !takes_value(name) {
@@ -321,15 +490,25 @@ mod cli {
         if command.is_empty() {
             return Err("no command given (vmw-sim [OPTIONS] -- COMMAND [ARGS...])".into());
         }
+        if vmware_cpuid && mode == Some(Mode::NotVmware) {
+            return Err(
+                "--vmware-cpuid has no effect with --not-vmware (bare metal shows its \
+                        own CPUID)"
+                    .into(),
+            );
+        }
+        if let (Some(op), false) = (&power_op, allow_power_ops) {
+            return Err(format!(
+                "--tclo {op} is a power operation: a real tools daemon (vmtoolsd as root) \
+                 would act on it, on this machine; pass --allow-power-ops to send it anyway"
+            ));
+        }
+        let config = config.allow_power_ops(allow_power_ops);
         Ok(Parsed::Run(Box::new(Options {
             config,
             iopl,
             vmware_cpuid,
-            stats,
-            vmx_log,
-            dump_guestinfo,
-            tclo_log,
-            rpci_log,
+            outputs,
             command,
         })))
     }
@@ -342,12 +521,13 @@ mod cli {
                 | "--cpt-every"
                 | "--tclo"
                 | "--iopl"
+                | "--hypercall"
                 | "--stats"
                 | "--vmx-log"
                 | "--dump-guestinfo"
                 | "--tclo-log"
-                | "--tclo-wait"
                 | "--rpci-log"
+                | "--tclo-wait"
         )
     }
 
@@ -372,9 +552,18 @@ mod cli {
             })?,
             None => value.to_vec(),
         };
+        let prefixed = key
+            .get(..GUESTINFO_PREFIX.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(GUESTINFO_PREFIX));
         match key {
             b"machine.id" => Ok(config.machine_id(value)),
-            k if k.len() > GUESTINFO_PREFIX.len() && k.starts_with(GUESTINFO_PREFIX) => {
+            k if prefixed && k.len() > GUESTINFO_PREFIX.len() => {
+                if k.iter().any(|b| b.is_ascii_whitespace() || *b == 0) {
+                    return Err(format!(
+                        "-e: the key '{}' contains whitespace or NUL, which no guest can name",
+                        String::from_utf8_lossy(k).escape_debug()
+                    ));
+                }
                 Ok(config.guestinfo(k, value))
             }
             _ => Err(format!(

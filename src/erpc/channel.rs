@@ -11,6 +11,11 @@
 //!          RECVSTATUS(1)            (always, even for an empty reply)
 //! ```
 //!
+//! The HB branches are taken only where the backdoor allows high-bandwidth transfers
+//! ([`Backdoor::high_bandwidth`](crate::Backdoor::high_bandwidth)): a guest whose memory the
+//! host cannot read (AMD SEV, SEV-ES, SEV-SNP) moves every message by LB calls, whatever
+//! the host's HB bit says.
+//!
 //! A checkpoint (status CPT) at any step restarts the send from SENDSIZE or the receive from
 //! RECVSIZE, at most [`CPT_TRIES`] times. Any other failure leaves the host's side of the
 //! channel in an unknown state, so the channel is closed and reopened before its next use.
@@ -352,7 +357,7 @@ impl Channel {
             if message.is_empty() {
                 return Ok(());
             }
-            if st & status::HB != 0 {
+            if st & status::HB != 0 && t.high_bandwidth() {
                 let mut r = self.hb_regs(HbDirection::ToHost);
                 t.hb_out(&mut r, message);
                 match hb_status(&r) {
@@ -425,7 +430,7 @@ impl Channel {
             }
             reply.resize(len, 0);
             if len > 0 {
-                if st & status::HB != 0 {
+                if st & status::HB != 0 && t.high_bandwidth() {
                     let mut r = self.hb_regs(HbDirection::ToGuest);
                     t.hb_in(&mut r, &mut reply);
                     match hb_status(&r) {

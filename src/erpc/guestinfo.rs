@@ -24,7 +24,8 @@ impl Session {
     /// then one RPCI channel.
     ///
     /// The usual refusal of the privileged attempt (`EPERM` without `CAP_SYS_RAWIO` or
-    /// under lockdown, `ENOSYS` without `CONFIG_X86_IOPL_IOPERM`) is no error worth a
+    /// under lockdown, `ENOSYS` without `CONFIG_X86_IOPL_IOPERM`, and `Unsupported` where
+    /// the platform has no I/O privilege to give: arm64, other Unix) is no error worth a
     /// warning: it is logged at debug level and ring 3 is tried, which VMware answers unless
     /// the VM restricts it.
     ///
@@ -44,7 +45,11 @@ impl Session {
     pub fn connect() -> Result<Session, VmwError> {
         let guard = match crate::probe_backdoor_privileged() {
             Ok(guard) => guard,
-            Err(e) if e.kind() != ErrorKind::Privilege => return Err(e),
+            // Unsupported: no I/O privilege here (arm64, non-Linux Unix), or no backdoor at
+            // all, which the ring-3 attempt then says itself.
+            Err(e) if !matches!(e.kind(), ErrorKind::Privilege | ErrorKind::Unsupported) => {
+                return Err(e)
+            }
             Err(privileged) => {
                 log::debug!("privileged backdoor access refused ({privileged}); using ring 3");
                 crate::probe_backdoor().map_err(|e| e.after(&privileged))?

@@ -1,4 +1,4 @@
-//! A VMware host you can run anywhere (feature `sim`, Linux x86_64).
+//! A VMware host you can run anywhere (feature `sim`, Linux x86_64 and aarch64).
 //!
 //! Two pieces:
 //!
@@ -7,10 +7,14 @@
 //!   [`Backdoor`](crate::Backdoor).
 //! - the trap-and-emulate runner: the guest runs as an ordinary traced process; its
 //!   backdoor instructions (`in`/`out` on port 0x5658, `rep outsb`/`rep insb` on 0x5659)
-//!   fault because it has no I/O privilege, and the runner answers them from the host
-//!   model, so unmodified guest code runs as it would inside a VMware VM. `iopl` and
+//!   fault because it has no I/O privilege, and so do `vmcall`/`vmmcall` where the CPU
+//!   has no hypervisor to hand them to; the runner answers them from the host model, so
+//!   unmodified guest code runs as it would inside a VMware VM. `iopl` and
 //!   `ioperm` are answered virtually ([`IoplPolicy`]); every other signal reaches the guest
-//!   unchanged; threads, `fork` and `exec` are followed.
+//!   unchanged; threads, `fork` and `exec` are followed. On aarch64 the runner serves arm64
+//!   guests: the SIGILL of a trapped `mrs xzr, mdccsr_el0` whose X7 carries `0x86` is the
+//!   x86 instruction X7 describes ([`crate::proto::arm64`]), answered by the same model,
+//!   and PC steps past it; there is no `iopl`, `ioperm` or CPUID to answer there.
 //!
 //! # Running guest code in tests
 //!
@@ -60,8 +64,17 @@
 //! - CPUID is the real CPU's unless [`HostConfig::vmware_cpuid`] asks for a VMware one (which
 //!   needs CPUID faulting and slows every trap down): by default `is_vmware_cpu()`-style
 //!   checks see the real CPU.
-//! - VMCALL is only emulated where the CPU delivers it to the guest as a signal (not inside
-//!   a KVM guest, where the outer hypervisor answers it); VMMCALL likewise.
+//! - VMCALL and VMMCALL are only emulated where the CPU delivers them to the guest as a
+//!   signal: inside a KVM guest the outer hypervisor answers its own vendor's instruction
+//!   from ring 3 itself (RAX = -1, no signal): `vmcall` on Intel, `vmmcall` on AMD. The
+//!   other one traps and is served.
+//! - On aarch64, [`HostConfig::iopl`], [`HostConfig::vmware_cpuid`] and the hypercall
+//!   settings have nothing to act on (no `iopl`/`ioperm` system calls, no CPUID, no
+//!   `vmcall`), `is_vmware_cpu()` reads the machine's real SMBIOS strings, every access is
+//!   unprivileged (so [`Mode::RestrictBackdoor`] faults it), and 32-bit (AArch32) guests are
+//!   not served: their SIGILL is delivered. The trap needs a kernel that traps EL0
+//!   debug-register reads (Linux does; under QEMU, version 10 or later — 7.2 lets the
+//!   instruction through, so nothing reaches the runner).
 
 pub mod host;
 pub(crate) mod runner;
@@ -71,7 +84,8 @@ use std::io;
 use std::process::Command;
 
 pub use host::{
-    Answer, Counters, Host, HostConfig, IoplPolicy, Mode, Step, TcloExchange, DEFAULT_TCLO_SCRIPT,
+    Answer, Counters, Host, HostConfig, Hypercall, IoplPolicy, Mode, Step, TcloExchange,
+    DEFAULT_TCLO_SCRIPT,
 };
 
 /// How the guest (the root process of the run) ended.
@@ -142,7 +156,8 @@ impl SimRun {
 pub struct TrapStats {
     /// Port I/O instructions emulated (backdoor calls and empty-port accesses).
     pub port_io: u64,
-    /// VMCALL / VMMCALL backdoor calls emulated.
+    /// VMCALL / VMMCALL instructions emulated (the host counts them by instruction:
+    /// [`Counters::vmcall_calls`], [`Counters::vmmcall_calls`]).
     pub hypercalls: u64,
     /// Port I/O the guest was not allowed to make: its SIGSEGV was delivered.
     pub faults_delivered: u64,
@@ -178,11 +193,11 @@ impl HostConfig {
     /// run.expect_success();
     /// ```
     pub fn run<F: FnOnce()>(self, f: F) -> io::Result<SimRun> {
-        let (iopl, vmware_cpuid) = (self.iopl, self.vmware_cpuid);
+        self.check_power_ops()?;
+        let settings = runner::launch::Settings::of(&self);
         runner::launch::run(
             Host::new(self),
-            iopl,
-            vmware_cpuid,
+            settings,
             runner::launch::Guest::Closure(Box::new(f)),
         )
     }
@@ -191,12 +206,16 @@ impl HostConfig {
     /// starts; returns when all have ended. An `exec` failure (program not found, ...) is the
     /// error `Command::spawn` would give. `cmd`'s arguments, environment, working directory
     /// and inherited or file stdio apply; `Stdio::piped()` does not give the caller a handle.
+    ///
+    /// Power operations queued as TCLO commands (`OS_Halt`, `OS_Reboot`, ...) are refused
+    /// with an `InvalidInput` error unless [`HostConfig::allow_power_ops`]: an unmodified
+    /// vmtoolsd running as root would act on them, on the machine running the simulator.
     pub fn run_command(self, cmd: &mut Command) -> io::Result<SimRun> {
-        let (iopl, vmware_cpuid) = (self.iopl, self.vmware_cpuid);
+        self.check_power_ops()?;
+        let settings = runner::launch::Settings::of(&self);
         runner::launch::run(
             Host::new(self),
-            iopl,
-            vmware_cpuid,
+            settings,
             runner::launch::Guest::Command(cmd),
         )
     }

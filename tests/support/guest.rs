@@ -8,6 +8,9 @@
 //! RSI/RDI: the caller points them at a live buffer of RCX bytes.
 
 use std::arch::asm;
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use vmw_backdoor::sim::{GuestExit, HostConfig, Hypercall, Mode};
 
 use super::reference::{self as rc, cmd, COOKIE, TCLO};
 use super::{Backdoor, Regs};
@@ -103,6 +106,11 @@ backdoor_fn!(
     "cld"
 );
 backdoor_fn!(
+    /// `vmcall`: the Intel hypercall form (flags instead of a port in `lo16(EDX)`).
+    vmcall,
+    "vmcall"
+);
+backdoor_fn!(
     /// `vmmcall`: the AMD hypercall form (flags instead of a port in `lo16(EDX)`).
     vmmcall,
     "vmmcall"
@@ -176,7 +184,8 @@ pub fn guest_command(actions: &str) -> std::process::Command {
 /// `rpclb:REQ` (prints the reply; exits 11 on a protocol error), `tclo` (one TCLO poll:
 /// prints `tclo COMMAND` or `tclo none`), `iopl:N` (prints `iopl: 0`
 /// or `iopl: errno E`), `cpuid` (prints `hypervisor NAME`, exits 12 unless VMware),
-/// `exit:N`, `segv` (a real segfault).
+/// `exit:N`, `segv` (a real segfault), `await-signal:FILE` (prints `ready`, waits for
+/// SIGINT or SIGTERM, writes its number to FILE, exits 7).
 pub fn guest_program() {
     use std::io::Write;
     let Ok(actions) = std::env::var(GUEST_ENV) else {
@@ -230,6 +239,25 @@ pub fn guest_program() {
                 }
             }
             "exit" => std::process::exit(arg.parse().unwrap_or(1)),
+            "await-signal" => {
+                // Prints `ready`, waits for SIGINT or SIGTERM, writes its number to the
+                // file `arg` (its own clean-up) and exits 7.
+                static GOT: AtomicI32 = AtomicI32::new(0);
+                extern "C" fn note(sig: i32) {
+                    GOT.store(sig, Ordering::SeqCst);
+                }
+                for sig in [libc::SIGINT, libc::SIGTERM] {
+                    // SAFETY: installs a handler that only stores to an atomic.
+                    unsafe { libc::signal(sig, note as extern "C" fn(i32) as libc::sighandler_t) };
+                }
+                let _ = writeln!(out, "ready");
+                let _ = out.flush();
+                while GOT.load(Ordering::SeqCst) == 0 {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                let _ = std::fs::write(arg, GOT.load(Ordering::SeqCst).to_string());
+                std::process::exit(7);
+            }
             "segv" => {
                 // SAFETY: deliberately not safe: the point is a real SIGSEGV.
                 unsafe { std::ptr::null_mut::<u8>().write_volatile(1) };
@@ -258,4 +286,79 @@ pub fn cpuid_faulting() -> bool {
         libc::syscall(libc::SYS_arch_prctl, 0x1012, 0) == 0
             && libc::syscall(libc::SYS_arch_prctl, 0x1012, 1) == 0
     }
+}
+
+static TRAPPED: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn skip_insn(_sig: i32, _info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    TRAPPED.store(1, Ordering::SeqCst);
+    // SAFETY: the kernel passes a valid ucontext to an SA_SIGINFO handler; both hypercalls
+    // are 3 bytes long.
+    unsafe { (*ctx.cast::<libc::ucontext_t>()).uc_mcontext.gregs[libc::REG_RIP as usize] += 3 };
+}
+
+/// One GETVERSION by `hc`, written out here (not the library's), for the probe.
+fn raw_getversion(hc: Hypercall) {
+    let mut ax: u64 = 0x564D_5868;
+    // SAFETY: the instruction touches only the named registers (RBX is swapped with a scratch
+    // register and back); where it faults, the probe's handler skips it.
+    unsafe {
+        match hc {
+            Hypercall::Vmcall => std::arch::asm!(
+                "xchg {b}, rbx", "vmcall", "xchg {b}, rbx",
+                b = inout(reg) 0u64 => _, inout("rax") ax, inout("rcx") 10u64 => _,
+                inout("rdx") 0u64 => _, lateout("rsi") _, lateout("rdi") _,
+            ),
+            Hypercall::Vmmcall => std::arch::asm!(
+                "xchg {b}, rbx", "vmmcall", "xchg {b}, rbx",
+                b = inout(reg) 0u64 => _, inout("rax") ax, inout("rcx") 10u64 => _,
+                inout("rdx") 0u64 => _, lateout("rsi") _, lateout("rdi") _,
+            ),
+        }
+    }
+    std::hint::black_box(ax);
+}
+
+/// Whether this CPU hands `hc` from ring 3 to the process as a fault, which is what the
+/// runner serves: probed on the simulator's bare-metal machine, which never serves one.
+fn traps(hc: Hypercall) -> bool {
+    let run = HostConfig::default()
+        .mode(Mode::NotVmware)
+        .run(move || {
+            // SAFETY: installs a handler that only skips the 3-byte instruction.
+            unsafe {
+                let mut sa: libc::sigaction = std::mem::zeroed();
+                sa.sa_sigaction = skip_insn as *const () as usize;
+                sa.sa_flags = libc::SA_SIGINFO;
+                libc::sigaction(libc::SIGSEGV, &sa, std::ptr::null_mut());
+                libc::sigaction(libc::SIGILL, &sa, std::ptr::null_mut());
+            }
+            raw_getversion(hc);
+            std::process::exit(TRAPPED.load(Ordering::SeqCst));
+        })
+        .expect("start the probe");
+    run.exit == GuestExit::Exited(1)
+}
+
+/// The hypercalls the runner can serve on this machine; says which it cannot.
+fn probe_trapping() -> Vec<Hypercall> {
+    let mut out = Vec::new();
+    for hc in [Hypercall::Vmcall, Hypercall::Vmmcall] {
+        if traps(hc) {
+            out.push(hc);
+        } else {
+            eprintln!(
+                "{hc:?} does not trap on this CPU (the outer hypervisor answers it from ring 3): \
+                 not tested here"
+            );
+        }
+    }
+    out
+}
+
+/// The hypercalls the runner can serve on this machine, probed once per test binary; says on
+/// stderr which it cannot.
+pub fn trapping_hypercalls() -> Vec<Hypercall> {
+    static TRAPPING: std::sync::OnceLock<Vec<Hypercall>> = std::sync::OnceLock::new();
+    TRAPPING.get_or_init(probe_trapping).clone()
 }

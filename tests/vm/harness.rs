@@ -6,8 +6,15 @@
 //! byte, over a second serial port; then it powers the machine off. Kernels come from
 //! `setup.sh`, which unpacks Debian's kernel packages into [`cache_dir`].
 //!
-//! Used by `tests/kernels.rs` (the matrix) and `run.rs` (one program by hand). Std only, so
-//! that `run.rs` builds with plain `rustc`.
+//! Two instruction sets: x86_64 guests on QEMU's `pc` machine (`qemu-system-x86_64`), and
+//! arm64 guests on QEMU's `virt` machine with `-cpu max` (`qemu-system-aarch64` 10 or later,
+//! which `setup.sh` unpacks from bookworm-backports when the machine's is older: QEMU 7.2
+//! does not trap an EL0 `mrs xzr, mdccsr_el0`). An arm64 case's program is a cross-built
+//! one; its libraries are found with `aarch64-linux-gnu-readelf` in the cross toolchain's
+//! sysroot.
+//!
+//! Used by `tests/kernels.rs` (the x86 matrix), `tests/kernels_arm64.rs` and `run.rs` (one
+//! program by hand). Std only, so that `run.rs` builds with plain `rustc`.
 
 #![allow(dead_code)] // each user takes what it needs
 
@@ -26,9 +33,76 @@ pub fn cache_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/var/cache/vmw-backdoor-vm"))
 }
 
+/// The instruction set of a guest: its kernels, its QEMU, its programs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Arch {
+    X86_64,
+    Aarch64,
+}
+
+impl Arch {
+    /// Rust's name for it, also the kernels' directory in the cache.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64",
+            Arch::Aarch64 => "aarch64",
+        }
+    }
+
+    /// The Rust target its programs are built for.
+    pub fn target(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64-unknown-linux-gnu",
+            Arch::Aarch64 => "aarch64-unknown-linux-gnu",
+        }
+    }
+
+    /// The serial ports: the console, then the results.
+    fn serial_ports(self) -> (&'static str, &'static str) {
+        match self {
+            Arch::X86_64 => ("ttyS0", "ttyS1"),
+            Arch::Aarch64 => ("ttyAMA0", "ttyAMA1"),
+        }
+    }
+
+    /// The major version of the QEMU [`boot`] uses for it (arm64 needs 10 or later).
+    pub fn qemu_major(self) -> io::Result<u32> {
+        let (binary, _) = self.qemu();
+        let out = Command::new(&binary)
+            .arg("--version")
+            .output()
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", binary.display())))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.split_whitespace()
+            .skip_while(|w| *w != "version")
+            .nth(1)
+            .and_then(|v| v.split('.').next()?.parse().ok())
+            .ok_or_else(|| {
+                io::Error::other(format!("{}: no version in {text:?}", binary.display()))
+            })
+    }
+
+    /// The QEMU to boot it with, and its data directory when it is not the system's.
+    fn qemu(self) -> (PathBuf, Option<PathBuf>) {
+        match self {
+            Arch::X86_64 => ("qemu-system-x86_64".into(), None),
+            Arch::Aarch64 => {
+                let unpacked = cache_dir().join("qemu-aarch64");
+                let binary = unpacked.join("usr/bin/qemu-system-aarch64");
+                if binary.is_file() {
+                    (binary, Some(unpacked.join("usr/share/qemu")))
+                } else {
+                    ("qemu-system-aarch64".into(), None)
+                }
+            }
+        }
+    }
+}
+
 /// A kernel image that `setup.sh` unpacked.
 #[derive(Debug, Clone)]
 pub struct Kernel {
+    pub arch: Arch,
     /// The upstream version, e.g. `5.10.223`.
     pub version: String,
     /// What it came from (package, Debian version, suite).
@@ -44,7 +118,12 @@ impl fmt::Display for Kernel {
 
 /// The unpacked x86_64 kernels, oldest first.
 pub fn kernels() -> Vec<Kernel> {
-    let dir = cache_dir().join("x86_64");
+    kernels_for(Arch::X86_64)
+}
+
+/// The unpacked kernels of `arch`, oldest first.
+pub fn kernels_for(arch: Arch) -> Vec<Kernel> {
+    let dir = cache_dir().join(arch.name());
     let mut found: Vec<Kernel> = fs::read_dir(&dir)
         .into_iter()
         .flatten()
@@ -53,6 +132,7 @@ pub fn kernels() -> Vec<Kernel> {
             let image = entry.path().join("vmlinuz");
             let package = fs::read_to_string(entry.path().join("package")).ok()?;
             image.is_file().then(|| Kernel {
+                arch,
                 version: entry.file_name().to_string_lossy().into_owned(),
                 package: package.trim().to_owned(),
                 image,
@@ -78,10 +158,26 @@ pub enum Machine {
     SilentVmport,
     /// `-machine pc,vmport=off`: nothing on the backdoor port, as on bare metal.
     Bare,
+    /// arm64: `-machine virt -cpu max`, nothing behind the backdoor trap (the guest's own
+    /// kernel takes the `mrs xzr, mdccsr_el0` and raises SIGILL).
+    Virt,
 }
 
 impl Machine {
-    pub const ALL: [Machine; 3] = [Machine::Vmport, Machine::SilentVmport, Machine::Bare];
+    pub const ALL: [Machine; 4] = [
+        Machine::Vmport,
+        Machine::SilentVmport,
+        Machine::Bare,
+        Machine::Virt,
+    ];
+
+    /// The instruction set this machine runs.
+    pub fn arch(self) -> Arch {
+        match self {
+            Machine::Virt => Arch::Aarch64,
+            _ => Arch::X86_64,
+        }
+    }
 
     fn qemu_args(self) -> &'static [&'static str] {
         match self {
@@ -93,6 +189,7 @@ impl Machine {
                 "vmport.x-signal-unsupported-cmd=off",
             ],
             Machine::Bare => &["-machine", "pc,vmport=off"],
+            Machine::Virt => &["-machine", "virt", "-cpu", "max"],
         }
     }
 
@@ -102,6 +199,7 @@ impl Machine {
             Machine::Vmport => "vmport",
             Machine::SilentVmport => "silent",
             Machine::Bare => "bare",
+            Machine::Virt => "virt",
         }
     }
 
@@ -126,6 +224,8 @@ pub struct Case {
     /// A program of this machine (copied into the VM as `/bin/<file name>`).
     pub program: PathBuf,
     pub args: Vec<String>,
+    /// Seconds this case may take, when more than the default 60.
+    pub timeout: Option<u64>,
 }
 
 /// How a program ended inside the VM.
@@ -161,18 +261,23 @@ pub struct Outcome {
     pub kmsg: Vec<String>,
     /// Core files the case left.
     pub cores: u32,
+    /// How long it ran (inside the VM).
+    pub took: Duration,
+    /// The files it left in the VM's `/tmp/out`, by name (`vmw-sim --stats /tmp/out/s`).
+    pub files: BTreeMap<String, Vec<u8>>,
 }
 
 impl Outcome {
     /// Kernel log lines that report a user-space fault, a core dump or an abnormal end.
     pub fn fault_lines(&self) -> Vec<&str> {
-        const MARKS: [&str; 7] = [
+        const MARKS: [&str; 8] = [
             "traps:",
             "segfault at",
             "general protection",
             "invalid opcode",
             "undefined instruction",
-            "type=1701", // audit ANOM_ABEND
+            "unhandled exception", // arm64's line for a fatal fault signal
+            "type=1701",           // audit ANOM_ABEND
             "core dump",
         ];
         self.kmsg
@@ -194,29 +299,62 @@ pub struct Boot {
 
 /// Boots `kernel` on `machine`, runs `cases` in order and powers off.
 pub fn boot(kernel: &Kernel, machine: Machine, cases: &[Case]) -> io::Result<Boot> {
+    boot_with(kernel, machine, cases, &[])
+}
+
+/// As [`boot`], with `programs` in `/bin` too (with their libraries), for the cases to run
+/// (`vmw-sim` running a guest program, say).
+pub fn boot_with(
+    kernel: &Kernel,
+    machine: Machine,
+    cases: &[Case],
+    programs: &[PathBuf],
+) -> io::Result<Boot> {
     let work = tempdir()?;
-    let result = boot_in(&work, kernel, machine, cases);
+    let result = boot_in(&work, kernel, machine, cases, programs);
     let _ = fs::remove_dir_all(&work);
     result
 }
 
-fn boot_in(work: &Path, kernel: &Kernel, machine: Machine, cases: &[Case]) -> io::Result<Boot> {
+fn boot_in(
+    work: &Path,
+    kernel: &Kernel,
+    machine: Machine,
+    cases: &[Case],
+    extra: &[PathBuf],
+) -> io::Result<Boot> {
+    let arch = kernel.arch;
+    if machine.arch() != arch {
+        return Err(io::Error::other(format!(
+            "{machine:?} runs {} kernels, not {kernel} ({})",
+            machine.arch().name(),
+            arch.name()
+        )));
+    }
     let initrd = work.join("initrd.cpio");
-    write_initramfs(&initrd, cases)?;
+    write_initramfs(&initrd, arch, cases, extra)?;
     let (console, results) = (work.join("console.log"), work.join("results.log"));
+    let (qemu_binary, qemu_data) = arch.qemu();
+    let (console_port, results_port) = arch.serial_ports();
+    // arm64: more memory, for the 1 MiB values the channel tests move (several copies live
+    // at once in the traced guest and the runner).
+    let memory = if arch == Arch::Aarch64 { "1024" } else { "512" };
     let start = Instant::now();
-    let mut qemu = Command::new("qemu-system-x86_64");
-    qemu.args(["-accel", "tcg", "-m", "512", "-smp", "1", "-nodefaults"])
+    let mut qemu = Command::new(&qemu_binary);
+    if let Some(data) = &qemu_data {
+        qemu.arg("-L").arg(data);
+    }
+    qemu.args(["-accel", "tcg", "-m", memory, "-smp", "1", "-nodefaults"])
         .args(["-display", "none", "-no-reboot", "-uuid", VM_UUID])
         .args(machine.qemu_args())
         .arg("-kernel")
         .arg(&kernel.image)
         .arg("-initrd")
         .arg(&initrd)
-        .args([
-            "-append",
-            "console=ttyS0 vmw.results=ttyS1 panic=-1 loglevel=4 audit=1",
-        ])
+        .arg("-append")
+        .arg(format!(
+            "console={console_port} vmw.results={results_port} panic=-1 loglevel=4 audit=1"
+        ))
         .arg("-serial")
         .arg(format!("file:{}", console.display()))
         .arg("-serial")
@@ -224,10 +362,11 @@ fn boot_in(work: &Path, kernel: &Kernel, machine: Machine, cases: &[Case]) -> io
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
+    let qemu_name = qemu_binary.display().to_string();
     let mut child = qemu
         .spawn()
-        .map_err(|e| io::Error::new(e.kind(), format!("qemu-system-x86_64: {e}")))?;
-    let deadline = boot_timeout(cases.len());
+        .map_err(|e| io::Error::new(e.kind(), format!("{qemu_name}: {e}")))?;
+    let deadline = boot_timeout(arch, cases);
     let status = loop {
         if let Some(status) = child.try_wait()? {
             break status;
@@ -250,7 +389,7 @@ fn boot_in(work: &Path, kernel: &Kernel, machine: Machine, cases: &[Case]) -> io
     }
     if !status.success() {
         return Err(io::Error::other(format!(
-            "qemu-system-x86_64 failed ({status}): {stderr}\nconsole:\n{}",
+            "{qemu_name} failed ({status}): {stderr}\nconsole:\n{}",
             tail(&console, 40)
         )));
     }
@@ -275,9 +414,14 @@ fn boot_in(work: &Path, kernel: &Kernel, machine: Machine, cases: &[Case]) -> io
     })
 }
 
-/// TCG is slow and CI machines are shared: a minute to boot, and ten seconds a case.
-fn boot_timeout(cases: usize) -> Duration {
-    Duration::from_secs(60 + 10 * cases as u64)
+/// TCG is slow and CI machines are shared: a minute to boot, and a minute a case (a case
+/// may ask for more).
+fn boot_timeout(arch: Arch, cases: &[Case]) -> Duration {
+    // A ceiling, not an estimate: a case may be a whole test suite under TCG.
+    let per_case: u64 = cases.iter().map(|c| c.timeout.unwrap_or(60)).sum();
+    // Emulating arm64 on x86 costs more than x86 on x86.
+    let slow = if arch == Arch::Aarch64 { 2 } else { 1 };
+    Duration::from_secs(60 + slow * per_case)
 }
 
 fn tail(text: &str, lines: usize) -> String {
@@ -293,6 +437,8 @@ fn parse_report(report: &[u8]) -> Result<BTreeMap<String, Outcome>, String> {
         kmsg: Vec<u8>,
         status: Option<Status>,
         cores: Option<u32>,
+        ms: u64,
+        files: BTreeMap<String, Vec<u8>>,
     }
     let text = String::from_utf8_lossy(report);
     let mut partial: BTreeMap<String, Partial> = BTreeMap::new();
@@ -311,12 +457,23 @@ fn parse_report(report: &[u8]) -> Result<BTreeMap<String, Outcome>, String> {
             return Err(format!("malformed report line {line:?}"));
         };
         let p = partial.entry(id.to_owned()).or_default();
+        if field == "file" {
+            let Some((name, hex)) = value.split_once(' ') else {
+                return Err(format!("malformed report line {line:?}"));
+            };
+            p.files
+                .entry(name.to_owned())
+                .or_default()
+                .extend(unhex(hex)?);
+            continue;
+        }
         match field {
             "out" => p.out.extend(unhex(value)?),
             "err" => p.err.extend(unhex(value)?),
             "kmsg" => p.kmsg.extend(unhex(value)?),
             "status" => p.status = Some(parse_status(value)?),
             "cores" => p.cores = Some(value.parse().map_err(|e| format!("{line:?}: {e}"))?),
+            "ms" => p.ms = value.parse().map_err(|e| format!("{line:?}: {e}"))?,
             _ => return Err(format!("unknown report field in {line:?}")),
         }
     }
@@ -333,6 +490,8 @@ fn parse_report(report: &[u8]) -> Result<BTreeMap<String, Outcome>, String> {
                 status,
                 kmsg: kmsg_messages(&p.kmsg),
                 cores: p.cores.ok_or_else(|| format!("{id}: no core count"))?,
+                took: Duration::from_millis(p.ms),
+                files: p.files,
             };
             Ok((id, outcome))
         })
@@ -374,22 +533,40 @@ fn unhex(hex: &str) -> Result<Vec<u8>, String> {
 }
 
 /// The initramfs: `/init`, `/plan`, `/dev/console`, each case's program in `/bin` and the
-/// libraries they load, at the paths `ldd` gives.
-fn write_initramfs(path: &Path, cases: &[Case]) -> io::Result<()> {
+/// libraries they load, at the paths `ldd` gives (x86_64), or in the places the arm64
+/// loader searches.
+fn write_initramfs(path: &Path, arch: Arch, cases: &[Case], extra: &[PathBuf]) -> io::Result<()> {
     let mut cpio = Cpio::default();
     cpio.dir("dev");
     cpio.node("dev/console", 0o020600, (5, 1));
-    cpio.file("init", 0o755, &fs::read(init_binary()?)?);
+    cpio.file("init", 0o755, &fs::read(init_binary_for(arch)?)?);
     let mut plan = String::new();
     let mut programs = BTreeSet::new();
     let mut libraries = BTreeSet::new();
-    for case in cases {
-        let name = case
-            .program
+    let file_name = |program: &Path| -> io::Result<String> {
+        Ok(program
             .file_name()
-            .ok_or_else(|| io::Error::other(format!("{}: no file name", case.program.display())))?
+            .ok_or_else(|| io::Error::other(format!("{}: no file name", program.display())))?
             .to_string_lossy()
-            .into_owned();
+            .into_owned())
+    };
+    let mut add = |name: String, program: &Path| -> io::Result<()> {
+        if programs.insert((name, program.to_path_buf())) {
+            libraries.extend(match arch {
+                Arch::X86_64 => shared_libraries(program)?
+                    .into_iter()
+                    .map(|lib| (lib.clone(), lib))
+                    .collect(),
+                Arch::Aarch64 => cross_libraries(program)?,
+            });
+        }
+        Ok(())
+    };
+    for program in extra {
+        add(file_name(program)?, program)?;
+    }
+    for case in cases {
+        let name = file_name(&case.program)?;
         let fields = std::iter::once(&case.id).chain(&case.args);
         if fields.clone().any(|f| f.contains(['\t', '\n'])) || case.id.contains(' ') {
             return Err(io::Error::other(format!(
@@ -403,20 +580,109 @@ fn write_initramfs(path: &Path, cases: &[Case]) -> io::Result<()> {
             plan.push_str(arg);
         }
         plan.push('\n');
-        if programs.insert((name.clone(), case.program.clone())) {
-            libraries.extend(shared_libraries(&case.program)?);
-        }
+        add(name, &case.program)?;
     }
     cpio.file("plan", 0o644, plan.as_bytes());
     cpio.dir("bin");
     for (name, program) in &programs {
         cpio.file(&format!("bin/{name}"), 0o755, &fs::read(program)?);
     }
-    for lib in &libraries {
-        let inside = lib.to_string_lossy().trim_start_matches('/').to_owned();
+    for (inside, lib) in &libraries {
+        let inside = inside.to_string_lossy().trim_start_matches('/').to_owned();
         cpio.file(&inside, 0o755, &fs::read(lib)?); // fs::read follows symlinks
     }
     fs::write(path, cpio.finish())
+}
+
+/// The arm64 sysroot of Debian's cross toolchain (`libc6-arm64-cross`), and the directories
+/// of arm64 packages `setup.sh` unpacked (`$VMW_VM_CACHE/aarch64-libs`).
+fn cross_library_dirs() -> Vec<PathBuf> {
+    let mut dirs = vec![PathBuf::from("/usr/aarch64-linux-gnu/lib")];
+    let unpacked = cache_dir().join("aarch64-libs");
+    for sub in ["lib/aarch64-linux-gnu", "usr/lib/aarch64-linux-gnu"] {
+        dirs.push(unpacked.join(sub));
+    }
+    dirs
+}
+
+/// An arm64 program's loader and libraries, transitively (`aarch64-linux-gnu-readelf`):
+/// (path inside the VM, file here). The loader goes where its `PT_INTERP` says, libraries
+/// to `/lib/aarch64-linux-gnu`, the first directory the loader searches.
+fn cross_libraries(program: &Path) -> io::Result<Vec<(PathBuf, PathBuf)>> {
+    let dirs = cross_library_dirs();
+    let find = |name: &str| {
+        dirs.iter()
+            .map(|d| d.join(name))
+            .find(|p| p.exists())
+            .ok_or_else(|| {
+                io::Error::other(format!(
+                    "{}: needs {name}, found in none of {dirs:?}",
+                    program.display()
+                ))
+            })
+    };
+    let mut out = Vec::new();
+    let mut seen = BTreeSet::new();
+    let mut todo = vec![program.to_path_buf()];
+    while let Some(file) = todo.pop() {
+        let (interp, needed) = elf_dynamic(&file)?;
+        if let Some(interp) = interp {
+            if seen.insert(interp.clone()) {
+                let name = Path::new(&interp).file_name().map(|n| n.to_owned());
+                let name = name.ok_or_else(|| io::Error::other(format!("interpreter {interp}")))?;
+                out.push((PathBuf::from(&interp), find(&name.to_string_lossy())?));
+            }
+        }
+        for name in needed {
+            if seen.insert(name.clone()) {
+                let here = find(&name)?;
+                out.push((
+                    Path::new("/lib/aarch64-linux-gnu").join(&name),
+                    here.clone(),
+                ));
+                todo.push(here);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `PT_INTERP` and the `DT_NEEDED` names of an ELF file, as `readelf` shows them (a static
+/// program has neither).
+fn elf_dynamic(file: &Path) -> io::Result<(Option<String>, Vec<String>)> {
+    let out = Command::new("aarch64-linux-gnu-readelf")
+        .args(["--wide", "--program-headers", "--dynamic"])
+        .arg(file)
+        .output()
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "aarch64-linux-gnu-readelf (apt-get install binutils-aarch64-linux-gnu): {e}"
+                ),
+            )
+        })?;
+    if !out.status.success() {
+        return Err(io::Error::other(format!(
+            "readelf {}: {}",
+            file.display(),
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let between = |line: &str, open: &str| {
+        let rest = line.split_once(open)?.1;
+        Some(rest.split_once(']')?.0.trim().to_owned())
+    };
+    let interp = text
+        .lines()
+        .find_map(|l| between(l, "[Requesting program interpreter:"));
+    let needed = text
+        .lines()
+        .filter(|l| l.contains("(NEEDED)"))
+        .filter_map(|l| between(l, "Shared library: ["))
+        .collect();
+    Ok((interp, needed))
 }
 
 /// The libraries `ldd` says `program` loads, the dynamic loader among them.
@@ -447,35 +713,54 @@ fn shared_libraries(program: &Path) -> io::Result<Vec<PathBuf>> {
         .collect())
 }
 
-/// The static `/init`, built from `init.rs` with `rustc` and kept in the cache by the hash
-/// of its source.
+/// The static x86_64 `/init`.
 pub fn init_binary() -> io::Result<PathBuf> {
+    init_binary_for(Arch::X86_64)
+}
+
+/// The static `/init` for `arch`, built from `init.rs` with `rustc` (for arm64 with the
+/// `aarch64-unknown-linux-gnu` target and Debian's cross linker) and kept in the cache by
+/// the hash of its source.
+pub fn init_binary_for(arch: Arch) -> io::Result<PathBuf> {
     const SOURCE: &str = include_str!("init.rs");
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     std::hash::Hash::hash(SOURCE, &mut hasher);
     let hash = std::hash::Hasher::finish(&hasher);
     let dir = cache_dir().join("init");
-    let binary = dir.join(format!("init-x86_64-{hash:016x}"));
+    let binary = dir.join(format!("init-{}-{hash:016x}", arch.name()));
     if binary.is_file() {
         return Ok(binary);
     }
     fs::create_dir_all(&dir)?;
-    let source = dir.join(format!("init-{hash:016x}.rs"));
+    // Per process: tests that build it at once must not rewrite a source another rustc reads.
+    let source = dir.join(format!("init-{hash:016x}-{}.rs", std::process::id()));
     fs::write(&source, SOURCE)?;
-    let partial = dir.join(format!("init-x86_64-{hash:016x}.{}", std::process::id()));
+    let partial = dir.join(format!(
+        "init-{}-{hash:016x}.{}",
+        arch.name(),
+        std::process::id()
+    ));
     let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
-    let out = Command::new(rustc)
+    let mut build = Command::new(rustc);
+    build
         .args([
             "--edition",
             "2021",
+            "--crate-name",
+            "init",
             "-O",
             "-C",
             "target-feature=+crt-static",
         ])
-        .args(["--target", "x86_64-unknown-linux-gnu", "-o"])
+        .args(["--target", arch.target(), "-o"])
         .arg(&partial)
-        .arg(&source)
-        .output()?;
+        .arg(&source);
+    if arch == Arch::Aarch64 {
+        build.args(["-C", "linker=aarch64-linux-gnu-gcc"]);
+    }
+    let out = build.output();
+    let _ = fs::remove_file(&source);
+    let out = out?;
     if !out.status.success() {
         return Err(io::Error::other(format!(
             "building the VM's /init: {}",

@@ -9,7 +9,9 @@
 //! Report, on the port named by `vmw.results=` on the kernel command line, one record a line:
 //! `@vmw ID FIELD HEX` (`out`, `err`, `kmsg`: bytes in hex, a field may take several lines,
 //! to be concatenated), `@vmw ID status exit N` or `@vmw ID status signal N [core]`,
-//! `@vmw ID cores N`, and `@vmw end` last. Hex keeps every byte exact through a tty.
+//! `@vmw ID cores N`, `@vmw ID ms N` (how long it ran), `@vmw ID file NAME HEX` for each file
+//! the case left in [`OUT_DIR`], and `@vmw end` last. Hex keeps every byte exact through a
+//! tty.
 
 use std::ffi::{c_char, c_int, c_ulong, c_void, CString};
 use std::fs::{self, File, OpenOptions};
@@ -40,6 +42,8 @@ const TCSBRK: c_ulong = 0x5409;
 const O_NONBLOCK: i32 = 0o4000;
 /// Core dumps land here, so that a case can be checked for them.
 const CORE_DIR: &str = "/tmp/cores";
+/// Files a case writes here (any user may) are reported with it, then removed.
+const OUT_DIR: &str = "/tmp/out";
 /// Bytes a report line carries (twice that in hex).
 const CHUNK: usize = 512;
 
@@ -108,6 +112,8 @@ fn run_case(
     argv: &[&str],
 ) -> io::Result<()> {
     let (out_path, err_path) = ("/tmp/case.out", "/tmp/case.err");
+    fs::create_dir(OUT_DIR)?;
+    fs::set_permissions(OUT_DIR, fs::Permissions::from_mode(0o1777))?;
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| io::Error::other(format!("case {id} has no program")))?;
@@ -122,6 +128,7 @@ fn run_case(
     if uid != 0 {
         cmd.uid(uid).gid(uid); // std drops the supplementary groups too
     }
+    let started = std::time::Instant::now();
     let status = match cmd.status() {
         Ok(s) => s,
         Err(e) => {
@@ -146,6 +153,20 @@ fn run_case(
         cores += 1;
     }
     writeln!(report, "@vmw {id} cores {cores}")?;
+    writeln!(report, "@vmw {id} ms {}", started.elapsed().as_millis())?;
+    let mut files: Vec<_> = fs::read_dir(OUT_DIR)?.collect::<Result<_, _>>()?;
+    files.sort_by_key(|e| e.file_name());
+    for entry in files {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.contains(char::is_whitespace) {
+            let bytes = fs::read(entry.path())?;
+            if bytes.is_empty() {
+                writeln!(report, "@vmw {id} file {name} ")?; // present, empty
+            }
+            record(report, id, &format!("file {name}"), &bytes)?;
+        }
+    }
+    fs::remove_dir_all(OUT_DIR)?;
     Ok(())
 }
 

@@ -4,10 +4,19 @@
 //! tests/vm/setup.sh                                   # once: QEMU and the kernels
 //! rustc --edition 2021 -O -o target/vm-run tests/vm/run.rs
 //! target/vm-run --kernel 5.10 --machine vmport -- target/debug/examples/checkvm -p
+//! # arm64 (QEMU's virt machine): a cross-built program
+//! target/vm-run --machine virt -- target/aarch64-unknown-linux-gnu/debug/examples/checkvm
 //! ```
 //!
 //! Prints the program's stdout and stderr as it wrote them, the kernel log lines of its run
 //! on stderr (`--kmsg`), and exits with its status (128 + N when signal N ended it).
+//! `--with PROGRAM` puts another program in the VM's `/bin` (and `PATH`), for one that
+//! runs it:
+//!
+//! ```sh
+//! target/vm-run --machine virt --with target/aarch64-unknown-linux-gnu/debug/examples/guestinfo \
+//!     -- target/aarch64-unknown-linux-gnu/debug/vmw-sim -e guestinfo.hello=world -- guestinfo hello
+//! ```
 
 #[path = "harness.rs"]
 mod harness;
@@ -18,8 +27,8 @@ use std::process::ExitCode;
 
 use harness::{Case, Machine, Status};
 
-const USAGE: &str = "usage: vm-run [--kernel VERSION-PREFIX] [--machine vmport|silent|bare] \
-                     [--uid N] [--kmsg] -- PROGRAM [ARGS...]";
+const USAGE: &str = "usage: vm-run [--kernel VERSION-PREFIX] [--machine vmport|silent|bare|virt] \
+                     [--uid N] [--kmsg] [--with PROGRAM]... -- PROGRAM [ARGS...]";
 
 fn main() -> ExitCode {
     match run() {
@@ -34,6 +43,7 @@ fn main() -> ExitCode {
 fn run() -> Result<ExitCode, String> {
     let mut args = std::env::args().skip(1);
     let (mut kernel, mut machine, mut uid, mut kmsg) = (None, Machine::Vmport, 0, false);
+    let mut with = Vec::new();
     loop {
         match args.next().as_deref() {
             Some("--kernel") => kernel = Some(args.next().ok_or(USAGE)?),
@@ -49,12 +59,13 @@ fn run() -> Result<ExitCode, String> {
                     .map_err(|e| format!("--uid: {e}"))?
             }
             Some("--kmsg") => kmsg = true,
+            Some("--with") => with.push(PathBuf::from(args.next().ok_or(USAGE)?)),
             Some("--") => break,
             _ => return Err(USAGE.to_owned()),
         }
     }
     let program = PathBuf::from(args.next().ok_or(USAGE)?);
-    let kernels = harness::kernels();
+    let kernels = harness::kernels_for(machine.arch());
     let kernel = match &kernel {
         Some(prefix) => kernels.iter().find(|k| k.version.starts_with(prefix.as_str())),
         None => kernels.last(),
@@ -71,8 +82,9 @@ fn run() -> Result<ExitCode, String> {
         uid,
         program,
         args: args.collect(),
+        timeout: Some(600),
     };
-    let boot = harness::boot(kernel, machine, std::slice::from_ref(&case))
+    let boot = harness::boot_with(kernel, machine, std::slice::from_ref(&case), &with)
         .map_err(|e| e.to_string())?;
     let outcome = &boot.outcomes["run"];
     let _ = std::io::stdout().write_all(&outcome.stdout);

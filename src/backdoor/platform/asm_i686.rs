@@ -5,7 +5,7 @@
 
 use crate::proto::Regs;
 use core::arch::asm;
-pub(super) use core::arch::x86::__cpuid;
+pub(super) use core::arch::x86::{__cpuid, CpuidResult};
 
 /// Registers in the order the i686 blocks load and store them: EAX, EBX, ECX, EDX, ESI,
 /// EDI, EBP at byte offsets 0, 4, 8, 12, 16, 20, 24.
@@ -118,5 +118,34 @@ pub(crate) unsafe fn hb_in(regs: &mut Regs, buf: &mut [u8]) {
     let mut block = to_block(regs);
     // SAFETY: as in `lb`; EDI/ECX describe exactly `buf`, so `rep insb` writes only there.
     unsafe { with_all_registers!("rep insb", block.as_mut_ptr()) };
+    from_block(regs, &block);
+}
+
+/// One `vmcall` (Intel VT-x) with all seven registers loaded from `regs` and stored back.
+/// The block's `cld` does not matter to it (it is no string instruction).
+///
+/// # Safety
+///
+/// The hypervisor must be VMware and take `vmcall` from this thread (a knock with it was
+/// answered), or the caller contains a fault; elsewhere it raises #UD (SIGILL) or #GP. For a
+/// high-bandwidth call ESI or EDI and ECX must describe a live buffer.
+#[inline]
+pub(crate) unsafe fn vmcall(regs: &mut Regs) {
+    let mut block = to_block(regs);
+    // SAFETY: as in `lb`; any buffer the registers describe is the caller's to vouch for.
+    unsafe { with_all_registers!("vmcall", block.as_mut_ptr()) };
+    from_block(regs, &block);
+}
+
+/// One `vmmcall` (AMD-V), as [`vmcall`].
+///
+/// # Safety
+///
+/// As for [`vmcall`], with `vmmcall`.
+#[inline]
+pub(crate) unsafe fn vmmcall(regs: &mut Regs) {
+    let mut block = to_block(regs);
+    // SAFETY: as in `vmcall`.
+    unsafe { with_all_registers!("vmmcall", block.as_mut_ptr()) };
     from_block(regs, &block);
 }

@@ -5,7 +5,7 @@
 
 use crate::proto::Regs;
 use core::arch::asm;
-pub(super) use core::arch::x86_64::__cpuid;
+pub(super) use core::arch::x86_64::{__cpuid, CpuidResult};
 
 /// One low-bandwidth backdoor call: `in eax, dx`, with `regs` loaded into RAX..RDI before
 /// and the host's answer stored back after. RBP is not part of this contract.
@@ -108,3 +108,57 @@ pub(crate) unsafe fn hb_in(regs: &mut Regs, buf: &mut [u8]) {
         );
     }
 }
+
+/// Defines a hypercall: `$insn` (`vmcall` or `vmmcall`) with all seven registers of `regs`
+/// loaded before and the hypervisor's registers stored back after. No `rep`, no direction
+/// flag: the instruction is not a string instruction. RBX and RBP are swapped with scratch
+/// registers around it, as in `hb_out`.
+macro_rules! hypercall_fn {
+    ($(#[$doc:meta])* $name:ident, $insn:literal) => {
+        $(#[$doc])*
+        ///
+        /// # Safety
+        ///
+        /// The hypervisor must be VMware and take this instruction from this thread (a knock
+        /// with it was answered), or the caller contains a fault (the knock runs in a child
+        /// process): elsewhere it raises #UD (SIGILL), or #GP, or another hypervisor
+        /// answers it. For a high-bandwidth call RSI or RDI and RCX must describe a live
+        /// buffer the hypervisor may read (guest-to-host) or write (host-to-guest).
+        #[inline]
+        pub(crate) unsafe fn $name(regs: &mut Regs) {
+            // SAFETY: the caller vouches for the instruction and for any buffer the registers
+            // describe (see above). RBX and RBP are swapped with scratch registers the
+            // hypervisor does not see and swapped back; every other register it may change
+            // is an output; memory is not marked untouched, so a buffer the hypervisor
+            // wrote is read afresh; no stack is used.
+            unsafe {
+                asm!(
+                    "xchg rbx, {bx}",
+                    "xchg rbp, {bp}",
+                    $insn,
+                    "xchg rbp, {bp}",
+                    "xchg rbx, {bx}",
+                    bx = inout(reg) regs.bx,
+                    bp = inout(reg) regs.bp,
+                    inout("rax") regs.ax,
+                    inout("rcx") regs.cx,
+                    inout("rdx") regs.dx,
+                    inout("rsi") regs.si,
+                    inout("rdi") regs.di,
+                    options(nostack),
+                );
+            }
+        }
+    };
+}
+
+hypercall_fn!(
+    /// One `vmcall` (Intel VT-x) with all seven registers in and out.
+    vmcall,
+    "vmcall"
+);
+hypercall_fn!(
+    /// One `vmmcall` (AMD-V) with all seven registers in and out.
+    vmmcall,
+    "vmmcall"
+);

@@ -1,7 +1,9 @@
 //! The GETVERSION knock, run where a fault cannot kill the caller.
 //!
 //! Outside VMware (and on VMware with ring-3 backdoor access restricted) an unprivileged `in`
-//! on port 0x5658 raises #GP, which Linux delivers as SIGSEGV. The knock therefore runs in a
+//! on port 0x5658 raises #GP, which Linux delivers as SIGSEGV; a `vmcall` or `vmmcall` raises
+//! #UD (SIGILL) where no hypervisor takes it, or #GP; on arm64 the `mrs xzr, mdccsr_el0`
+//! traps to the kernel, which raises SIGILL. The knock therefore runs in a
 //! child process: on Linux a `clone(CLONE_VM | CLONE_VFORK)` child on a small stack of its
 //! own, which shares our memory (it writes the registers straight into our slot) and
 //! suspends us until it exits; on other Unix systems a forked child writing into a shared
@@ -17,15 +19,18 @@
 //! signal is neither logged, dumped nor audited as an abnormal end.
 
 use crate::proto::Regs;
+use crate::TransportKind;
 
-/// The slot the child fills in; `done` is set only once the `in` has returned.
+/// The slot the child fills in; `done` is set only once the call has returned.
 pub(super) struct Slot {
     pub(super) regs: Regs,
+    /// The instruction to knock with.
+    pub(super) via: TransportKind,
     pub(super) done: core::sync::atomic::AtomicBool,
 }
 
 /// The signals a backdoor access can raise where nothing answers it: #GP (SIGSEGV), a
-/// bus error (SIGBUS), #UD from a hypercall instruction (SIGILL).
+/// bus error (SIGBUS), #UD from a hypercall instruction or the arm64 trap (SIGILL).
 const FAULTS: [libc::c_int; 3] = [libc::SIGSEGV, libc::SIGBUS, libc::SIGILL];
 
 /// The child's exit status when it left because of fault signal `sig`.
@@ -70,10 +75,10 @@ pub(super) unsafe fn knock_in_child(slot: *mut Slot) {
         }
         libc::sigprocmask(libc::SIG_UNBLOCK, &set, core::ptr::null_mut());
     }
-    // SAFETY: the caller owns `slot` for now. The `in` may fault; then the handler ends this
+    // SAFETY: the caller owns `slot` for now. The call may fault; then the handler ends this
     // child, which is the point. On success it fills the registers the slot holds.
     unsafe {
-        super::asm::lb(&mut (*slot).regs);
+        super::lb_by((*slot).via, &mut (*slot).regs);
         (*slot)
             .done
             .store(true, core::sync::atomic::Ordering::Release);

@@ -1,14 +1,93 @@
 //! Linux on x86: the knock in a `clone(CLONE_VM | CLONE_VFORK)` child, I/O privilege with
-//! `ioperm` on the backdoor ports, else `iopl(3)`.
+//! `ioperm` on the backdoor ports, else `iopl(3)`, and what the kernel says about memory
+//! encryption (AMD SEV, SEV-ES, SEV-SNP).
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use super::contained::{self, knock_in_child, Slot};
 use super::{Knock, Privilege};
+use crate::backdoor::transport::Protection;
 use crate::proto::{Regs, LB_PORT};
-use crate::{ErrorKind, VmwError};
+use crate::{ErrorKind, Transport, TransportKind, VmwError};
 
 pub(crate) use super::x86::{instructions, is_vmware_cpu, RawCalls};
+
+/// The guest's protection: TDX from CPUID, else AMD's memory encryption as the kernel
+/// reports it ([`sev`]).
+pub(crate) fn protection() -> Protection {
+    super::x86::protection(sev)
+}
+
+/// The transport this machine calls for.
+pub(crate) fn detect_transport() -> Result<Transport, VmwError> {
+    super::x86::detect(protection())
+}
+
+/// Where Linux tells user space that it runs as an AMD SEV guest, strongest first.
+///
+/// The authority is the SEV_STATUS MSR (0xC0010131: bit 0 SEV, bit 1 SEV-ES, bit 2 SEV-SNP),
+/// which ring 3 cannot read; CPUID leaf 0x8000001F only says what the processor (or the
+/// hypervisor's model of it) could do, and AMD and EDK2 tell guests not to read their own
+/// state from it (EDK2's "Removing SEV-ES CPUID bit check", 2022; open-vm-tools'
+/// `x86cpuid.h` marks the SEV and SEV-ES bits as shown to guests from hardware version 17
+/// on). So only the kernel's word counts:
+///
+/// - `sev_status` (added in 2025: the MSR's value in hex, with or without `0x`), in the
+///   SEV-SNP guest's sysfs directory, or in `/sys/hypervisor/sev` where a later revision of
+///   the patch put it;
+/// - that directory itself (added in 2024, `vmpl`), which exists only in an SEV-SNP guest;
+/// - `/dev/sev-guest`, the SEV-SNP guest driver's device.
+///
+/// An SEV or SEV-ES guest without SNP, on any kernel, and an SNP guest on an older kernel
+/// without the driver, are not recognised here; there the transport comes from CPUID
+/// (a VMware host advertises VMMCALL, since the port cannot work), and
+/// [`Transport::low_bandwidth_only`] is for the caller to choose.
+const SEV_STATUS_FILES: [&str; 2] = [
+    "/sys/devices/system/cpu/sev/sev_status",
+    "/sys/hypervisor/sev/sev_status",
+];
+const SNP_ONLY_PATHS: [&str; 3] = [
+    "/sys/devices/system/cpu/sev",
+    "/sys/hypervisor/sev",
+    "/dev/sev-guest",
+];
+
+/// AMD memory encryption, as the Linux kernel reports it to user space.
+fn sev() -> Protection {
+    for file in SEV_STATUS_FILES {
+        if let Some(p) = std::fs::read(file).ok().and_then(|b| from_sev_status(&b)) {
+            return p;
+        }
+    }
+    if SNP_ONLY_PATHS
+        .iter()
+        .any(|p| std::path::Path::new(p).exists())
+    {
+        return Protection::EncryptedState;
+    }
+    Protection::None
+}
+
+/// Reads a `sev_status` file: the SEV_STATUS MSR in hex. `None` if it does not parse.
+fn from_sev_status(text: &[u8]) -> Option<Protection> {
+    let text = core::str::from_utf8(text).ok()?.trim();
+    let hex = text
+        .strip_prefix("0x")
+        .or_else(|| text.strip_prefix("0X"))
+        .unwrap_or(text);
+    let msr = u64::from_str_radix(hex, 16).ok()?;
+    /// SEV_STATUS bits: SEV (memory), SEV-ES (register state), SEV-SNP.
+    const SEV: u64 = 1 << 0;
+    const SEV_ES: u64 = 1 << 1;
+    const SEV_SNP: u64 = 1 << 2;
+    Some(if msr & (SEV_ES | SEV_SNP) != 0 {
+        Protection::EncryptedState
+    } else if msr & SEV != 0 {
+        Protection::EncryptedMemory
+    } else {
+        Protection::None
+    })
+}
 
 /// Every Linux x86 build can reach a backdoor.
 pub(crate) fn supported() -> Result<(), VmwError> {
@@ -25,11 +104,12 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
     0
 }
 
-pub(crate) fn knock(regs: Regs) -> Result<Knock, VmwError> {
+pub(crate) fn knock(regs: Regs, via: TransportKind) -> Result<Knock, VmwError> {
     let mut stack = vec![0u8; STACK_BYTES];
     let top = stack.as_mut_ptr_range().end as usize & !15;
     let mut slot = Slot {
         regs,
+        via,
         done: AtomicBool::new(false),
     };
     // Exit signal 0: no SIGCHLD reaches the application, and only a __WALL wait (ours)
@@ -136,4 +216,36 @@ pub(crate) fn release_io_privilege(p: Privilege) -> Result<(), VmwError> {
             errno,
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sev_status_as_the_kernel_prints_it() {
+        assert_eq!(from_sev_status(b"7\n"), Some(Protection::EncryptedState));
+        assert_eq!(from_sev_status(b"0x3\n"), Some(Protection::EncryptedState));
+        assert_eq!(from_sev_status(b"0x1"), Some(Protection::EncryptedMemory));
+        assert_eq!(from_sev_status(b"0"), Some(Protection::None));
+        assert_eq!(
+            from_sev_status(b"0x10007"),
+            Some(Protection::EncryptedState)
+        );
+        assert_eq!(from_sev_status(b"garbage"), None);
+        assert_eq!(from_sev_status(b""), None);
+        assert_eq!(from_sev_status(b"\xff"), None);
+    }
+
+    #[test]
+    fn this_machine_is_no_sev_guest() {
+        // The CI machines are not encrypted guests; a kernel that said otherwise would be
+        // worth a look.
+        if SNP_ONLY_PATHS
+            .iter()
+            .all(|p| !std::path::Path::new(p).exists())
+        {
+            assert_eq!(sev(), Protection::None);
+        }
+    }
 }

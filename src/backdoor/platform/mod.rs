@@ -6,34 +6,56 @@
 //! | item | what it does |
 //! |---|---|
 //! | `supported()` | `Ok` where this build can reach a backdoor at all, else the `Unsupported` error |
-//! | `knock(regs)` | one GETVERSION call, run where a fault cannot kill the caller: [`Knock`] |
+//! | `knock(regs, kind)` | one GETVERSION call by a transport, run where a fault cannot kill the caller: [`Knock`] |
 //! | `raise_io_privilege()`, `release_io_privilege(p)` | I/O privilege for the calling thread |
-//! | `is_vmware_cpu()` | the CPUID hint |
-//! | `RawCalls`, `instructions()` | the three backdoor calls as instructions, handed out only after a knock was answered |
+//! | `is_vmware_cpu()` | the CPUID hint (on arm64 the firmware's: SMBIOS) |
+//! | `protection()`, `detect_transport()` | what the machine says about confidential computing (TDX, SEV), and the transport it calls for |
+//! | `RawCalls`, `instructions(transport)` | the three backdoor calls as instructions of one transport, handed out only after a knock by it was answered |
+//! | `lb_by(kind, regs)` | the low-bandwidth call by a transport, as the contained knock makes it |
 //!
-//! | target | `os` | knock | I/O privilege |
-//! |---|---|---|---|
-//! | Linux x86_64, i686 | `linux.rs` | `clone(CLONE_VM \| CLONE_VFORK)` child (`contained.rs`) | `ioperm`, else `iopl(3)` |
-//! | other Unix on x86 | `unix.rs` | forked child (`contained.rs`) | none: `Unsupported` |
-//! | other x86 OSes | `cpuid_only.rs` | only where CPUID names VMware | none: `Unsupported` |
-//! | anything else | `unsupported.rs` | none: `Unsupported` | none: `Unsupported` |
+//! | target | `os` | knock | I/O privilege | protection |
+//! |---|---|---|---|---|
+//! | Linux x86_64, i686 | `linux.rs` | `clone(CLONE_VM \| CLONE_VFORK)` child (`contained.rs`) | `ioperm`, else `iopl(3)` | TDX by CPUID; SEV by sysfs |
+//! | other Unix on x86 | `unix.rs` | forked child (`contained.rs`) | none: `Unsupported` | TDX by CPUID |
+//! | other x86 OSes | `cpuid_only.rs` | only where CPUID names VMware (and advertises the hypercall) | none: `Unsupported` | TDX by CPUID |
+//! | Linux aarch64 | `linux_aarch64.rs` | `clone(CLONE_VM \| CLONE_VFORK)` child (`contained.rs`) | none: `Unsupported` | none |
+//! | anything else | `unsupported.rs` | none: `Unsupported` | none: `Unsupported` | none |
 //!
-//! Adding an instruction set or a transport is adding a file here and a line below.
+//! The transports of x86 are the ports (`asm_*.rs`) and the hypercalls (`hypercall.rs`, on
+//! the `vmcall`/`vmmcall` of `asm_*.rs`); `x86.rs` dispatches between them. arm64 has one
+//! transport, the port instructions described in X7 and trapped with `mrs xzr, mdccsr_el0`
+//! (`asm_aarch64.rs`, `arm64.rs`). Adding an instruction set or a transport is adding a file
+//! here and a line below.
 
 use crate::proto::Regs;
 use crate::{ErrorKind, VmwError};
 
+#[cfg(all(target_os = "linux", target_arch = "aarch64"))]
+mod arm64;
 #[cfg(target_arch = "x86_64")]
 #[path = "asm_x86_64.rs"]
 mod asm;
 #[cfg(target_arch = "x86")]
 #[path = "asm_i686.rs"]
 mod asm;
+#[cfg(all(target_os = "linux", target_arch = "aarch64"))]
+#[path = "asm_aarch64.rs"]
+mod asm;
+#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+mod hypercall;
 #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
 mod x86;
 
-#[cfg(all(unix, any(target_arch = "x86", target_arch = "x86_64")))]
+#[cfg(any(
+    all(unix, any(target_arch = "x86", target_arch = "x86_64")),
+    all(target_os = "linux", target_arch = "aarch64")
+))]
 mod contained;
+/// The knock's call, for `contained.rs`.
+#[cfg(all(target_os = "linux", target_arch = "aarch64"))]
+use arm64::lb_by;
+#[cfg(all(unix, any(target_arch = "x86", target_arch = "x86_64")))]
+use x86::lb_by;
 
 #[cfg(all(target_os = "linux", any(target_arch = "x86", target_arch = "x86_64")))]
 #[path = "linux.rs"]
@@ -48,13 +70,20 @@ mod os;
 #[cfg(all(not(unix), any(target_arch = "x86", target_arch = "x86_64")))]
 #[path = "cpuid_only.rs"]
 mod os;
-#[cfg(not(any(target_arch = "x86", target_arch = "x86_64")))]
+#[cfg(all(target_os = "linux", target_arch = "aarch64"))]
+#[path = "linux_aarch64.rs"]
+mod os;
+#[cfg(not(any(
+    target_arch = "x86",
+    target_arch = "x86_64",
+    all(target_os = "linux", target_arch = "aarch64")
+)))]
 #[path = "unsupported.rs"]
 mod os;
 
 pub(crate) use os::{
-    instructions, is_vmware_cpu, knock, raise_io_privilege, release_io_privilege, supported,
-    RawCalls,
+    detect_transport, instructions, is_vmware_cpu, knock, protection, raise_io_privilege,
+    release_io_privilege, supported, RawCalls,
 };
 
 /// How a knock ended.

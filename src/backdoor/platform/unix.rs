@@ -4,10 +4,22 @@ use core::sync::atomic::{AtomicBool, Ordering};
 
 use super::contained::{self, knock_in_child, Slot};
 use super::{no_io_privilege, Knock, Privilege};
+use crate::backdoor::transport::Protection;
 use crate::proto::Regs;
-use crate::{ErrorKind, VmwError};
+use crate::{ErrorKind, Transport, TransportKind, VmwError};
 
 pub(crate) use super::x86::{instructions, is_vmware_cpu, RawCalls};
+
+/// The guest's protection: TDX from CPUID; AMD memory encryption is not looked for (no
+/// kernel interface is known here).
+pub(crate) fn protection() -> Protection {
+    super::x86::protection(|| Protection::None)
+}
+
+/// The transport this machine calls for.
+pub(crate) fn detect_transport() -> Result<Transport, VmwError> {
+    super::x86::detect(protection())
+}
 
 /// Every Unix x86 build can reach a backdoor, unprivileged.
 pub(crate) fn supported() -> Result<(), VmwError> {
@@ -22,7 +34,7 @@ pub(crate) fn release_io_privilege(_: Privilege) -> Result<(), VmwError> {
     Ok(())
 }
 
-pub(crate) fn knock(regs: Regs) -> Result<Knock, VmwError> {
+pub(crate) fn knock(regs: Regs, via: TransportKind) -> Result<Knock, VmwError> {
     let size = core::mem::size_of::<Slot>();
     // SAFETY: a fresh anonymous shared mapping; no existing memory is affected.
     let map = unsafe {
@@ -47,6 +59,7 @@ pub(crate) fn knock(regs: Regs) -> Result<Knock, VmwError> {
     unsafe {
         slot.write(Slot {
             regs,
+            via,
             done: AtomicBool::new(false),
         })
     };

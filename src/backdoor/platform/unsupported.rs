@@ -1,8 +1,10 @@
-//! Targets without x86 port I/O: every entry point reports `Unsupported`.
+//! Targets without a backdoor this crate can reach (neither x86 nor Linux arm64): every
+//! entry point reports `Unsupported`.
 
 use super::{no_io_privilege, Knock, Privilege};
+use crate::backdoor::transport::Protection;
 use crate::proto::Regs;
-use crate::{ErrorKind, VmwError};
+use crate::{ErrorKind, Transport, TransportKind, VmwError};
 
 /// No backdoor instructions exist here: the type has no value, so no call can be made.
 #[derive(Debug)]
@@ -18,6 +20,9 @@ impl RawCalls {
     pub(crate) fn hb_in(&mut self, _: &mut Regs, _: &mut [u8]) {
         match *self {}
     }
+    pub(crate) fn high_bandwidth(&self) -> bool {
+        match *self {}
+    }
 }
 
 pub(crate) fn supported() -> Result<(), VmwError> {
@@ -28,8 +33,8 @@ fn unsupported() -> VmwError {
     VmwError::new(
         ErrorKind::Unsupported,
         format_args!(
-            "the VMware backdoor is reached through x86 port I/O, which this target ({}) does \
-             not have",
+            "the VMware backdoor is reached through x86 port I/O or x86 hypercalls (or their \
+             arm64 trap on Linux), which this target ({}) does not have",
             std::env::consts::ARCH
         ),
     )
@@ -38,11 +43,21 @@ fn unsupported() -> VmwError {
 /// # Safety
 ///
 /// None needed: there are no instructions to hand out.
-pub(crate) unsafe fn instructions() -> Result<RawCalls, VmwError> {
+pub(crate) unsafe fn instructions(_: Transport) -> Result<RawCalls, VmwError> {
     Err(unsupported())
 }
 
-pub(crate) fn knock(_: Regs) -> Result<Knock, VmwError> {
+pub(crate) fn knock(_: Regs, _: TransportKind) -> Result<Knock, VmwError> {
+    Err(unsupported())
+}
+
+/// Nothing to tell.
+pub(crate) fn protection() -> Protection {
+    Protection::None
+}
+
+/// No transport reaches a backdoor here.
+pub(crate) fn detect_transport() -> Result<Transport, VmwError> {
     Err(unsupported())
 }
 

@@ -158,15 +158,43 @@ pub(super) struct Fault {
     pub(super) answer: Answer,
 }
 
+/// A hypercall instruction of the backdoor, for [`HostConfig::hypercall`].
+///
+/// The model serves both, with the flags open-vm-tools' `backdoor_def.h` defines in
+/// `lo16(EDX)`: 0 (or 2) a low-bandwidth call, 3 a high-bandwidth guest-to-host transfer
+/// (ESI, ECX), 1 host-to-guest (EDI, ECX).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Hypercall {
+    /// `vmcall` (Intel VT-x): CPUID leaf 0x40000010 ECX bit 1.
+    Vmcall,
+    /// `vmmcall` (AMD-V): CPUID leaf 0x40000010 ECX bit 0.
+    Vmmcall,
+}
+
+impl Hypercall {
+    /// Its bit in CPUID leaf 0x40000010 ECX.
+    pub(crate) fn cpuid_bit(self) -> u32 {
+        match self {
+            Hypercall::Vmmcall => 1 << 0,
+            Hypercall::Vmcall => 1 << 1,
+        }
+    }
+}
+
 /// How the virtual `iopl`/`ioperm` answer a guest.
 ///
 /// Either way the guest's real I/O privilege never changes; only the runner's record of it,
 /// which decides what its port accesses do (see [`Mode`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum IoplPolicy {
-    /// They succeed, with the kernel's argument checks (EINVAL for `iopl(4)` or a range past
-    /// port 65535): a root process on a kernel with `CONFIG_X86_IOPL_IOPERM`.
+    /// As the kernel would answer the calling thread's real credentials: raising privilege
+    /// needs `CAP_SYS_RAWIO` in its effective set (root has it), else EPERM. So a suite run
+    /// as a normal user meets the EPERM it would meet in production. The default.
     #[default]
+    Credentials,
+    /// They succeed, with the kernel's argument checks (EINVAL for `iopl(4)` or a range past
+    /// port 65535): a root process on a kernel with `CONFIG_X86_IOPL_IOPERM`, whatever the
+    /// guest's credentials.
     Allow,
     /// Raising privilege fails with EPERM (no CAP_SYS_RAWIO, or kernel lockdown);
     /// lowering it still works.
@@ -224,6 +252,12 @@ pub struct HostConfig {
     pub(super) faults: Vec<Fault>,
     pub(crate) iopl: IoplPolicy,
     pub(crate) vmware_cpuid: bool,
+    pub(crate) forward_signals: bool,
+    allow_power_ops: bool,
+    /// CPUID leaf 0x40000010 ECX: the hypercalls advertised ([`Hypercall::cpuid_bit`]).
+    pub(super) hypercalls: u32,
+    pub(super) sev_es: bool,
+    pub(super) tdx: bool,
 }
 
 impl core::fmt::Debug for HostConfig {
@@ -250,6 +284,11 @@ impl core::fmt::Debug for HostConfig {
             .field("faults", &self.faults)
             .field("iopl", &self.iopl)
             .field("vmware_cpuid", &self.vmware_cpuid)
+            .field("forward_signals", &self.forward_signals)
+            .field("allow_power_ops", &self.allow_power_ops)
+            .field("hypercalls", &format_args!("{:#x}", self.hypercalls))
+            .field("sev_es", &self.sev_es)
+            .field("tdx", &self.tdx)
             .finish_non_exhaustive()
     }
 }
@@ -287,8 +326,13 @@ impl Default for HostConfig {
             heartbeat: super::tclo::DEFAULT_HEARTBEAT,
             manual_clock: false,
             faults: Vec::new(),
-            iopl: IoplPolicy::Allow,
+            iopl: IoplPolicy::Credentials,
             vmware_cpuid: false,
+            forward_signals: false,
+            allow_power_ops: false,
+            hypercalls: 0,
+            sev_es: false,
+            tdx: false,
         }
     }
 }
@@ -296,14 +340,16 @@ impl Default for HostConfig {
 impl HostConfig {
     /// Sets a guestinfo entry, as `govc vm.change -e guestinfo.KEY=VALUE` does on a real VM.
     ///
-    /// `key` may be given with or without the `guestinfo.` prefix; it is stored with it.
+    /// `key` may be given with or without the `guestinfo.` prefix; it is stored with it, in
+    /// lower case: like VMware's configuration keys, guestinfo keys match in any case.
     /// The value is arbitrary bytes of any size: host-to-guest replies have no size cap.
     pub fn guestinfo(mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Self {
         let key = key.as_ref();
+        let key = key.to_ascii_lowercase();
         let full = if key.starts_with(GUESTINFO_PREFIX) {
-            key.to_vec()
+            key
         } else {
-            [GUESTINFO_PREFIX, key].concat()
+            [GUESTINFO_PREFIX, &key].concat()
         };
         self.guestinfo.insert(full, value.as_ref().to_vec());
         self
@@ -348,8 +394,9 @@ impl HostConfig {
         self
     }
 
-    /// How the guest's kernel answers `iopl`/`ioperm` (default [`IoplPolicy::Allow`]). The
-    /// runner answers them virtually; the guest's real I/O privilege never changes.
+    /// How the guest's kernel answers `iopl`/`ioperm` (default [`IoplPolicy::Credentials`]:
+    /// what the guest thread's real credentials would get). The runner answers them
+    /// virtually; the guest's real I/O privilege never changes.
     pub fn iopl(mut self, policy: IoplPolicy) -> Self {
         self.iopl = policy;
         self
@@ -359,10 +406,11 @@ impl HostConfig {
     /// faulting; never applies in [`Mode::NotVmware`].
     ///
     /// With it, leaf 1 has the hypervisor bit, leaf 0x40000000 names `VMwareVMware` and leaf
-    /// 0x40000010 offers no hypercall, so CPUID-based checks (`is_vmware_cpu()`,
-    /// `vmware-checkvm`, `vmware-rpctool`) pass; every other leaf is the real CPU's. Without
-    /// CPUID faulting (older CPUs, some hypervisors) CPUID stays the real one whatever this
-    /// says.
+    /// 0x40000010 offers the hypercalls [`HostConfig::hypercall`] asked for (none by
+    /// default, so guests use the I/O ports), so CPUID-based checks (`is_vmware_cpu()`,
+    /// `vmware-checkvm`, `vmware-rpctool`) pass; every other leaf is the real CPU's (but
+    /// [`HostConfig::tdx`]'s). Without CPUID faulting (older CPUs, some hypervisors) CPUID
+    /// stays the real one whatever this says.
     ///
     /// The cost is not the CPUID traps but the context switches: the kernel rewrites a
     /// model-specific register whenever it switches to or from a task with CPUID faulting,
@@ -373,9 +421,113 @@ impl HostConfig {
         self
     }
 
+    /// Whether SIGINT, SIGTERM, SIGHUP and SIGQUIT stop ending this process while a guest
+    /// runs (default: no): one sent to it by another process (`kill`, a supervisor) is passed
+    /// on to the guest, one the kernel sent to the whole process group (a terminal's Ctrl-C)
+    /// reached the guest already. Either way the run goes on until the guest exits, so its
+    /// own clean-up runs and the caller still gets the host's records. For tools that run one
+    /// guest at a time (`vmw-sim` turns it on); only one run at a time can do this.
+    pub fn forward_signals(mut self, on: bool) -> Self {
+        self.forward_signals = on;
+        self
+    }
+
+    /// Whether power operations may be queued as TCLO commands (default: no). `OS_Halt`,
+    /// `OS_Reboot`, `OS_PowerOn`, `OS_Resume` and `OS_Suspend` make a real tools daemon
+    /// (vmtoolsd) run its power scripts or shut down — and under the simulator that is the
+    /// machine running it. Without this, [`HostConfig::run`] and
+    /// [`HostConfig::run_command`] refuse a configuration that queues one.
+    pub fn allow_power_ops(mut self, allow: bool) -> Self {
+        self.allow_power_ops = allow;
+        self
+    }
+
+    /// Whether a TCLO command is a power operation ([`allow_power_ops`](Self::allow_power_ops)).
+    #[must_use]
+    pub fn is_power_op(command: &[u8]) -> bool {
+        const POWER_OPS: [&[u8]; 5] = [
+            b"OS_Halt",
+            b"OS_Reboot",
+            b"OS_PowerOn",
+            b"OS_Resume",
+            b"OS_Suspend",
+        ];
+        let word = command.split(|&b| b == b' ').next().unwrap_or_default();
+        POWER_OPS.contains(&word)
+    }
+
+    /// The refusal [`allow_power_ops`](Self::allow_power_ops) describes.
+    pub(crate) fn check_power_ops(&self) -> std::io::Result<()> {
+        let queued = self.tclo.iter().find_map(|e| match e {
+            super::tclo::Entry::Command(c) if Self::is_power_op(c) => Some(c),
+            _ => None,
+        });
+        match queued {
+            Some(c) if !self.allow_power_ops => Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "the TCLO command {} is a power operation, refused unless allowed \
+                     (HostConfig::allow_power_ops): a real tools daemon would act on it, on this \
+                     machine",
+                    String::from_utf8_lossy(c)
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// What machine the guest runs on ([`Mode`]; default VMware).
     pub fn mode(mut self, m: Mode) -> Self {
         self.mode = m;
+        self
+    }
+
+    /// Advertises hypercall `h` in CPUID leaf 0x40000010 ECX, as a VMware host that takes it
+    /// does; call it twice to advertise both. Seen by the guest only with
+    /// [`HostConfig::vmware_cpuid`] on a CPU with CPUID faulting: without it, a guest must be
+    /// told the transport (`BackdoorGuard::set_transport`).
+    ///
+    /// The model answers both instructions whatever is advertised (on [`Mode::Vmware`], and
+    /// with I/O privilege on [`Mode::RestrictBackdoor`]), and counts them apart from the port
+    /// calls ([`Counters::vmcall_calls`](super::Counters::vmcall_calls),
+    /// [`vmmcall_calls`](super::Counters::vmmcall_calls)). Only where the CPU hands the
+    /// instruction to the process as a fault can the runner serve it: inside a KVM guest on
+    /// Intel, KVM answers a ring-3 `vmcall` itself (RAX = -1), on AMD a ring-3 `vmmcall`.
+    pub fn hypercall(mut self, h: Hypercall) -> Self {
+        self.hypercalls |= h.cpuid_bit();
+        self
+    }
+
+    /// Models an AMD SEV-ES (or SEV-SNP) guest of a VMware host (default: no): memory and
+    /// register state are encrypted, so the host sees only what the guest's kernel forwards.
+    ///
+    /// - The ports lose every register but EAX: an unprivileged `in` faults (#GP, SIGSEGV: the
+    ///   host cannot emulate it), a privileged one reaches the host through the kernel's
+    ///   #VC handler with EAX = 0 and nothing else, so it reads 0xFFFFFFFF and changes no
+    ///   other register; `out` and `rep outsb`/`rep insb` are plain I/O the backdoor never
+    ///   sees (an empty port). A guest that uses the ports fails as on such a VM.
+    /// - `vmmcall` carries all registers (Linux copies them through the GHCB for VMware):
+    ///   low-bandwidth calls work; high-bandwidth ones answer status 0 (failure) in EBX and
+    ///   move nothing, since the host cannot read or write the guest's memory. The HB status
+    ///   bit still follows [`HostConfig::hb`], so a guest that trusts it fails.
+    /// - `vmcall` raises #UD on AMD: it faults.
+    ///
+    /// In memory ([`super::Host`] as a `Backdoor`) calls arrive as `vmmcall` delivers them,
+    /// and `high_bandwidth()` is false. Never applies in [`Mode::NotVmware`]. The guest
+    /// library learns of SEV-ES only from the kernel (sysfs), which the runner does not fake:
+    /// tell it with `Transport::VMMCALL.low_bandwidth_only()`.
+    pub fn sev_es(mut self, on: bool) -> Self {
+        self.sev_es = on;
+        self
+    }
+
+    /// Models an Intel TDX guest of a VMware host (default: no): no backdoor access from
+    /// ring 3 reaches the host (a port access or hypercall is a #VE the guest's kernel
+    /// answers with SIGSEGV), and, with [`HostConfig::vmware_cpuid`], CPUID leaf 0x21 spells
+    /// `IntelTDX    ` (the maximum basic leaf raised to 0x21 if lower), as the TDX module
+    /// shows it.
+    pub fn tdx(mut self, on: bool) -> Self {
+        self.tdx = on;
         self
     }
 

@@ -14,13 +14,19 @@ pub struct Counters {
     /// write to an empty port and never reaches the host).
     pub lb_calls: u64,
     /// Low-bandwidth calls addressed to the backdoor (magic and port right, on a VMware
-    /// host), unknown commands included, by `(command, sub-command)`; the sub-command is
-    /// `hi16(ECX)` for MESSAGE and 0 for every other command.
+    /// host), unknown commands included, by `(command, sub-command)`, whether they came by
+    /// port or hypercall; the sub-command is `hi16(ECX)` for MESSAGE and 0 for every other
+    /// command.
     pub lb_by_command: BTreeMap<(u16, u16), u64>,
     /// Every `rep insb` on port 0x5659.
     pub hb_in_calls: u64,
     /// Every `rep outsb` on port 0x5659.
     pub hb_out_calls: u64,
+    /// Every `vmcall` the host answered (low- and high-bandwidth; the port calls are the
+    /// three above).
+    pub vmcall_calls: u64,
+    /// Every `vmmcall` the host answered (low- and high-bandwidth).
+    pub vmmcall_calls: u64,
     /// Message bytes the host accepted from the guest (SENDPAYLOAD and high-bandwidth out).
     pub bytes_to_host: u64,
     /// Message bytes the host handed to the guest (RECVPAYLOAD and high-bandwidth in).
@@ -46,10 +52,16 @@ pub struct Counters {
 
 impl Counters {
     /// Every backdoor call the host saw: low-bandwidth calls and high-bandwidth transfers
-    /// both ways (on VMware, each is one VM exit).
+    /// both ways, by port or hypercall (on VMware, each is one VM exit).
     #[must_use]
     pub fn backdoor_calls(&self) -> u64 {
-        self.lb_calls + self.hb_in_calls + self.hb_out_calls
+        self.lb_calls + self.hb_in_calls + self.hb_out_calls + self.hypercalls()
+    }
+
+    /// Every hypercall the host answered: `vmcall` and `vmmcall`.
+    #[must_use]
+    pub fn hypercalls(&self) -> u64 {
+        self.vmcall_calls + self.vmmcall_calls
     }
 
     /// Low-bandwidth calls accepted for `command` and `sub_command` (0 unless MESSAGE).
@@ -78,17 +90,20 @@ impl Counters {
 
     /// The counters as one JSON object (the runner's `--stats` file).
     ///
-    /// Keys: `lb_calls`, `hb_in_calls`, `hb_out_calls`, `bytes_to_host`, `bytes_to_guest`,
+    /// Keys: `lb_calls`, `hb_in_calls`, `hb_out_calls` (the port calls), `vmcall_calls`,
+    /// `vmmcall_calls` (the hypercalls), `bytes_to_host`, `bytes_to_guest`,
     /// `channels_opened`, `channels_closed`, `channels_open_at_exit`, `rpcs`, `tclo_commands`,
     /// `tclo_messages`, `cpts_injected`, `faults_injected`, `vmx_log_dropped`, and
     /// `lb_by_command`, an array of
     /// `{"command": C, "subcommand": S, "calls": N}`.
     #[must_use]
     pub fn to_json(&self) -> String {
-        let fields: [(&str, u64); 14] = [
+        let fields: [(&str, u64); 16] = [
             ("lb_calls", self.lb_calls),
             ("hb_in_calls", self.hb_in_calls),
             ("hb_out_calls", self.hb_out_calls),
+            ("vmcall_calls", self.vmcall_calls),
+            ("vmmcall_calls", self.vmmcall_calls),
             ("bytes_to_host", self.bytes_to_host),
             ("bytes_to_guest", self.bytes_to_guest),
             ("channels_opened", self.channels_opened),
@@ -141,6 +156,8 @@ mod tests {
             "lb_calls",
             "hb_in_calls",
             "hb_out_calls",
+            "vmcall_calls",
+            "vmmcall_calls",
             "bytes_to_host",
             "bytes_to_guest",
             "channels_opened",

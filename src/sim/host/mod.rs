@@ -2,7 +2,9 @@
 //!
 //! [`Host`] answers the three kinds of backdoor call a guest makes — a low-bandwidth call on
 //! port 0x5658 ([`Backdoor::lb`]), a high-bandwidth `rep outsb` ([`Backdoor::hb_out`]) or
-//! `rep insb` ([`Backdoor::hb_in`]) on port 0x5659 — the way a VMware host does (as
+//! `rep insb` ([`Backdoor::hb_in`]) on port 0x5659, or the same three as `vmcall`/`vmmcall`
+//! hypercalls (flags instead of a port in `lo16(EDX)`, served by the runner) — the way a
+//! VMware host does (as
 //! open-vm-tools' `lib/backdoor/backdoor.c`, `lib/message/message.c` and
 //! `lib/include/backdoor_def.h` use it): the detection commands (GETVERSION, GETHWVERSION, GETMHZ,
 //! GETBIOSUUID, GETTIME, GETTIMEFULL, GETHZ, GET_VCPU_INFO), the message channel
@@ -107,7 +109,7 @@ use std::collections::BTreeMap;
 
 use crate::Backdoor;
 
-pub use config::{Answer, HostConfig, IoplPolicy, Step};
+pub use config::{Answer, HostConfig, Hypercall, IoplPolicy, Step};
 pub use counters::Counters;
 pub use tclo::{TcloExchange, DEFAULT_TCLO_SCRIPT};
 
@@ -161,6 +163,9 @@ impl core::fmt::Debug for Host {
     }
 }
 
+// The aarch64 runner asks only the port questions: the hypercall and CPUID ones are x86's
+// (dead code there, checked on x86).
+#[cfg_attr(target_arch = "aarch64", allow(dead_code))]
 impl Host {
     /// A host playing `config`.
     #[must_use]
@@ -212,26 +217,48 @@ impl Host {
     /// Whether a ring-3 port access to `port` executes rather than raising #GP. A thread
     /// `privileged` for it (by `iopl`/`ioperm`) may touch any port; without privilege only
     /// the backdoor ports of a VMware host that does not restrict its backdoor answer.
+    /// On a TDX machine no port access executes (a #VE the kernel answers with SIGSEGV);
+    /// on an SEV-ES one only a privileged access does (the host cannot emulate a #GP).
     pub(crate) fn port_reachable(&self, port: u16, privileged: bool) -> bool {
-        privileged || (self.config.mode == Mode::Vmware && (port == LB_PORT || port == HB_PORT))
+        let c = &self.config;
+        if c.tdx {
+            return false;
+        }
+        privileged || (c.mode == Mode::Vmware && !c.sev_es && (port == LB_PORT || port == HB_PORT))
     }
 
     /// Whether a 32-bit `out` on port 0x5658 with `eax` is a backdoor call: only a live
     /// backdoor (a VMware host, the magic in EAX) takes one and answers in registers; any
     /// other `out` is a write to an empty port, which changes no register.
+    /// Under SEV-ES the kernel forwards only EAX's value: the backdoor sees no call.
     pub(crate) fn takes_out(&self, eax: u32) -> bool {
-        self.config.mode != Mode::NotVmware && eax == MAGIC
+        self.config.mode != Mode::NotVmware && !self.config.sev_es && eax == MAGIC
     }
 
-    /// Whether VMCALL / VMMCALL reach the backdoor: wherever VMware lets ring 3 use it
+    /// Whether hypercall `hc` reaches the backdoor: wherever VMware lets ring 3 use it
     /// (`privileged`: the thread may use port 0x5658 for 32-bit accesses). Not VMware,
-    /// there is no hypervisor to call and the instruction faults.
-    pub(crate) fn hypercall_allowed(&self, privileged: bool) -> bool {
-        match self.config.mode {
+    /// there is no hypervisor to call and the instruction faults; on TDX it is a #VE the
+    /// kernel answers with SIGSEGV; on SEV-ES (AMD) `vmcall` is #UD.
+    pub(crate) fn hypercall_allowed(&self, hc: Hypercall, privileged: bool) -> bool {
+        let c = &self.config;
+        if c.tdx || (c.sev_es && hc == Hypercall::Vmcall) {
+            return false;
+        }
+        match c.mode {
             Mode::Vmware => true,
             Mode::RestrictBackdoor => privileged,
             Mode::NotVmware => false,
         }
+    }
+
+    /// CPUID leaf 0x40000010 ECX: the hypercalls advertised.
+    pub(crate) fn advertised_hypercalls(&self) -> u32 {
+        self.config.hypercalls
+    }
+
+    /// Whether CPUID shows a TDX guest (leaf 0x21).
+    pub(crate) fn shows_tdx(&self) -> bool {
+        self.config.tdx
     }
 
     /// Whether a `rep insb` on port 0x5659 that got fewer bytes than RCX asked for goes on:
@@ -239,12 +266,19 @@ impl Host {
     /// instruction is re-executed for the rest (as an interrupted REP string instruction
     /// is). On a VMware host a short answer ends the instruction.
     pub(crate) fn rep_insb_continues(&self) -> bool {
-        self.config.mode == Mode::NotVmware
+        self.config.mode == Mode::NotVmware || self.config.sev_es
     }
 
     /// An `in eax, dx` on port 0x5658: the low-bandwidth call [`Host::lb`], then the upper
-    /// half of RAX is cleared, since the instruction writes EAX as a 32-bit register.
+    /// half of RAX is cleared, since the instruction writes EAX as a 32-bit register. On
+    /// SEV-ES the host sees the `in` with EAX = 0 and no other register (the kernel's #VC
+    /// handler forwards only that): EAX reads 0xFFFFFFFF, nothing else changes.
     pub(crate) fn lb_in(&mut self, regs: &mut Regs) {
+        if self.config.sev_es {
+            self.counters.lb_calls += 1;
+            regs.ax = NO_ANSWER.into();
+            return;
+        }
         self.lb(regs);
         regs.ax &= 0xFFFF_FFFF;
     }
@@ -255,6 +289,53 @@ impl Host {
         self.config.mode != Mode::NotVmware && lo32(regs.ax) == MAGIC && lo16(regs.dx) == port
     }
 
+    /// Counts one hypercall of `hc`.
+    fn count_hypercall(&mut self, hc: Hypercall) {
+        match hc {
+            Hypercall::Vmcall => self.counters.vmcall_calls += 1,
+            Hypercall::Vmmcall => self.counters.vmmcall_calls += 1,
+        }
+    }
+
+    /// A low-bandwidth call by hypercall `hc`, presented in the port form (`lo16(EDX)` =
+    /// 0x5658; the runner translates the flags): answered as [`Host::lb`] answers it, but
+    /// counted as `hc`.
+    pub(crate) fn hypercall_lb(&mut self, hc: Hypercall, regs: &mut Regs) {
+        self.count_hypercall(hc);
+        self.serve_lb(regs);
+    }
+
+    /// A high-bandwidth guest-to-host transfer by hypercall `hc`, in the port form: as
+    /// [`Host::rep_outsb`] answers it (but nothing on a wrong magic), counted as `hc`. On
+    /// SEV-ES the host cannot read the buffer: EBX = 0 (status 0), nothing moves.
+    pub(crate) fn hypercall_hb_out(&mut self, hc: Hypercall, regs: &mut Regs, data: &[u8]) {
+        self.count_hypercall(hc);
+        if self.config.sev_es && self.addressed(regs, HB_PORT) {
+            regs.bx = 0;
+            return;
+        }
+        self.serve_hb_out(regs, data);
+    }
+
+    /// A high-bandwidth host-to-guest transfer by hypercall `hc`, in the port form: the bytes
+    /// to write at RDI (never more than RCX), as [`Host::rep_insb`] serves them, but none on
+    /// a wrong magic; counted as `hc`. On SEV-ES: EBX = 0, no bytes.
+    pub(crate) fn hypercall_hb_in(&mut self, hc: Hypercall, regs: &mut Regs) -> Vec<u8> {
+        self.count_hypercall(hc);
+        if self.config.sev_es && self.addressed(regs, HB_PORT) {
+            regs.bx = 0;
+            return Vec::new();
+        }
+        self.serve_hb_in(regs).unwrap_or_default()
+    }
+
+    /// A hypercall by `hc` whose flags name no call: counted, answered with EAX =
+    /// 0xFFFFFFFF and nothing else.
+    pub(crate) fn hypercall_unknown(&mut self, hc: Hypercall, regs: &mut Regs) {
+        self.count_hypercall(hc);
+        regs.ax = NO_ANSWER.into();
+    }
+
     /// A low-bandwidth call on port 0x5658 (`in` or `out`; the runner checked the port).
     ///
     /// Acts only when EAX is the magic and `lo16(EDX)` is 0x5658, and dispatches on
@@ -262,6 +343,11 @@ impl Host {
     /// EAX = 0xFFFFFFFF and nothing else changes (no device on the port).
     pub fn lb(&mut self, regs: &mut Regs) {
         self.counters.lb_calls += 1;
+        self.serve_lb(regs);
+    }
+
+    /// A low-bandwidth call, whatever carried it; not counted here.
+    fn serve_lb(&mut self, regs: &mut Regs) {
         if !self.addressed(regs, LB_PORT) {
             regs.ax = NO_ANSWER.into();
             return;
@@ -336,8 +422,18 @@ impl Host {
     /// or port, [`Mode::NotVmware`]) the bytes are discarded and no register changes. The
     /// model does not advance RSI/RCX; that is the runner's part of emulating the string
     /// instruction.
+    ///
+    /// On SEV-ES the kernel carries out the string instruction as plain I/O through its
+    /// GHCB buffer: the backdoor sees no registers, and the bytes go nowhere.
     pub(crate) fn rep_outsb(&mut self, regs: &mut Regs, data: &[u8]) {
         self.counters.hb_out_calls += 1;
+        if !self.config.sev_es {
+            self.serve_hb_out(regs, data);
+        }
+    }
+
+    /// A high-bandwidth guest-to-host transfer, whatever carried it; not counted here.
+    fn serve_hb_out(&mut self, regs: &mut Regs, data: &[u8]) {
         if self.addressed(regs, HB_PORT) {
             let (channels, mut ends) = self.channels_and_ends();
             channels.hb_out(regs, data, &mut ends);
@@ -350,16 +446,29 @@ impl Host {
     /// A message transfer needs EAX = magic, EBX = 0x00010000, RCX ≥ the length RECVSIZE
     /// announced, `hi16(EDX)` = channel, ESI = cookie high, EBP = cookie low. The answer is in
     /// EBX as for [`Host::rep_outsb`]; on failure no bytes are returned. Without a backdoor
-    /// the port reads as 0xFF bytes (at most 1 MiB per call) and no register changes.
+    /// (and on SEV-ES, where the backdoor sees no registers) the port reads as 0xFF bytes (at
+    /// most 1 MiB per call) and no register changes.
     pub(crate) fn rep_insb(&mut self, regs: &mut Regs) -> Vec<u8> {
         self.counters.hb_in_calls += 1;
-        if self.addressed(regs, HB_PORT) {
-            let (channels, mut ends) = self.channels_and_ends();
-            channels.hb_in(regs, &mut ends)
+        let served = if self.config.sev_es {
+            None
         } else {
+            self.serve_hb_in(regs)
+        };
+        served.unwrap_or_else(|| {
             let n = regs.cx.min(NO_DEVICE_FILL_LIMIT) as usize;
             vec![0xFF; n]
+        })
+    }
+
+    /// A high-bandwidth host-to-guest transfer, whatever carried it; not counted here.
+    /// `None` when the call is not the backdoor's.
+    fn serve_hb_in(&mut self, regs: &mut Regs) -> Option<Vec<u8>> {
+        if !self.addressed(regs, HB_PORT) {
+            return None;
         }
+        let (channels, mut ends) = self.channels_and_ends();
+        Some(channels.hb_in(regs, &mut ends))
     }
 
     /// What the guest has done so far.
@@ -387,7 +496,7 @@ impl Host {
     }
 
     /// The guestinfo store: configured entries plus what the guest set, keys with their
-    /// `guestinfo.` prefix.
+    /// `guestinfo.` prefix and in lower case (the host matches them in any case).
     #[must_use]
     pub fn guestinfo(&self) -> &BTreeMap<Vec<u8>, Vec<u8>> {
         &self.rpci.guestinfo
@@ -516,5 +625,10 @@ impl Backdoor for Host {
         for (dst, src) in buf.iter_mut().zip(bytes) {
             *dst = src;
         }
+    }
+
+    /// Not on an SEV-ES host ([`HostConfig::sev_es`]), whose guest's memory it cannot read.
+    fn high_bandwidth(&self) -> bool {
+        !self.config.sev_es
     }
 }

@@ -140,6 +140,8 @@ impl Rpci {
         if self.deny_guestinfo {
             return DENIED.to_vec();
         }
+        let key = key.to_ascii_lowercase();
+        let key = key.as_slice();
         match self.guestinfo.get(key) {
             Some(value) if key.starts_with(GUESTINFO_PREFIX) => reply(OK, value),
             _ => NO_VALUE.to_vec(),
@@ -159,6 +161,10 @@ impl Rpci {
         if value.is_empty() && !self.accept_empty_values {
             return SET_ARGS.to_vec();
         }
+        // VMX configuration keys match in any case (`guestinfo.ovfEnv` and `ovfenv` name one
+        // key in the field): the store keeps them in lower case.
+        let key = key.to_ascii_lowercase();
+        let key = key.as_slice();
         if !key.starts_with(GUESTINFO_PREFIX) {
             return DENIED.to_vec();
         }

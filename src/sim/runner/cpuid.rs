@@ -3,7 +3,8 @@
 //! With `arch_prctl(ARCH_SET_CPUID, 0)` a thread's CPUID raises #GP (SIGSEGV, like a
 //! port access); the runner then answers from the real CPU with the hypervisor leaves
 //! replaced: leaf 1 has the hypervisor bit, leaf 0x40000000 names `VMwareVMware`, leaf
-//! 0x40000010 offers no hypercall (so guests use the I/O ports). The setting is inherited by
+//! 0x40000010 ECX offers the hypercalls the host model advertises (by default none, so guests
+//! use the I/O ports), and a TDX machine shows leaf 0x21. The setting is inherited by
 //! threads and `fork`, and cleared by `execve`, so the runner re-arms it after every exec by
 //! running a two-instruction stub at the new program's entry point (`syscall` in a 64-bit
 //! program, `int 0x80` in a 32-bit one).
@@ -40,15 +41,36 @@ pub(crate) fn supported() -> bool {
     sys::set_cpuid_faulting(true) && sys::set_cpuid_faulting(false)
 }
 
+/// Intel's TDX enumeration leaf.
+const TDX_LEAF: u32 = 0x21;
+
+/// What the VM's CPUID shows beyond the real CPU's: from the host model.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Machine {
+    /// Leaf 0x40000010 ECX: bit 0 VMMCALL, bit 1 VMCALL.
+    pub(crate) hypercalls: u32,
+    /// A TDX guest: leaf 0x21 spells `IntelTDX    `.
+    pub(crate) tdx: bool,
+}
+
 /// EAX, EBX, ECX, EDX of CPUID `leaf`/`subleaf` on a VMware VM running on this CPU.
-pub(crate) fn leaf(leaf: u32, subleaf: u32) -> [u32; 4] {
+pub(crate) fn leaf(leaf: u32, subleaf: u32, machine: Machine) -> [u32; 4] {
+    let word = |s: &[u8; 4]| u32::from_le_bytes(*s);
     match leaf {
         // "VMwa" "reVM" "ware" as little-endian words in EBX, ECX, EDX.
         HV_BASE => [HV_FEATURES, 0x6177_4d56, 0x4d56_6572, 0x6572_6177],
-        // Frequencies unknown (guests ask GETHZ), no VMCALL/VMMCALL bits.
+        // Frequencies unknown (guests ask GETHZ); the hypercalls the host takes.
+        HV_FEATURES => [0, 0, machine.hypercalls, 0],
         0x4000_0001..=0x4000_00ff => [0; 4],
+        // "IntelTDX    " in EBX, EDX, ECX, as the TDX module answers it.
+        TDX_LEAF if machine.tdx => [0, word(b"Inte"), word(b"    "), word(b"lTDX")],
         _ => {
             let [a, b, c, d] = sys::cpuid(leaf, subleaf);
+            let a = if leaf == 0 && machine.tdx {
+                a.max(TDX_LEAF)
+            } else {
+                a
+            };
             let c = if leaf == 1 { c | 1 << 31 } else { c };
             [a, b, c, d]
         }
@@ -56,8 +78,8 @@ pub(crate) fn leaf(leaf: u32, subleaf: u32) -> [u32; 4] {
 }
 
 /// Answers a faulting CPUID in `regs`.
-pub(crate) fn emulate(regs: &mut UserRegs) {
-    let [a, b, c, d] = leaf(regs.rax as u32, regs.rcx as u32);
+pub(crate) fn emulate(regs: &mut UserRegs, machine: Machine) {
+    let [a, b, c, d] = leaf(regs.rax as u32, regs.rcx as u32, machine);
     regs.rax = a.into();
     regs.rbx = b.into();
     regs.rcx = c.into();
@@ -174,15 +196,42 @@ mod tests {
 
     #[test]
     fn vmware_signature_and_hypervisor_bit() {
-        let [max, b, c, d] = leaf(HV_BASE, 0);
+        let plain = Machine::default();
+        let [max, b, c, d] = leaf(HV_BASE, 0, plain);
         assert_eq!(max, HV_FEATURES);
         let mut name = Vec::new();
         for w in [b, c, d] {
             name.extend_from_slice(&w.to_le_bytes());
         }
         assert_eq!(name, b"VMwareVMware");
-        assert_eq!(leaf(HV_FEATURES, 0)[2] & 3, 0, "no hypercall offered");
-        assert_ne!(leaf(1, 0)[2] & (1 << 31), 0);
-        assert_eq!(leaf(0, 0), sys::cpuid(0, 0), "others are real");
+        assert_eq!(
+            leaf(HV_FEATURES, 0, plain)[2] & 3,
+            0,
+            "no hypercall offered"
+        );
+        assert_ne!(leaf(1, 0, plain)[2] & (1 << 31), 0);
+        assert_eq!(leaf(0, 0, plain), sys::cpuid(0, 0), "others are real");
+    }
+
+    #[test]
+    fn hypercalls_and_tdx_as_the_machine_says() {
+        let m = Machine {
+            hypercalls: 0b10,
+            tdx: true,
+        };
+        assert_eq!(leaf(HV_FEATURES, 0, m)[2], 0b10, "VMCALL");
+        let [max, ..] = leaf(0, 0, m);
+        assert!(max >= TDX_LEAF);
+        let [_, b, c, d] = leaf(TDX_LEAF, 0, m);
+        let mut name = Vec::new();
+        for w in [b, d, c] {
+            name.extend_from_slice(&w.to_le_bytes());
+        }
+        assert_eq!(name, b"IntelTDX    ");
+        assert_eq!(
+            leaf(TDX_LEAF, 0, Machine::default()),
+            sys::cpuid(TDX_LEAF, 0),
+            "real unless TDX"
+        );
     }
 }

@@ -4,6 +4,8 @@
 
 #![forbid(unsafe_code)]
 
+use crate::sim::host::Hypercall;
+
 /// Linux user code segment selectors on x86_64: 64-bit programs and 32-bit (compatibility
 /// mode) ones (`__USER_CS` and `__USER32_CS`, arch/x86/include/asm/segment.h).
 pub(crate) const CS_64: u64 = 0x33;
@@ -73,7 +75,7 @@ pub(crate) enum Insn {
     /// Port I/O.
     Port(PortIo),
     /// VMCALL (`0f 01 c1`) or VMMCALL (`0f 01 d9`): the hypercall backdoor.
-    Hypercall,
+    Hypercall(Hypercall),
     /// CPUID (`0f a2`), faulting because CPUID faulting is on for the guest.
     Cpuid {
         /// Instruction length (prefixes are allowed and mean nothing).
@@ -86,7 +88,7 @@ impl Insn {
     pub(crate) fn len(&self) -> u8 {
         match self {
             Insn::Port(p) => p.len,
-            Insn::Hypercall => 3,
+            Insn::Hypercall(_) => 3,
             Insn::Cpuid { len } => *len,
         }
     }
@@ -155,11 +157,12 @@ pub(crate) fn decode(bytes: &[u8], long_mode: bool) -> Option<Insn> {
         }
         0x0f => {
             // Hypercalls take no prefixes (with them the bytes mean other instructions).
-            let call = matches!(
-                bytes.get(i + 1..i + 3),
-                Some([0x01, 0xc1]) | Some([0x01, 0xd9])
-            );
-            return (call && prefixes == 0).then_some(Insn::Hypercall);
+            let call = match bytes.get(i + 1..i + 3) {
+                Some([0x01, 0xc1]) => Hypercall::Vmcall,
+                Some([0x01, 0xd9]) => Hypercall::Vmmcall,
+                _ => return None,
+            };
+            return (prefixes == 0).then_some(Insn::Hypercall(call));
         }
         _ => return None,
     };
@@ -312,10 +315,18 @@ mod tests {
 
     #[test]
     fn hypercalls() {
-        assert_eq!(decode(&[0x0f, 0x01, 0xc1], true), Some(Insn::Hypercall));
+        assert_eq!(
+            decode(&[0x0f, 0x01, 0xc1], true),
+            Some(Insn::Hypercall(Hypercall::Vmcall))
+        );
         assert_eq!(
             decode(&[0x0f, 0x01, 0xd9, 0xcc], true),
-            Some(Insn::Hypercall)
+            Some(Insn::Hypercall(Hypercall::Vmmcall))
+        );
+        assert_eq!(
+            decode(&[0x0f, 0x01, 0xd9], false),
+            Some(Insn::Hypercall(Hypercall::Vmmcall)),
+            "the same in 32-bit code"
         );
         assert_eq!(decode(&[0x66, 0x0f, 0x01, 0xc1], true), None);
         assert_eq!(decode(&[0x0f, 0x01, 0xd0], true), None, "xgetbv");

@@ -12,6 +12,7 @@ use super::decode::{self, Insn, Op, PortArg, PortIo, Seg, MAX_INSN};
 use super::sys::{self, UserRegs};
 use super::{cpuid, Thread};
 use crate::proto::{self, Regs, HB_PORT, LB_PORT, MAX_GUEST_MESSAGE};
+use crate::sim::host::Hypercall;
 use crate::sim::Host;
 
 /// EFLAGS.DF: string instructions walk downwards.
@@ -21,10 +22,13 @@ const SI_KERNEL: i32 = 0x80;
 /// Bytes of an empty-port `rep ins` written per trap; the rest is left in RCX and the
 /// instruction re-executes, as an interrupted REP string instruction does on hardware.
 const FILL_BUDGET: u64 = 1 << 20;
-/// Hypercall flags in `lo16(EDX)`: low-bandwidth, high-bandwidth read (host to guest),
-/// high-bandwidth write (`BDOOR_FLAGS_HB` = 1 and `BDOOR_FLAGS_WRITE` = 2 in open-vm-tools'
-/// `lib/include/backdoor_def.h`).
+/// Hypercall flags in `lo16(EDX)` (open-vm-tools' `lib/include/backdoor_def.h`:
+/// `BDOOR_FLAGS_LB` = `BDOOR_FLAGS_READ` = 0, `BDOOR_FLAGS_HB` = 1, `BDOOR_FLAGS_WRITE` = 2):
+/// a low-bandwidth call (read, or write, as `in` and `out` are), a high-bandwidth read (host
+/// to guest), a high-bandwidth write. The model answers nothing (EAX all ones) for other
+/// values: the sources define no other bit.
 const HC_LB: u16 = 0;
+const HC_LB_WRITE: u16 = 2;
 const HC_HB_IN: u16 = 1;
 const HC_HB_OUT: u16 = 3;
 
@@ -62,15 +66,22 @@ pub(super) struct Emulator<'h> {
     host: &'h mut Host,
     /// Whether the guest sees a VMware CPUID (CPUID faulting armed in every process).
     cpuid: bool,
+    /// What that CPUID shows beyond the real CPU's.
+    machine: cpuid::Machine,
     /// Reused buffer for guest memory (no allocation per call).
     scratch: Vec<u8>,
 }
 
 impl<'h> Emulator<'h> {
     pub(super) fn new(host: &'h mut Host, cpuid: bool) -> Self {
+        let machine = cpuid::Machine {
+            hypercalls: host.advertised_hypercalls(),
+            tdx: host.shows_tdx(),
+        };
         Emulator {
             host,
             cpuid,
+            machine,
             scratch: Vec::new(),
         }
     }
@@ -126,9 +137,9 @@ impl<'h> Emulator<'h> {
         let thread = thread.as_deref();
         let done = match insn {
             Insn::Port(io) if sig == libc::SIGSEGV => self.port_io(pid, &mut regs, &io, thread),
-            Insn::Hypercall => self.hypercall(pid, &mut regs, thread),
+            Insn::Hypercall(hc) => self.hypercall(pid, &mut regs, thread, hc, long_mode),
             Insn::Cpuid { .. } if gp && self.cpuid => {
-                cpuid::emulate(&mut regs);
+                cpuid::emulate(&mut regs, self.machine);
                 Step::Next
             }
             Insn::Port(_) | Insn::Cpuid { .. } => Step::Fault,
@@ -147,7 +158,7 @@ impl<'h> Emulator<'h> {
                 }
                 match insn {
                     Insn::Port(_) => Emulated::PortIo,
-                    Insn::Hypercall => Emulated::Hypercall,
+                    Insn::Hypercall(_) => Emulated::Hypercall,
                     Insn::Cpuid { .. } => Emulated::Cpuid,
                 }
             }
@@ -282,44 +293,71 @@ impl<'h> Emulator<'h> {
     }
 
     /// VMCALL / VMMCALL: the same host calls, selected by flags in `lo16(EDX)` instead of a
-    /// port, where the host model allows them.
-    fn hypercall(&mut self, pid: pid_t, regs: &mut UserRegs, thread: Option<&Thread>) -> Step {
+    /// port, where the host model allows them. No string-instruction semantics: RSI/RDI/RCX
+    /// only describe the buffer (32 bits of them in a 32-bit process) and stay as the host
+    /// leaves them.
+    fn hypercall(
+        &mut self,
+        pid: pid_t,
+        regs: &mut UserRegs,
+        thread: Option<&Thread>,
+        hc: Hypercall,
+        long_mode: bool,
+    ) -> Step {
         let privileged = thread.is_some_and(|t| t.io.allows(LB_PORT, 4));
-        if !self.host.hypercall_allowed(privileged) {
+        if !self.host.hypercall_allowed(hc, privileged) {
             return Step::Fault;
         }
+        let width = if long_mode { u64::MAX } else { 0xffff_ffff };
         let flags = proto::lo16(regs.rdx);
-        let before = to_proto(regs);
+        let mut before = to_proto(regs);
+        if !long_mode {
+            // A 32-bit process's registers are 32 bits: the upper halves are not its own.
+            for reg in [
+                &mut before.ax,
+                &mut before.bx,
+                &mut before.cx,
+                &mut before.dx,
+                &mut before.si,
+                &mut before.di,
+                &mut before.bp,
+            ] {
+                *reg &= width;
+            }
+        }
         let mut r = before;
         // The host model speaks ports: present the call as its port form.
-        let as_port = |port: u16| (before.dx & !0xffff) | u64::from(port);
+        let port = match flags {
+            HC_LB | HC_LB_WRITE => LB_PORT,
+            HC_HB_IN | HC_HB_OUT => HB_PORT,
+            _ => 0,
+        };
+        r.dx = (before.dx & !0xffff) | u64::from(port);
+        let presented = r.dx;
         match flags {
-            HC_LB => {
-                r.dx = as_port(LB_PORT);
-                self.host.lb(&mut r);
-            }
+            HC_LB | HC_LB_WRITE => self.host.hypercall_lb(hc, &mut r),
             HC_HB_OUT => {
-                r.dx = as_port(HB_PORT);
-                let take = regs.rcx.min(MAX_GUEST_MESSAGE as u64 + 1) as usize;
+                let count = regs.rcx & width;
+                let take = count.min(MAX_GUEST_MESSAGE as u64 + 1) as usize;
                 self.scratch.clear();
                 self.scratch.resize(take, 0);
-                if sys::read_mem(pid, regs.rsi, &mut self.scratch) < take {
+                if sys::read_mem(pid, regs.rsi & width, &mut self.scratch) < take {
                     return Step::Fault;
                 }
-                self.host.rep_outsb(&mut r, &self.scratch);
+                self.host.hypercall_hb_out(hc, &mut r, &self.scratch);
             }
             HC_HB_IN => {
-                r.dx = as_port(HB_PORT);
-                let mut data = self.host.rep_insb(&mut r);
-                data.truncate(usize::try_from(regs.rcx).unwrap_or(usize::MAX));
-                if !data.is_empty() && !sys::write_mem(pid, regs.rdi, &data) {
+                let mut data = self.host.hypercall_hb_in(hc, &mut r);
+                data.truncate(usize::try_from(regs.rcx & width).unwrap_or(usize::MAX));
+                if !data.is_empty() && !sys::write_mem(pid, regs.rdi & width, &data) {
                     return Step::Fault;
                 }
             }
-            _ => r.ax = proto::NO_ANSWER.into(),
+            _ => self.host.hypercall_unknown(hc, &mut r),
         }
-        if proto::lo16(r.dx) == LB_PORT || proto::lo16(r.dx) == HB_PORT {
-            r.dx = (r.dx & !0xffff) | u64::from(flags);
+        // A register the host left as presented reads as the guest sent it.
+        if r.dx == presented {
+            r.dx = before.dx;
         }
         from_proto(regs, &r);
         Step::Next

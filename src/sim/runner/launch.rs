@@ -18,7 +18,7 @@ use std::process::Command;
 
 use super::sys::{self, exit_now, Forked};
 use super::{cpuid, seccomp, Tracer};
-use crate::sim::{GuestExit, Host, IoplPolicy, SimRun};
+use crate::sim::{GuestExit, Host, HostConfig, IoplPolicy, SimRun};
 
 /// The longest panic message carried back (well under a pipe's buffer, so the child's write
 /// never blocks).
@@ -41,16 +41,47 @@ pub(crate) enum Guest<'a> {
     Command(&'a mut Command),
 }
 
+/// The runner's side of a [`HostConfig`]: the guest's kernel and CPU, and the caller's
+/// signals.
+pub(crate) struct Settings {
+    pub(crate) iopl: IoplPolicy,
+    pub(crate) vmware_cpuid: bool,
+    pub(crate) forward_signals: bool,
+}
+
+impl Settings {
+    pub(crate) fn of(config: &HostConfig) -> Settings {
+        Settings {
+            iopl: config.iopl,
+            vmware_cpuid: config.vmware_cpuid,
+            forward_signals: config.forward_signals,
+        }
+    }
+}
+
 /// Runs `guest` in a traced child served by `host`; returns once the child and every
-/// process and thread it created are gone.
-pub(crate) fn run(
-    mut host: Host,
-    policy: IoplPolicy,
-    vmware_cpuid: bool,
-    guest: Guest<'_>,
-) -> io::Result<SimRun> {
-    // Only CPUID faulting lets the runner show the CPUID the machine has.
-    let cpuid = vmware_cpuid && host.shows_vmware_cpuid() && cpuid::supported();
+/// process and thread it created are gone (or only stopped ones remain).
+pub(crate) fn run(mut host: Host, settings: Settings, guest: Guest<'_>) -> io::Result<SimRun> {
+    let Settings {
+        iopl: policy,
+        vmware_cpuid,
+        forward_signals,
+    } = settings;
+    // Only CPUID faulting lets the runner show the CPUID the machine has; say so when it
+    // cannot, instead of showing the real CPUID without a word.
+    if vmware_cpuid && !host.shows_vmware_cpuid() {
+        log::warn!(
+            "a VMware CPUID was asked for on a machine that is not VMware: CPUID stays real"
+        );
+    }
+    let cpuid_faulting = cpuid::supported();
+    if vmware_cpuid && host.shows_vmware_cpuid() && !cpuid_faulting {
+        log::warn!(
+            "this CPU or kernel cannot make CPUID fault (arch_prctl(ARCH_SET_CPUID)): the guest \
+             sees the real CPUID, not VMware's"
+        );
+    }
+    let cpuid = vmware_cpuid && host.shows_vmware_cpuid() && cpuid_faulting;
     let (go_read, go_write) = sys::pipe(false)?;
     let (report_read, report_write) = sys::pipe(true)?;
     // The child only makes raw system calls (no allocation, no locks) until it runs the
@@ -72,11 +103,23 @@ pub(crate) fn run(
         sys::kill_and_reap(pid);
         return Err(read_report(&mut report_read).map_or(e, |r| r.into_error()));
     }
+    let forwarding = if forward_signals {
+        match sys::forward_signals(pid) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                sys::kill_and_reap(pid);
+                return Err(e);
+            }
+        }
+    } else {
+        None
+    };
     // Let the child go; from here on it runs traced.
     // If this fails the child is already gone; the loop below collects its exit.
     let _ = File::from(go_write).write_all(b"g");
 
     let (root, traps) = Tracer::new(&mut host, policy, cpuid, pid).run()?;
+    drop(forwarding);
     let exit = match (read_report(&mut report_read), root) {
         (Some(Report::Panic(msg)), Some(GuestExit::Exited(PANIC_EXIT))) => GuestExit::Panicked(msg),
         (

@@ -1,7 +1,9 @@
 //! The ptrace trap-and-emulate runner.
 //!
 //! The guest is an ordinary process with no I/O privilege, so its backdoor instructions
-//! fault: `in`/`out`/`ins`/`outs` raise #GP, which the kernel turns into SIGSEGV. The
+//! fault: on x86_64 `in`/`out`/`ins`/`outs` raise #GP, which the kernel turns into SIGSEGV;
+//! on aarch64 the `mrs xzr, mdccsr_el0` that carries an x86 I/O instruction in X7 traps to
+//! the kernel, which raises SIGILL ([`aarch64`](self) below). The
 //! runner traces the guest (and every thread and process it creates), catches those
 //! signals before the guest sees them, decodes the instruction at RIP, lets the host model
 //! answer, writes registers and memory back, steps RIP past the instruction and resumes the
@@ -15,18 +17,37 @@
 //! model's rules), [`privilege`] and [`seccomp`] (virtual `iopl`/`ioperm`), [`cpuid`] (the
 //! VMware CPUID), [`launch`] (fork, set-up of the child, the outcome); the [`Tracer`] here
 //! owns the event loop and the traced processes.
+//!
+//! The instruction set is chosen in one place, below: x86_64 has the files named above;
+//! aarch64 has `aarch64/` with the same four module names (`decode`: the X7 descriptor,
+//! `emulate`: the trapped `mrs`, and no CPUID or I/O privilege system calls to serve).
 
 // `forbid` here would reach into `sys` too (an inner attribute covers the child modules and
 // cannot be lifted); `deny` with the one exception below keeps this file and every
 // submodule but `sys` free of `unsafe`, and the other files forbid it themselves.
 #![deny(unsafe_code)]
 
+// The instruction set the runner serves: adding one is adding a directory and a line here.
+// Each provides `cpuid`, `decode`, `emulate` and `seccomp` with the items this file and
+// `launch` use.
+#[cfg(target_arch = "aarch64")]
+#[path = "aarch64/mod.rs"]
+mod aarch64;
+#[cfg(target_arch = "aarch64")]
+use aarch64::{cpuid, decode, emulate, seccomp};
+#[cfg(target_arch = "x86_64")]
 mod cpuid;
+#[cfg(target_arch = "x86_64")]
 mod decode;
+#[cfg(target_arch = "x86_64")]
 mod emulate;
-pub(crate) mod launch;
-mod privilege;
+#[cfg(target_arch = "x86_64")]
 mod seccomp;
+
+pub(crate) mod launch;
+// Kept per thread on every instruction set; only x86 has `iopl`/`ioperm` to answer from it.
+#[cfg_attr(target_arch = "aarch64", allow(dead_code))]
+mod privilege;
 #[allow(unsafe_code)]
 mod sys;
 
@@ -40,6 +61,7 @@ use libc::pid_t;
 use self::decode::DecodeCache;
 use self::emulate::{Emulated, Emulator};
 use self::privilege::IoPrivilege;
+#[cfg(target_arch = "x86_64")]
 use self::seccomp::IoCall;
 use self::sys::Status;
 use super::{GuestExit, Host, IoplPolicy, TrapStats};
@@ -101,6 +123,7 @@ struct Held {
 pub(crate) struct Tracer<'h> {
     /// Executes the guest's faulting instructions against the host model.
     emu: Emulator<'h>,
+    #[cfg_attr(target_arch = "aarch64", allow(dead_code))] // no iopl/ioperm there
     policy: IoplPolicy,
     root: pid_t,
     root_exit: Option<GuestExit>,
@@ -113,6 +136,8 @@ pub(crate) struct Tracer<'h> {
     /// Signals that arrived while the runner was stepping a tracee itself; delivered when
     /// it resumes.
     deferred: Vec<(pid_t, i32)>,
+    /// Tracees in a group-stop (SIGSTOP and friends), waiting for SIGCONT.
+    stopped: std::collections::HashSet<pid_t, BuildHasherDefault<PidHasher>>,
     stats: TrapStats,
 }
 
@@ -130,6 +155,7 @@ impl<'h> Tracer<'h> {
             expected: PidMap::default(),
             held: Vec::new(),
             deferred: Vec::new(),
+            stopped: Default::default(),
             stats: TrapStats {
                 tracees: 1,
                 ..TrapStats::default()
@@ -137,13 +163,44 @@ impl<'h> Tracer<'h> {
         }
     }
 
-    /// Serves the guest tree until every tracee is gone; returns how the root ended.
+    /// Serves the guest tree until every tracee is gone, or until the root has ended and
+    /// all that remain are stopped with nothing left to continue them: those are let go,
+    /// still stopped, as a shell leaves them (the kernel sends an orphaned process group's
+    /// stopped members SIGHUP and SIGCONT). Returns how the root ended.
     pub(crate) fn run(mut self) -> io::Result<(Option<GuestExit>, TrapStats)> {
-        while let Some((pid, status)) = sys::wait_any()? {
+        loop {
+            if self.only_stopped_remain() {
+                self.let_stopped_go();
+                break;
+            }
+            let Some((pid, status)) = sys::wait_any()? else {
+                break;
+            };
+            self.stopped.remove(&pid);
             self.on_status(pid, status);
             self.age_held();
         }
         Ok((self.root_exit, self.stats))
+    }
+
+    fn only_stopped_remain(&self) -> bool {
+        self.root_exit.is_some()
+            && !self.threads.is_empty()
+            && self.expected.is_empty()
+            && self.held.is_empty()
+            && self.threads.keys().all(|pid| self.stopped.contains(pid))
+    }
+
+    /// Detaches every remaining (group-stopped) tracee, leaving it stopped.
+    fn let_stopped_go(&mut self) {
+        for pid in std::mem::take(&mut self.stopped) {
+            // Only a tracee in a ptrace-stop can be detached: interrupt the listening one.
+            if sys::interrupt(pid).is_ok() {
+                let _ = sys::wait_for(pid);
+            }
+            ignore_gone(sys::detach(pid));
+            self.threads.remove(&pid);
+        }
     }
 
     fn on_status(&mut self, pid: pid_t, status: Status) {
@@ -188,6 +245,7 @@ impl<'h> Tracer<'h> {
                 ) {
                     // Group-stop: stay stopped until SIGCONT, but keep reporting.
                     ignore_gone(sys::listen(pid));
+                    self.stopped.insert(pid);
                 } else {
                     // A new tracee's first stop, or an interrupt.
                     resume(pid, 0);
@@ -292,6 +350,7 @@ impl<'h> Tracer<'h> {
 
     /// Answers a guest's `iopl`/`ioperm` from its virtual privilege; the real system call is
     /// skipped.
+    #[cfg(target_arch = "x86_64")]
     fn on_io_syscall(&mut self, pid: pid_t) {
         let (Ok(mut regs), Ok(data)) = (sys::get_regs(pid), sys::event_msg(pid)) else {
             return;
@@ -299,7 +358,11 @@ impl<'h> Tracer<'h> {
         let Some(call) = IoCall::from_data(data) else {
             return;
         };
-        let policy = self.policy;
+        let policy = match self.policy {
+            IoplPolicy::Credentials if privilege::has_sys_rawio(pid) => IoplPolicy::Allow,
+            IoplPolicy::Credentials => IoplPolicy::Eperm,
+            policy => policy,
+        };
         let p = &mut self.threads.entry(pid).or_default().io;
         // Argument widths follow the C prototypes: iopl(unsigned int),
         // ioperm(unsigned long, unsigned long, int); the i386 table is 32-bit throughout.
@@ -320,6 +383,10 @@ impl<'h> Tracer<'h> {
             self.stats.io_syscalls += 1;
         }
     }
+
+    /// No `iopl`/`ioperm` exist to answer on aarch64 (no filter stops the guest for them).
+    #[cfg(target_arch = "aarch64")]
+    fn on_io_syscall(&mut self, _: pid_t) {}
 
     /// Runs one instruction of `pid` for the runner's own code at `stub`; false if it did
     /// not come back stopped by the step. Signals that arrive meanwhile are kept for
@@ -343,7 +410,7 @@ impl<'h> Tracer<'h> {
                         sig,
                         libc::SIGSEGV | libc::SIGILL | libc::SIGBUS | libc::SIGFPE
                     ) && sys::get_regs(pid)
-                        .map_or(true, |r| stub.contains(&r.rip));
+                        .map_or(true, |r| stub.contains(&sys::pc(&r)));
                     if faulted_in_stub {
                         return false;
                     }

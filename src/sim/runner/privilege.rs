@@ -36,7 +36,7 @@ impl IoPrivilege {
         })
     }
 
-    /// The `iopl(level)` system call; returns what the syscall returns (0 or -errno).
+    /// The `iopl(level)` system call (with the policy resolved: never `Credentials`); returns what the syscall returns (0 or -errno).
     pub(crate) fn iopl(&mut self, level: u32, policy: IoplPolicy) -> i64 {
         match policy {
             IoplPolicy::Enosys => return -i64::from(libc::ENOSYS),
@@ -77,6 +77,20 @@ impl IoPrivilege {
         }
         0
     }
+}
+
+/// Whether thread `tid` has `CAP_SYS_RAWIO` (bit 17) in its effective capabilities, as the
+/// kernel checks for `iopl`/`ioperm`; false when that cannot be read.
+pub(crate) fn has_sys_rawio(tid: libc::pid_t) -> bool {
+    const CAP_SYS_RAWIO: u32 = 17;
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{tid}/status")) else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|caps| caps & (1 << CAP_SYS_RAWIO) != 0)
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Thin safe wrappers over every raw system call the runner makes: `ptrace`, `waitpid` and
 //! `process_vm_*` on tracees, and `fork`, pipes, `prctl`/seccomp, `arch_prctl`, `tgkill` and
-//! the CPUID instruction for the runner's own process. The only file of the runner with
+//! the CPUID instruction for the runner's own process (the last two on x86_64 only; the
+//! registers are read with `PTRACE_GETREGS` there and `PTRACE_GETREGSET` on aarch64). The only file of the runner with
 //! `unsafe`. Nothing here knows about the backdoor; the functions report failure as
 //! `io::Result` (or an errno) and never panic, whatever the tracee does (a tracee may vanish
 //! between any two calls).
@@ -8,28 +9,42 @@
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-use libc::{c_long, c_void, pid_t};
+use libc::{c_int, c_long, c_void, pid_t};
 
-/// Registers of a stopped tracee, as `PTRACE_GETREGS` fills them.
+/// Registers of a stopped tracee, as `PTRACE_GETREGS` (x86_64) or `PTRACE_GETREGSET` with
+/// `NT_PRSTATUS` (aarch64: X0..X30, SP, PC, PSTATE) fills them.
 pub(crate) type UserRegs = libc::user_regs_struct;
 
-/// Size of a page on x86_64; remote memory ranges are split at these boundaries so a
-/// partial transfer reports how far it got instead of failing whole.
+/// The smallest page size of x86_64 and aarch64; remote memory ranges are split at these
+/// boundaries so a partial transfer reports how far it got instead of failing whole.
 const PAGE: u64 = 4096;
 /// The most page pieces one `process_vm_*` call carries (well under `IOV_MAX`).
 const IOV_PER_CALL: usize = 32;
 
-// ptrace requests and options (stable kernel ABI numbers, x86_64).
+// ptrace requests and options (stable kernel ABI numbers; x86_64 and aarch64 share all but
+// PTRACE_GETREGS/SETREGS, which only x86 has).
 const PTRACE_PEEKDATA: c_long = 2;
+#[cfg(target_arch = "x86_64")] // the CPUID re-arm stub only
 const PTRACE_POKEDATA: c_long = 5;
 const PTRACE_CONT: c_long = 7;
 const PTRACE_SINGLESTEP: c_long = 9;
+#[cfg(target_arch = "x86_64")]
 const PTRACE_GETREGS: c_long = 12;
+#[cfg(target_arch = "x86_64")]
 const PTRACE_SETREGS: c_long = 13;
+#[cfg(target_arch = "aarch64")]
+const PTRACE_GETREGSET: c_long = 0x4204;
+#[cfg(target_arch = "aarch64")]
+const PTRACE_SETREGSET: c_long = 0x4205;
+/// The general-purpose register set of `PTRACE_GETREGSET` (`NT_PRSTATUS` in `elf.h`).
+#[cfg(target_arch = "aarch64")]
+const NT_PRSTATUS: usize = 1;
 const PTRACE_GETEVENTMSG: c_long = 0x4201;
 const PTRACE_GETSIGINFO: c_long = 0x4202;
 const PTRACE_SEIZE: c_long = 0x4206;
 const PTRACE_LISTEN: c_long = 0x4208;
+const PTRACE_INTERRUPT: c_long = 0x4207;
+const PTRACE_DETACH: c_long = 17;
 
 /// `PTRACE_O_*` options the runner sets when it seizes the guest.
 pub(crate) const TRACE_OPTIONS: usize = (libc::PTRACE_O_TRACEFORK
@@ -43,7 +58,8 @@ pub(crate) const TRACE_OPTIONS: usize = (libc::PTRACE_O_TRACEFORK
 fn ptrace(request: c_long, pid: pid_t, addr: usize, data: usize) -> io::Result<c_long> {
     // SAFETY: every caller passes either plain integers or, for requests that write
     // through `data`, a pointer to a live, writable object of the size that request writes
-    // (`user_regs_struct`, `siginfo_t`, `c_ulong`). The kernel validates the pid itself.
+    // (`user_regs_struct`, `siginfo_t`, `c_ulong`; for the register sets an `iovec` that
+    // describes a live `user_regs_struct`). The kernel validates the pid itself.
     let r = unsafe { libc::syscall(libc::SYS_ptrace, request, pid, addr, data) };
     if r == -1 {
         Err(io::Error::last_os_error())
@@ -69,6 +85,7 @@ pub(crate) fn single_step(pid: pid_t) -> io::Result<()> {
 
 /// Writes 8 bytes of tracee memory at `addr`, the way a debugger does (read-only code pages
 /// get a private copy).
+#[cfg(target_arch = "x86_64")]
 pub(crate) fn poke8(pid: pid_t, addr: u64, bytes: [u8; 8]) -> io::Result<()> {
     let addr = usize::try_from(addr).map_err(|_| io::Error::from_raw_os_error(libc::EFAULT))?;
     ptrace(
@@ -80,12 +97,24 @@ pub(crate) fn poke8(pid: pid_t, addr: u64, bytes: [u8; 8]) -> io::Result<()> {
     .map(drop)
 }
 
+/// Stops a running or listening tracee (`PTRACE_INTERRUPT`); it reports a
+/// `PTRACE_EVENT_STOP`.
+pub(crate) fn interrupt(pid: pid_t) -> io::Result<()> {
+    ptrace(PTRACE_INTERRUPT, pid, 0, 0).map(drop)
+}
+
+/// Stops tracing a tracee in a ptrace-stop; one in group-stop stays stopped.
+pub(crate) fn detach(pid: pid_t) -> io::Result<()> {
+    ptrace(PTRACE_DETACH, pid, 0, 0).map(drop)
+}
+
 /// Lets a tracee in group-stop stay stopped while still reporting events (`PTRACE_LISTEN`).
 pub(crate) fn listen(pid: pid_t) -> io::Result<()> {
     ptrace(PTRACE_LISTEN, pid, 0, 0).map(drop)
 }
 
 /// The general-purpose registers of a stopped tracee.
+#[cfg(target_arch = "x86_64")]
 pub(crate) fn get_regs(pid: pid_t) -> io::Result<UserRegs> {
     // SAFETY: user_regs_struct is plain integers; all-zero is a valid value.
     let mut regs: UserRegs = unsafe { std::mem::zeroed() };
@@ -94,8 +123,58 @@ pub(crate) fn get_regs(pid: pid_t) -> io::Result<UserRegs> {
 }
 
 /// Writes back the general-purpose registers of a stopped tracee.
+#[cfg(target_arch = "x86_64")]
 pub(crate) fn set_regs(pid: pid_t, regs: &UserRegs) -> io::Result<()> {
     ptrace(PTRACE_SETREGS, pid, 0, regs as *const UserRegs as usize).map(drop)
+}
+
+/// The general-purpose registers of a stopped AArch64 tracee. A 32-bit (AArch32) tracee's
+/// set is shorter and is an error (`EINVAL`): the runner serves 64-bit programs only.
+#[cfg(target_arch = "aarch64")]
+pub(crate) fn get_regs(pid: pid_t) -> io::Result<UserRegs> {
+    // SAFETY: user_regs_struct is plain integers; all-zero is a valid value.
+    let mut regs: UserRegs = unsafe { std::mem::zeroed() };
+    let mut iov = libc::iovec {
+        iov_base: (&mut regs as *mut UserRegs).cast::<c_void>(),
+        iov_len: std::mem::size_of::<UserRegs>(),
+    };
+    // The kernel writes at most iov_len bytes into `regs` and stores the length it wrote
+    // in `iov`, both live locals.
+    ptrace(
+        PTRACE_GETREGSET,
+        pid,
+        NT_PRSTATUS,
+        &mut iov as *mut libc::iovec as usize,
+    )?;
+    if iov.iov_len != std::mem::size_of::<UserRegs>() {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    Ok(regs)
+}
+
+/// Writes back the general-purpose registers of a stopped AArch64 tracee.
+#[cfg(target_arch = "aarch64")]
+pub(crate) fn set_regs(pid: pid_t, regs: &UserRegs) -> io::Result<()> {
+    let mut iov = libc::iovec {
+        iov_base: (regs as *const UserRegs).cast_mut().cast::<c_void>(),
+        iov_len: std::mem::size_of::<UserRegs>(),
+    };
+    // SETREGSET only reads through `iov_base`.
+    ptrace(
+        PTRACE_SETREGSET,
+        pid,
+        NT_PRSTATUS,
+        &mut iov as *mut libc::iovec as usize,
+    )
+    .map(drop)
+}
+
+/// The program counter in `regs`.
+pub(crate) fn pc(regs: &UserRegs) -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    return regs.rip;
+    #[cfg(target_arch = "aarch64")]
+    return regs.pc;
 }
 
 /// The message of the last ptrace event (new pid, former tid, seccomp data).
@@ -333,6 +412,74 @@ pub(crate) fn wait_for(pid: pid_t) -> io::Result<Option<(pid_t, Status)>> {
     Err(io::Error::from_raw_os_error(libc::EINTR))
 }
 
+// ---- Passing the caller's termination signals on to the guest ----
+
+/// The guest that [`forward_signals`] passes signals to (0: none).
+static FORWARD_TO: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// The signals a person or a supervisor ends a run with.
+const FORWARDED: [c_int; 4] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT];
+
+extern "C" fn pass_on(sig: c_int, info: *mut libc::siginfo_t, _: *mut c_void) {
+    // A signal the kernel sent to the whole process group (Ctrl-C, a hang-up on the
+    // terminal) reached the guest already; one a process sent to this one alone did not.
+    // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler.
+    let from_a_process = unsafe { (*info).si_code } <= 0;
+    let pid = FORWARD_TO.load(std::sync::atomic::Ordering::Relaxed);
+    if pid > 0 && from_a_process {
+        // SAFETY: kill is async-signal-safe and takes integers.
+        unsafe { libc::kill(pid, sig) };
+    }
+}
+
+/// While alive, SIGINT, SIGTERM, SIGHUP and SIGQUIT no longer end this process: one sent
+/// to it by another process (`kill`, a supervisor) is passed on to `pid`, the guest; one
+/// the kernel sent to the whole process group (a terminal's Ctrl-C) already reached the
+/// guest and is only absorbed. Dropping it restores the previous handlers.
+pub(crate) struct SignalForwarding {
+    previous: [libc::sigaction; 4],
+}
+
+/// Starts passing termination signals on to `pid`; an error if another run already does.
+pub(crate) fn forward_signals(pid: pid_t) -> io::Result<SignalForwarding> {
+    use std::sync::atomic::Ordering;
+    if FORWARD_TO
+        .compare_exchange(0, pid, Ordering::SeqCst, Ordering::SeqCst)
+        .is_err()
+    {
+        return Err(io::Error::other(
+            "signals are already being passed on to the guest of another run",
+        ));
+    }
+    // SAFETY: sigaction is plain data; all-zero is a valid value to fill in.
+    let mut previous: [libc::sigaction; 4] = unsafe { std::mem::zeroed() };
+    for (sig, old) in FORWARDED.iter().zip(previous.iter_mut()) {
+        // SAFETY: as above; the handler only loads an atomic and calls kill.
+        let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
+        sa.sa_sigaction =
+            pass_on as extern "C" fn(c_int, *mut libc::siginfo_t, *mut c_void) as usize;
+        // SA_RESTART: the tracer's waitpid goes on waiting instead of failing with EINTR.
+        sa.sa_flags = libc::SA_RESTART | libc::SA_SIGINFO;
+        // SAFETY: valid pointers to live sigaction structs.
+        if unsafe { libc::sigaction(*sig, &sa, old) } != 0 {
+            let e = io::Error::last_os_error();
+            FORWARD_TO.store(0, Ordering::SeqCst);
+            return Err(e);
+        }
+    }
+    Ok(SignalForwarding { previous })
+}
+
+impl Drop for SignalForwarding {
+    fn drop(&mut self) {
+        for (sig, old) in FORWARDED.iter().zip(self.previous.iter()) {
+            // SAFETY: restores the disposition saved by forward_signals.
+            unsafe { libc::sigaction(*sig, old, std::ptr::null_mut()) };
+        }
+        FORWARD_TO.store(0, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 // ---- Process plumbing: fork, pipes, the child's own set-up ----
 
 /// Which side of [`fork`] the caller is on.
@@ -399,6 +546,7 @@ pub(crate) fn exit_now(code: i32) -> ! {
 /// Forbids the calling process and its descendants to gain privileges (set-uid, file
 /// capabilities), which an unprivileged seccomp filter requires. Returns the errno on
 /// failure. One raw system call: safe between `fork` and `exec`.
+#[cfg(target_arch = "x86_64")]
 pub(crate) fn set_no_new_privs() -> Result<(), i32> {
     // SAFETY: prctl with integer arguments only.
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
@@ -409,6 +557,7 @@ pub(crate) fn set_no_new_privs() -> Result<(), i32> {
 
 /// Installs the classic BPF `filter` as a seccomp filter of the calling thread. Returns the
 /// errno on failure. One raw system call: safe between `fork` and `exec`.
+#[cfg(target_arch = "x86_64")]
 pub(crate) fn seccomp_filter(filter: &'static [libc::sock_filter]) -> Result<(), i32> {
     let len = u16::try_from(filter.len()).map_err(|_| libc::EINVAL)?;
     let prog = libc::sock_fprog {
@@ -433,16 +582,19 @@ pub(crate) fn seccomp_filter(filter: &'static [libc::sock_filter]) -> Result<(),
 }
 
 /// `arch_prctl` code that turns CPUID faulting on (argument 0) or off (1).
+#[cfg(target_arch = "x86_64")]
 pub(crate) const ARCH_SET_CPUID: u64 = 0x1012;
 
 /// Turns CPUID faulting on or off for the calling thread (`arch_prctl(ARCH_SET_CPUID)`);
 /// false when the CPU or kernel cannot. One raw system call: safe between `fork` and `exec`.
+#[cfg(target_arch = "x86_64")]
 pub(crate) fn set_cpuid_faulting(on: bool) -> bool {
     // SAFETY: arch_prctl with integer arguments; no memory is passed.
     unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_SET_CPUID, u64::from(!on)) == 0 }
 }
 
 /// EAX, EBX, ECX, EDX of the real CPU's CPUID `leaf`/`subleaf`.
+#[cfg(target_arch = "x86_64")]
 pub(crate) fn cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {
     // `__cpuid_count` is an unsafe fn in older Rust (including the 1.77 MSRV) and safe in
     // recent releases; the block serves both.
@@ -463,6 +615,7 @@ pub(crate) fn tgkill(tgid: pid_t, tid: pid_t, sig: i32) -> io::Result<()> {
 }
 
 /// The calling thread's errno (no allocation: usable in the forked child).
+#[cfg(target_arch = "x86_64")]
 fn last_errno() -> i32 {
     io::Error::last_os_error()
         .raw_os_error()
