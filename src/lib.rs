@@ -80,6 +80,20 @@
 //! A request may be at most 65,536 bytes (the host's limit); replies are capped at
 //! [`DEFAULT_MAX_REPLY_LEN`] (4 MiB) unless you set another cap.
 //!
+//! ## TCLO: host-to-guest commands
+//!
+//! The other direction runs on a channel with protocol TCLO (`0x4F4C4354`), which the
+//! guest's tools agent polls: each turn it sends the reply to the previous command (an
+//! empty message when there is none: the first one after OPEN tells the host an agent
+//! exists), then asks for the next; no DORECV means none. Commands are text (`reset`,
+//! `ping`, `Capabilities_Register`, `Set_Option NAME VALUE`, `OS_Halt`, …) and replies
+//! `OK …` or `ERROR …`; what the agent has to say meanwhile (capabilities, the state-change
+//! status of a power operation, the guest's name and addresses) goes over an RPCI channel
+//! of its own. A host that sees no poll for a while calls the tools not running (the
+//! simulator waits 20 s; the VMX's own timeout is not published).
+//! [`ToolsService`] is that agent's loop, as open-vm-tools' vmtoolsd runs it, for an
+//! application to embed; [`tools`] has the details.
+//!
 //! ## Privilege, and what happens outside VMware
 //!
 //! VMware lets ring-3 code use the backdoor ports although the I/O permission bitmap denies
@@ -196,6 +210,7 @@ pub mod proto;
     )))
 )]
 pub mod sim;
+pub mod tools;
 
 pub use backdoor::{
     access_backdoor, access_backdoor_privileged, is_vmware_cpu, probe_backdoor,
@@ -204,6 +219,7 @@ pub use backdoor::{
 };
 pub use erpc::{guestinfo, EnhancedChan, RpciChannel, Session, DEFAULT_MAX_REPLY_LEN};
 pub use error::{ErrorKind, VmwError};
+pub use tools::{GuestInfo, PowerOp, StopHandle, ToolsConfig, ToolsHandler, ToolsService};
 
 // The README's examples are compiled (and the runnable ones run) as doc-tests.
 #[cfg(doctest)]

@@ -996,6 +996,106 @@ fn tclo_delivers_one_command_per_poll_after_each_guest_message() {
 }
 
 #[test]
+fn tclo_script_closes_the_channel_where_asked_and_records_each_exchange() {
+    let guest = |b: &mut Guest| {
+        let ch = open(b, TCLO | COOKIE);
+        rc::send(b, ch, b"", true).unwrap();
+        assert_eq!(rc::recv(b, ch, true), Ok(Some(b"reset".to_vec())));
+        let side = open(b, RPCI_COOKIE);
+        let unified = rpc(b, side, b"vmx.capability.unified_loop toolbox\0", true);
+        assert_eq!(unified, b"1 ");
+        assert_eq!(rc::close(b, side), Ok(()));
+        rc::send(b, ch, b"OK ATR toolbox", true).unwrap();
+        // The script's close: the channel is gone, its id free.
+        let r = call(b, ch, msg::RECVSIZE, 0);
+        assert_eq!(r.cx, st(CLOSED), "RECVSIZE answers CLOSED: {r:?}");
+        refused(b, ch, msg::SENDSIZE, 0);
+        // A new channel: the empty send, then the script goes on.
+        let ch = open(b, TCLO | COOKIE);
+        assert_eq!(
+            rc::recv(b, ch, true),
+            Ok(None),
+            "nothing before the first message"
+        );
+        rc::send(b, ch, b"", true).unwrap();
+        assert_eq!(rc::recv(b, ch, true), Ok(Some(b"ping".to_vec())));
+        rc::send(b, ch, b"OK ", true).unwrap();
+        assert_eq!(rc::close(b, ch), Ok(()));
+    };
+    let config = HostConfig::default()
+        .tclo("reset")
+        .tclo_close()
+        .tclo("ping");
+    each_transport(config, guest, |host| {
+        let x = host.tclo_exchanges();
+        assert_eq!(x.len(), 2);
+        assert_eq!(
+            (x[0].command.as_slice(), x[0].reply.as_deref()),
+            (&b"reset"[..], Some(&b"OK ATR toolbox"[..]))
+        );
+        assert_eq!(
+            (x[0].rpcs_before_command, x[0].rpcs_before_reply),
+            (0, 1),
+            "one side message"
+        );
+        assert!(x[0].calls_before_reply > x[0].calls_before_command);
+        assert_eq!(x[1].reply.as_deref(), Some(&b"OK "[..]));
+        assert_eq!(host.tools_unified_loop(), Some(&b"toolbox"[..]));
+        assert_eq!(
+            host.rpci_requests(),
+            [b"vmx.capability.unified_loop toolbox\0".to_vec()]
+        );
+        assert_eq!(host.tclo_log(), b"reset\tOK ATR toolbox\nping\tOK \n");
+        assert_eq!(
+            host.rpci_log(),
+            b"vmx.capability.unified_loop toolbox\\x00\n"
+        );
+        assert!(host.tools_running());
+        assert_eq!(host.tclo_pending(), 0);
+    });
+}
+
+#[test]
+fn tools_rpci_commands_are_answered_and_kept() {
+    let guest = |b: &mut Guest| {
+        let ch = open(b, RPCI_COOKIE);
+        for (request, hb) in [
+            (&b"tools.capability.statechange "[..], true),
+            (b"tools.capability.hgfs_server toolbox 1\0", false),
+            (b"tools.os.statechange.status 1 2\0", true),
+            (b"SetGuestInfo  1 node-1\0", false),
+            (b"SetGuestInfo  10 \0\0\0\x03\0\0\0\x01", true),
+            (b"vmbackup.eventSet req.done 0 \0", true),
+        ] {
+            assert_eq!(rpc(b, ch, request, hb), b"1 ", "{}", request.escape_ascii());
+        }
+        assert_eq!(
+            rpc(b, ch, b"SetGuestInfo  99 x", true),
+            b"0 Unknown command"
+        );
+        assert_eq!(rc::close(b, ch), Ok(()));
+    };
+    each_transport(HostConfig::default(), guest, |host| {
+        let caps = host.tools_capabilities();
+        assert_eq!(caps.get(&b"statechange"[..]), Some(&None));
+        assert_eq!(
+            caps.get(&b"hgfs_server"[..]),
+            Some(&Some(b"toolbox 1".to_vec()))
+        );
+        assert_eq!(host.tools_state_changes(), [b"1 2".to_vec()]);
+        let info = host.guest_info_reported();
+        assert_eq!(info.get(&1).map(Vec::as_slice), Some(&b"node-1"[..]));
+        assert_eq!(
+            info.get(&10).map(Vec::as_slice),
+            Some(&b"\0\0\0\x03\0\0\0\x01"[..]),
+            "binary, whole"
+        );
+        assert_eq!(host.backup_events(), [b"req.done 0 ".to_vec()]);
+        assert_eq!(host.rpci_requests().len(), 7);
+    });
+}
+
+#[test]
 fn rpci_side_effects_are_visible_through_the_accessors() {
     let guest = |b: &mut Guest| {
         // A cookie-less channel on a host that offers cookies, named with any cookie.

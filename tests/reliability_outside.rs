@@ -119,6 +119,7 @@ impl Tries {
         }
         self.tried("BackdoorGuard::set_transport");
         g.set_transport(chosen);
+        self.tools(&mut g);
         self.tried("BackdoorGuard::is_privileged");
         let privileged = g.is_privileged();
         if privileged {
@@ -128,6 +129,68 @@ impl Tries {
             self.tried("drop(BackdoorGuard)");
             drop(g);
         }
+    }
+
+    /// The TCLO service on a guard that cannot reach the backdoor, and the tools types
+    /// around it (which need no backdoor). 20 calls.
+    fn tools(&mut self, g: &mut BackdoorGuard) {
+        use std::time::Duration;
+        use vmw_backdoor::tools::{
+            Clock, GuestInfo, PowerOp, SystemClock, ToolsConfig, ToolsHandler, ToolsService,
+        };
+        struct Defaults;
+        impl ToolsHandler for Defaults {}
+
+        self.tried("ToolsService::new");
+        let mut s = ToolsService::new(&mut *g);
+        self.tried("ToolsService::set_clock");
+        s.set_clock(Box::new(SystemClock::default()));
+        self.fails("ToolsService::run", s.run(&mut Defaults));
+        self.fails(
+            "ToolsService::run_for",
+            s.run_for(&mut Defaults, Duration::from_secs(1)),
+        );
+        self.tried("ToolsService::stats");
+        assert_eq!(s.stats().commands, 0);
+        drop(s);
+        self.tried("ToolsService::with_config");
+        let s = ToolsService::with_config(&mut *g, ToolsConfig::default());
+        self.tried("ToolsService::stop_handle");
+        let stop = s.stop_handle();
+        self.tried("StopHandle::is_stopped");
+        assert!(!stop.is_stopped());
+        self.tried("StopHandle::stop");
+        stop.stop();
+        self.tried("StopHandle::sleep");
+        assert!(
+            stop.sleep(Duration::from_secs(60)),
+            "a stopped handle does not wait"
+        );
+        drop(s);
+        let mut clock = SystemClock::default();
+        self.tried("Clock::now");
+        let before = clock.now();
+        self.tried("Clock::sleep");
+        clock.sleep(Duration::from_secs(60), &stop);
+        assert!(clock.now() - before < Duration::from_secs(60));
+        self.tried("GuestInfo::from_system");
+        let info = GuestInfo::from_system();
+        self.tried("GuestInfo::primary_ipv4");
+        let _ = info.primary_ipv4();
+        // The handler's defaults: what an agent that implements nothing answers.
+        let h = &mut Defaults;
+        self.tried("ToolsHandler::power_op");
+        assert!(h.power_op(PowerOp::Halt));
+        self.tried("ToolsHandler::after_power_op");
+        h.after_power_op(PowerOp::Halt, true);
+        self.tried("ToolsHandler::set_option");
+        assert!(!h.set_option(b"synctime", b"1"));
+        self.tried("ToolsHandler::command");
+        assert!(h.command(b"x", b"").is_none());
+        self.tried("ToolsHandler::guest_info");
+        assert_eq!(h.guest_info(), GuestInfo::default());
+        self.tried("ToolsHandler::channel_error");
+        h.channel_error(&VmwError::from("a channel error"));
     }
 
     /// Every channel method, on a channel whose backdoor access is gone; consumes it.
@@ -211,7 +274,9 @@ impl Tries {
 }
 
 /// Calls a guest makes on each guard it gets.
-const GUARD_CALLS: usize = 21;
+const GUARD_CALLS: usize = 21 + TOOLS_CALLS;
+/// Calls `Tries::tools` makes.
+const TOOLS_CALLS: usize = 20;
 /// Calls a guest makes on each channel it gets.
 const CHANNEL_CALLS: usize = 18 + cfg!(feature = "ovf") as usize;
 /// Calls of the free functions.

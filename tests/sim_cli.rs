@@ -144,6 +144,69 @@ fn vmx_log_file() {
 }
 
 #[test]
+fn tclo_script_and_logs() {
+    let dir = scratch("tclo");
+    let (tclo_log, rpci_log, stats) = (
+        dir.join("tclo.log"),
+        dir.join("rpci.log"),
+        dir.join("s.json"),
+    );
+    // A tools agent answers the script; its halt command ends it.
+    let out = Command::new(env!("CARGO_BIN_EXE_vmw-sim"))
+        .args([
+            "--tclo",
+            "reset",
+            "--tclo-wait",
+            "50",
+            "--tclo",
+            "ping\tx",
+            "--tclo-close",
+        ])
+        .args([
+            "--tclo",
+            "Capabilities_Register",
+            "--tclo",
+            "OS_Halt",
+            "--allow-power-ops",
+        ])
+        .args(["--tclo-log", path(&tclo_log), "--rpci-log", path(&rpci_log)])
+        .args(["--stats", path(&stats), "--"])
+        .arg(support::example("toolsd"))
+        .args(["--on-halt", "kill -TERM $PPID"])
+        .output()
+        .expect("run vmw-sim");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read_to_string(&tclo_log).unwrap(),
+        "reset\tOK ATR toolbox\nping\\x09x\tERROR Unknown Command\n\
+         Capabilities_Register\tOK \nOS_Halt\tOK \n"
+    );
+    let rpci = std::fs::read_to_string(&rpci_log).unwrap();
+    assert!(
+        rpci.starts_with("vmx.capability.unified_loop toolbox\\x00\n"),
+        "{rpci}"
+    );
+    assert!(rpci.contains("\ntools.capability.statechange \n"), "{rpci}");
+    assert!(
+        rpci.contains("\ntools.os.statechange.status 1 1\\x00\n"),
+        "{rpci}"
+    );
+    let json = std::fs::read_to_string(&stats).unwrap();
+    assert_eq!(json_number(&json, "tools_running"), Some(1), "{json}");
+    assert_eq!(
+        json_number(&json, "tools_heartbeat_lapses"),
+        Some(0),
+        "{json}"
+    );
+    assert!(json_number(&json, "tools_polls").unwrap() > 4, "{json}");
+    assert_eq!(json_number(&json, "tclo_commands"), Some(4), "{json}");
+
+    // No --tclo: the default script's first command reaches a polling guest.
+    let out = vmw_sim(&[], "tclo");
+    assert!(stdout(&out).contains("tclo reset"), "{}", stdout(&out));
+}
+
+#[test]
 fn exit_status_is_the_guests() {
     assert_eq!(vmw_sim(&[], "getversion").status.code(), Some(0));
     assert_eq!(vmw_sim(&[], "getversion;exit:3").status.code(), Some(3));
@@ -386,6 +449,10 @@ fn help() {
             "--cpt-every N",
             "--deny-guestinfo",
             "--tclo COMMAND",
+            "--tclo-close",
+            "--tclo-wait MS",
+            "--tclo-log FILE",
+            "--rpci-log FILE",
             "--stats FILE",
             "--vmx-log FILE",
             "--dump-guestinfo FILE",

@@ -56,7 +56,11 @@ Host:
   --channels N               channels open at once (default: 128; old hosts: 8)
   --cpt-every N              a checkpoint at every Nth message-payload step
   --deny-guestinfo           answer info-get/info-set with \"Permission denied\"
-  --tclo COMMAND             queue a host-to-guest TCLO command (repeatable)
+  --tclo COMMAND             queue a host-to-guest TCLO command (repeatable); each is
+                             sent when the reply to the previous one came back. Without
+                             any: reset, ping, Capabilities_Register
+  --tclo-close               queue a close of the guest's TCLO channel (it must reopen)
+  --tclo-wait MS             queue a pause: no command for MS milliseconds
   --allow-power-ops          allow --tclo OS_Halt, OS_Reboot, OS_PowerOn, OS_Resume,
                              OS_Suspend. WARNING: an unmodified vmtoolsd running as root
                              acts on them -- on this machine. Refused without this option.
@@ -95,6 +99,8 @@ outside printable ASCII, and a backslash, is written \\xNN):
   --vmx-log FILE             every `log` line the guest sent, one a line
   --dump-guestinfo FILE      the final guestinfo store as KEY=VALUE lines (keys in
                              lower case: the host matches them in any case, as VMware does)
+  --tclo-log FILE            each TCLO command, a tab, the guest's reply, one a line
+  --rpci-log FILE            every RPCI request the guest sent, one a line
 
 Warnings (an option the simulator cannot honour here, ...) go to stderr; RUST_LOG=debug
 (or error, warn, info, trace, off) changes how much is said.
@@ -292,6 +298,8 @@ mod cli {
         Stats,
         VmxLog,
         Guestinfo,
+        TcloLog,
+        RpciLog,
     }
 
     impl Output {
@@ -308,6 +316,8 @@ mod cli {
                         out.push(b'\n');
                     }
                 }
+                Output::TcloLog => out = run.host.tclo_log(),
+                Output::RpciLog => out = run.host.rpci_log(),
                 Output::Guestinfo => {
                     for (key, value) in run.host.guestinfo() {
                         escape(key, &mut out);
@@ -327,6 +337,7 @@ mod cli {
         let mut vmware_cpuid = false;
         let mut allow_power_ops = false;
         let mut power_op: Option<String> = None;
+        let mut tclo_given = false;
         let mut outputs: Vec<(OsString, Output)> = Vec::new();
         let mut mode: Option<Mode> = None;
         let mut command = Vec::new();
@@ -419,6 +430,16 @@ mod cli {
                         power_op = Some(command.to_string_lossy().into_owned());
                     }
                     config = config.tclo(command.as_bytes());
+                    tclo_given = true;
+                }
+                "--tclo-wait" => {
+                    let ms: u64 = number(name, &value("milliseconds")?)?;
+                    config = config.tclo_wait(std::time::Duration::from_millis(ms));
+                    tclo_given = true;
+                }
+                "--tclo-close" => {
+                    config = config.tclo_close();
+                    tclo_given = true;
                 }
                 "--allow-power-ops" => allow_power_ops = true,
                 "--iopl" => {
@@ -436,10 +457,12 @@ mod cli {
                         }
                     };
                 }
-                "--stats" | "--vmx-log" | "--dump-guestinfo" => {
+                "--stats" | "--vmx-log" | "--dump-guestinfo" | "--tclo-log" | "--rpci-log" => {
                     let kind = match name {
                         "--stats" => Output::Stats,
                         "--vmx-log" => Output::VmxLog,
+                        "--tclo-log" => Output::TcloLog,
+                        "--rpci-log" => Output::RpciLog,
                         _ => Output::Guestinfo,
                     };
                     let path = value("a file")?;
@@ -459,6 +482,11 @@ mod cli {
             }
         }
         command.extend(args);
+        if !tclo_given {
+            for c in vmw_backdoor::sim::DEFAULT_TCLO_SCRIPT {
+                config = config.tclo(c);
+            }
+        }
         if command.is_empty() {
             return Err("no command given (vmw-sim [OPTIONS] -- COMMAND [ARGS...])".into());
         }
@@ -497,6 +525,9 @@ mod cli {
                 | "--stats"
                 | "--vmx-log"
                 | "--dump-guestinfo"
+                | "--tclo-log"
+                | "--rpci-log"
+                | "--tclo-wait"
         )
     }
 

@@ -232,11 +232,63 @@ impl Channel {
             self.reopen(t)?;
             result = self.send(t, request);
         }
-        let reply = result.and_then(|()| self.receive(t, max_reply, too_large));
+        let reply = result.and_then(|()| self.receive(t, max_reply, too_large, true));
         if reply.is_err() {
             self.abandon(t);
         }
-        reply.map_err(VmwError::from)
+        match reply {
+            Ok(Some(reply)) => Ok(reply),
+            // `receive` with a reply required answers one or an error.
+            Ok(None) => Err(protocol_error("the host sent no reply")),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// One turn of a TCLO channel: sends `message` (the previous command's reply, or an
+    /// empty "I am here"), then takes the host's next command, if it has one (RECVSIZE
+    /// without DORECV, or with length 0, is no command). A closed channel is reopened
+    /// first; nothing is resent. After a failure the channel is closed, as for
+    /// [`Channel::exchange`], and the caller decides when to reopen it.
+    pub(crate) fn poll<B: Backdoor + ?Sized>(
+        &mut self,
+        t: &mut B,
+        message: &[u8],
+        max_command: usize,
+        too_large: &dyn Fn(usize) -> VmwError,
+    ) -> Result<Option<Vec<u8>>, VmwError> {
+        if message.len() > MAX_GUEST_MESSAGE {
+            return Err(request_too_large(message.len()));
+        }
+        if !self.open {
+            self.reopen(t)?;
+        }
+        let result = self
+            .send(t, message)
+            .and_then(|()| self.receive(t, max_command, too_large, false));
+        if result.is_err() {
+            self.abandon(t);
+        }
+        Ok(result?.filter(|command| !command.is_empty()))
+    }
+
+    /// Sends one message and nothing else (a TCLO reply when the agent stops: the host's
+    /// next command is left unread). After a failure the channel is closed.
+    pub(crate) fn send_message<B: Backdoor + ?Sized>(
+        &mut self,
+        t: &mut B,
+        message: &[u8],
+    ) -> Result<(), VmwError> {
+        if message.len() > MAX_GUEST_MESSAGE {
+            return Err(request_too_large(message.len()));
+        }
+        if !self.open {
+            self.reopen(t)?;
+        }
+        let sent = self.send(t, message);
+        if sent.is_err() {
+            self.abandon(t);
+        }
+        sent.map_err(VmwError::from)
     }
 
     /// The error for `step` answering status `st`. A host that says CLOSED has freed the id
@@ -332,12 +384,15 @@ impl Channel {
         Err(Failure::Other(checkpoints("sending the request")))
     }
 
+    /// Receives the pending message; without DORECV that is an error when `required` (an
+    /// RPCI reply), and `None` otherwise (a TCLO poll with no command).
     fn receive<B: Backdoor + ?Sized>(
         &mut self,
         t: &mut B,
         max_reply: usize,
         too_large: &dyn Fn(usize) -> VmwError,
-    ) -> Result<Vec<u8>, Failure> {
+        required: bool,
+    ) -> Result<Option<Vec<u8>>, Failure> {
         let mut reply = Vec::new();
         'attempt: for _ in 0..CPT_TRIES {
             let r = self.call(t, msg::RECVSIZE, 0);
@@ -349,6 +404,9 @@ impl Channel {
                 return Err(Failure::Other(self.failed("RECVSIZE", st)));
             }
             if st & status::DORECV == 0 {
+                if !required {
+                    return Ok(None);
+                }
                 return Err(Failure::Other(protocol_error(
                     "the host sent no reply (RECVSIZE without DORECV)",
                 )));
@@ -406,7 +464,7 @@ impl Channel {
             }
             let st = lb_status(&self.call(t, msg::RECVSTATUS, status::SUCCESS.into()));
             if st & status::SUCCESS != 0 {
-                return Ok(reply);
+                return Ok(Some(reply));
             }
             if st & status::CPT == 0 {
                 return Err(Failure::Other(self.failed("RECVSTATUS", st)));

@@ -12,12 +12,12 @@
 //! Layers: this module (RPCI commands) → `channel.rs` (the message protocol) → the
 //! backdoor's three calls; `rpci.rs` builds requests and splits replies.
 
-mod channel;
+pub(crate) mod channel;
 mod encoding;
 mod guestinfo;
 #[cfg(feature = "ovf")]
 mod ovf;
-mod rpci;
+pub(crate) mod rpci;
 #[cfg(all(test, feature = "sim", target_os = "linux", target_arch = "x86_64"))]
 mod tests;
 

@@ -29,7 +29,7 @@ pub(super) fn reply_too_large(len: usize, cap: usize) -> VmwError {
 }
 
 /// A reply, split at its status prefix.
-pub(super) enum Reply {
+pub(crate) enum Reply {
     /// `1 PAYLOAD`.
     Success(Vec<u8>),
     /// `0 TEXT`.
@@ -38,7 +38,7 @@ pub(super) enum Reply {
 
 /// Splits `1 PAYLOAD` / `0 TEXT`; anything else breaks the protocol. Moves the bytes down
 /// in place, no new allocation.
-pub(super) fn split_status(mut raw: Vec<u8>) -> Result<Reply, VmwError> {
+pub(crate) fn split_status(mut raw: Vec<u8>) -> Result<Reply, VmwError> {
     let success = match raw.get(..2) {
         Some(b"1 ") => true,
         Some(b"0 ") => false,

@@ -83,7 +83,10 @@ use std::fmt;
 use std::io;
 use std::process::Command;
 
-pub use host::{Answer, Counters, Host, HostConfig, Hypercall, IoplPolicy, Mode, Step};
+pub use host::{
+    Answer, Counters, Host, HostConfig, Hypercall, IoplPolicy, Mode, Step, TcloExchange,
+    DEFAULT_TCLO_SCRIPT,
+};
 
 /// How the guest (the root process of the run) ended.
 #[derive(Debug, Clone, PartialEq, Eq)]

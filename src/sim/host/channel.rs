@@ -14,7 +14,7 @@ use super::counters::Counters;
 use super::faults::Faults;
 use super::rng::SplitMix64;
 use super::rpci::Rpci;
-use super::tclo::Tclo;
+use super::tclo::{Next, Stamp, Tclo};
 use crate::proto::{
     hi16, lo16, lo32, msg, status, Regs, FLAG_COOKIE, HB_CMD_MESSAGE, MAX_GUEST_MESSAGE,
     MESSAGE_TYPE_SENDPAYLOAD, MESSAGE_TYPE_SENDSIZE, PROTO_RPCI, PROTO_TCLO,
@@ -88,6 +88,8 @@ pub(super) struct Channel {
     /// TCLO: the guest has sent a message since the last command was handed to it, so the
     /// next one may be delivered.
     tclo_armed: bool,
+    /// TCLO: a command was handed to the guest and its reply has not come yet.
+    tclo_awaiting: bool,
     /// The current operation was already cut by a periodic checkpoint.
     cpt_spent: bool,
 }
@@ -100,6 +102,7 @@ impl Channel {
             incoming: None,
             reply: None,
             tclo_armed: false,
+            tclo_awaiting: false,
             cpt_spent: false,
         }
     }
@@ -519,8 +522,13 @@ impl Channels {
             }
             Protocol::Tclo => {
                 ch.tclo_armed = true;
+                let answering = std::mem::take(&mut ch.tclo_awaiting);
                 ends.counters.tclo_messages += 1;
-                ends.tclo.guest_message(incoming.bytes);
+                let at = Stamp {
+                    rpcs: ends.rpci.requests.len(),
+                    calls: ends.counters.backdoor_calls(),
+                };
+                ends.tclo.guest_message(incoming.bytes, answering, at);
             }
         }
     }
@@ -542,12 +550,30 @@ impl Channels {
             return FAIL;
         }
         if ch.protocol == Protocol::Tclo && ch.tclo_armed && ch.reply.is_none() {
-            if let Some(command) = ends.tclo.next_command() {
-                ch.tclo_armed = false;
-                ch.reply = Some(Reply::new(command));
-                ends.counters.tclo_commands += 1;
+            let at = Stamp {
+                rpcs: ends.rpci.requests.len(),
+                calls: ends.counters.backdoor_calls(),
+            };
+            match ends.tclo.next(at) {
+                Some(Next::Command(command)) => {
+                    ch.tclo_armed = false;
+                    ch.tclo_awaiting = true;
+                    ch.reply = Some(Reply::new(command));
+                    ends.counters.tclo_commands += 1;
+                }
+                Some(Next::Close) => {
+                    // The host drops the channel under the guest.
+                    if self.table.remove(id) {
+                        ends.counters.channels_closed += 1;
+                    }
+                    return st(status::CLOSED);
+                }
+                None => {}
             }
         }
+        let Some(ch) = self.table.get_mut(id) else {
+            return FAIL;
+        };
         let phantom = match (&modifier, ch.reply.as_mut()) {
             (Some(Answer::Phantom(n)), reply) => {
                 // An earlier announcement must not carry over: the payload steps after a

@@ -246,7 +246,9 @@ pub struct HostConfig {
     pub(super) seed: Seed,
     pub(super) machine_id: Vec<u8>,
     pub(super) guestinfo: BTreeMap<Vec<u8>, Vec<u8>>,
-    pub(super) tclo: VecDeque<Vec<u8>>,
+    pub(super) tclo: VecDeque<super::tclo::Entry>,
+    pub(super) heartbeat: std::time::Duration,
+    pub(super) manual_clock: bool,
     pub(super) faults: Vec<Fault>,
     pub(crate) iopl: IoplPolicy,
     pub(crate) vmware_cpuid: bool,
@@ -321,6 +323,8 @@ impl Default for HostConfig {
             machine_id: Vec::new(),
             guestinfo: BTreeMap::new(),
             tclo: VecDeque::new(),
+            heartbeat: super::tclo::DEFAULT_HEARTBEAT,
+            manual_clock: false,
             faults: Vec::new(),
             iopl: IoplPolicy::Credentials,
             vmware_cpuid: false,
@@ -454,7 +458,10 @@ impl HostConfig {
 
     /// The refusal [`allow_power_ops`](Self::allow_power_ops) describes.
     pub(crate) fn check_power_ops(&self) -> std::io::Result<()> {
-        let queued = self.tclo.iter().find(|c| Self::is_power_op(c));
+        let queued = self.tclo.iter().find_map(|e| match e {
+            super::tclo::Entry::Command(c) if Self::is_power_op(c) => Some(c),
+            _ => None,
+        });
         match queued {
             Some(c) if !self.allow_power_ops => Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
@@ -555,7 +562,39 @@ impl HostConfig {
     /// delivered in order, one per RECVSIZE on a TCLO channel, each after the guest has sent
     /// its previous (possibly empty) message.
     pub fn tclo(mut self, command: impl AsRef<[u8]>) -> Self {
-        self.tclo.push_back(command.as_ref().to_vec());
+        self.tclo
+            .push_back(super::tclo::Entry::Command(command.as_ref().to_vec()));
+        self
+    }
+
+    /// Queues, in the TCLO script, a close of the guest's TCLO channel: where a command
+    /// would be delivered next, the host drops the channel instead (RECVSIZE answers
+    /// status CLOSED), as a VMX may across a checkpoint. The guest must reopen it; the
+    /// script goes on on the new channel.
+    pub fn tclo_close(mut self) -> Self {
+        self.tclo.push_back(super::tclo::Entry::Close);
+        self
+    }
+
+    /// Queues, in the TCLO script, a pause: after the previous reply the host delivers
+    /// nothing for `duration` (host time: real, or [`HostConfig::manual_clock`]'s), so the
+    /// guest polls an idle host, then the script goes on.
+    pub fn tclo_wait(mut self, duration: std::time::Duration) -> Self {
+        self.tclo.push_back(super::tclo::Entry::Wait(duration));
+        self
+    }
+
+    /// How long the host waits for a TCLO poll before it calls the tools not running
+    /// (default 20 s, as a VMX does); see [`super::Host::tools_running`].
+    pub fn tools_heartbeat(mut self, timeout: std::time::Duration) -> Self {
+        self.heartbeat = timeout;
+        self
+    }
+
+    /// Runs the host's heartbeat clock by hand ([`super::Host::advance_clock`]) instead of
+    /// real time, for deterministic in-memory tests.
+    pub fn manual_clock(mut self) -> Self {
+        self.manual_clock = true;
         self
     }
 

@@ -58,6 +58,17 @@
 //! - A high-bandwidth transfer needs EBX = 0x00010000 (guest status masked to its success
 //!   bit, command 0); a receive needs RCX of at least the reply length and fails otherwise.
 //!
+//! # TCLO: the VMX's side
+//!
+//! The host plays a script ([`HostConfig::tclo`], [`HostConfig::tclo_wait`],
+//! [`HostConfig::tclo_close`]; `vmw-sim` plays [`DEFAULT_TCLO_SCRIPT`] when given none):
+//! on a TCLO channel, a command is delivered on RECVSIZE once the guest has sent a message
+//! since the last delivery — the empty send after OPEN, then each reply — so each command
+//! goes out when the previous reply came back. Every exchange is kept with the RPCI
+//! requests and backdoor calls made meanwhile ([`Host::tclo_exchanges`]); every guest
+//! message on a TCLO channel is a poll, and a host that saw one within the heartbeat
+//! timeout (20 s) calls the tools running ([`Host::tools_running`]).
+//!
 //! # RPCI replies
 //!
 //! | request | reply |
@@ -70,6 +81,7 @@
 //! | `info-get` / `info-set` with [`HostConfig::deny_guestinfo`] | `0 Permission denied` |
 //! | `log TEXT` | `1 `; TEXT becomes a VMX log line ([`Host::vmx_log`]) |
 //! | `tools.set.version N`, `tools.set.versiontype N T` | `1 `; recorded as sent ([`Host::tools_version`]) |
+//! | `vmx.capability.unified_loop NAME`, `tools.capability.NAME [VALUE]`, `tools.os.statechange.status S ID`, `SetGuestInfo  ID VALUE`, `vmbackup.eventSet …` | `1 `; kept ([`Host::tools_capabilities`], [`Host::guest_info_reported`], …); a malformed `SetGuestInfo` gets `0 Unknown command` |
 //! | `machine.id.get` | `1 ID` ([`HostConfig::machine_id`]) |
 //! | anything else | `0 Unknown command` |
 //!
@@ -85,11 +97,13 @@ mod channel;
 mod config;
 mod counters;
 mod faults;
+mod logs;
 mod rng;
 mod rpci;
 mod tclo;
 #[cfg(test)]
 mod tests;
+mod tools;
 
 use std::collections::BTreeMap;
 
@@ -97,6 +111,7 @@ use crate::Backdoor;
 
 pub use config::{Answer, HostConfig, Hypercall, IoplPolicy, Step};
 pub use counters::Counters;
+pub use tclo::{TcloExchange, DEFAULT_TCLO_SCRIPT};
 
 use crate::proto::{
     cmd, hi16, lo16, lo32, Regs, HB_PORT, LB_PORT, MAGIC, NO_ANSWER, VERSION_MAGIC,
@@ -167,7 +182,7 @@ impl Host {
                 config.empty_guestinfo_values,
                 machine_id,
             ),
-            tclo: tclo::Tclo::new(tclo),
+            tclo: tclo::Tclo::new(tclo, config.heartbeat, tclo::Mono::new(config.manual_clock)),
             counters: Counters::default(),
             config,
         }
@@ -463,10 +478,21 @@ impl Host {
     }
 
     /// The counters as one JSON object (the runner's `--stats` file); see
-    /// [`Counters::to_json`] for the keys.
+    /// [`Counters::to_json`] for the keys. Three more tell the tools agent's state:
+    /// `tools_running` (1 when a TCLO poll came within the heartbeat timeout, 0
+    /// otherwise), `tools_polls` (guest messages on TCLO channels) and
+    /// `tools_heartbeat_lapses` (gaps between polls longer than the timeout: times a VMX
+    /// would have said the tools stopped).
     #[must_use]
     pub fn stats_json(&self) -> String {
-        self.counters.to_json()
+        let counters = self.counters.to_json();
+        format!(
+            "{{\"tools_running\":{},\"tools_polls\":{},\"tools_heartbeat_lapses\":{},{}",
+            u8::from(self.tclo.running()),
+            self.tclo.polls,
+            self.tclo.lapses,
+            counters.get(1..).unwrap_or_default()
+        )
     }
 
     /// The guestinfo store: configured entries plus what the guest set, keys with their
@@ -490,10 +516,75 @@ impl Host {
         &self.tclo.replies
     }
 
-    /// TCLO commands not yet delivered to the guest.
+    /// TCLO script entries not yet played (commands, and [`HostConfig::tclo_close`]s).
     #[must_use]
     pub fn tclo_pending(&self) -> usize {
         self.tclo.queued()
+    }
+
+    /// Every TCLO command delivered, in order, with the guest's reply to it (`None` when
+    /// none came). Past 16 MiB of commands and replies, later ones are not kept.
+    #[must_use]
+    pub fn tclo_exchanges(&self) -> &[TcloExchange] {
+        &self.tclo.exchanges
+    }
+
+    /// Whether a tools agent is running: it polled its TCLO channel within the heartbeat
+    /// timeout ([`HostConfig::tools_heartbeat`], 20 s by default), as a VMX judges it.
+    #[must_use]
+    pub fn tools_running(&self) -> bool {
+        self.tclo.running()
+    }
+
+    /// Time since the tools agent's last TCLO poll; `None` before the first.
+    #[must_use]
+    pub fn tools_idle(&self) -> Option<std::time::Duration> {
+        self.tclo.since_last_poll()
+    }
+
+    /// Moves the heartbeat clock of a [`HostConfig::manual_clock`] host on (a host on real
+    /// time ignores it).
+    pub fn advance_clock(&mut self, by: std::time::Duration) {
+        self.tclo.clock.advance(by);
+    }
+
+    /// Every RPCI request the guest sent, in order, as sent (trailing NULs, binary data and
+    /// all). Past 16 MiB, later ones are not kept.
+    #[must_use]
+    pub fn rpci_requests(&self) -> &[Vec<u8>] {
+        &self.rpci.requests
+    }
+
+    /// The agent's name from `vmx.capability.unified_loop NAME`, if it sent one.
+    #[must_use]
+    pub fn tools_unified_loop(&self) -> Option<&[u8]> {
+        self.rpci.tools.unified_loop.as_deref()
+    }
+
+    /// The capabilities announced (`tools.capability.NAME VALUE`), by name; `None` for
+    /// the no-value form (`tools.capability.statechange `).
+    #[must_use]
+    pub fn tools_capabilities(&self) -> &BTreeMap<Vec<u8>, Option<Vec<u8>>> {
+        &self.rpci.tools.capabilities
+    }
+
+    /// Every `tools.os.statechange.status` argument (`1 2`: success, state id), in order.
+    #[must_use]
+    pub fn tools_state_changes(&self) -> &[Vec<u8>] {
+        &self.rpci.tools.state_changes
+    }
+
+    /// The guest information reported (`SetGuestInfo  ID VALUE`), the last value by id:
+    /// 1 DNS name, 5 and 6 OS names, 7 uptime, 10 NIC info v3 (XDR, whole).
+    #[must_use]
+    pub fn guest_info_reported(&self) -> &BTreeMap<u32, Vec<u8>> {
+        &self.rpci.tools.guest_info
+    }
+
+    /// Every `vmbackup.eventSet` argument (`EVENT CODE TEXT`), in order.
+    #[must_use]
+    pub fn backup_events(&self) -> &[Vec<u8>] {
+        &self.rpci.tools.backup_events
     }
 
     /// The argument of the last `tools.set.version`, as sent.

@@ -18,7 +18,7 @@ const GUEST_STORE_BUDGET: usize = 16 << 20;
 /// kept.
 const LOG_BUDGET: usize = 16 << 20;
 
-const OK: &[u8] = b"1 ";
+pub(super) const OK: &[u8] = b"1 ";
 const NO_VALUE: &[u8] = b"0 No value found";
 const DENIED: &[u8] = b"0 Permission denied";
 const UNKNOWN: &[u8] = b"0 Unknown command";
@@ -32,6 +32,11 @@ pub(super) struct Rpci {
     pub(super) vmx_log: Vec<Vec<u8>>,
     pub(super) tools_version: Option<Vec<u8>>,
     pub(super) tools_version_type: Option<Vec<u8>>,
+    /// What the tools agent reported.
+    pub(super) tools: super::tools::Tools,
+    /// Every request, as sent (`requests_bytes` charged against [`LOG_BUDGET`]).
+    pub(super) requests: Vec<Vec<u8>>,
+    requests_bytes: usize,
     deny_guestinfo: bool,
     accept_empty_values: bool,
     machine_id: Vec<u8>,
@@ -72,6 +77,9 @@ impl Rpci {
             vmx_log: Vec::new(),
             tools_version: None,
             tools_version_type: None,
+            tools: super::tools::Tools::default(),
+            requests: Vec::new(),
+            requests_bytes: 0,
             deny_guestinfo,
             accept_empty_values,
             machine_id,
@@ -95,8 +103,17 @@ impl Rpci {
     /// | anything else | `0 Unknown command` |
     pub(super) fn execute(&mut self, request: &[u8], counters: &mut Counters) -> Vec<u8> {
         counters.rpcs += 1;
+        let cost = request.len().saturating_add(super::ENTRY_OVERHEAD);
+        if self.requests_bytes.saturating_add(cost) <= LOG_BUDGET {
+            self.requests_bytes += cost;
+            self.requests.push(request.to_vec());
+        }
+        let raw = request;
         let request = request.split(|&b| b == 0).next().unwrap_or_default();
         let (name, arg) = split_space(request);
+        if let Some(answer) = self.tools.execute(name, arg, raw) {
+            return answer.to_vec();
+        }
         match name {
             b"info-get" => self.info_get(arg.unwrap_or_default()),
             b"info-set" => self.info_set(arg),
@@ -256,10 +273,7 @@ mod tests {
         assert_eq!(r.exec(b"tools.set.versiontype 12389 4\0"), b"1 ");
         assert_eq!(r.tools_version_type.as_deref(), Some(&b"12389 4"[..]));
         assert_eq!(r.exec(b"machine.id.get"), b"1 vm-42");
-        assert_eq!(
-            r.exec(b"tools.capability.statechange "),
-            b"0 Unknown command"
-        );
+        assert_eq!(r.exec(b"tools.capability.statechange "), b"1 ");
         assert_eq!(r.exec(b""), b"0 Unknown command");
         assert_eq!(
             r.exec(b"\0info-get guestinfo.present"),
