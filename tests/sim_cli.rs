@@ -92,7 +92,11 @@ fn stats_file_has_the_agreed_keys() {
         );
     }
     assert_eq!(json_number(&json, "rpcs"), Some(3));
-    assert_eq!(json_number(&json, "unknown_commands"), Some(1), "no.such.command");
+    assert_eq!(
+        json_number(&json, "unknown_commands"),
+        Some(1),
+        "no.such.command"
+    );
     assert_eq!(json_number(&json, "channels_opened"), Some(3));
     assert_eq!(json_number(&json, "channels_open_at_exit"), Some(0));
     assert_eq!(json_number(&json, "hb_out_calls"), Some(2), "the HB rpcs");

@@ -56,7 +56,12 @@ fn uname() -> Option<(String, String)> {
         return None;
     }
     let field = |f: &[libc::c_char]| -> Option<String> {
-        let bytes: Vec<u8> = f.iter().map(|&c| c as u8).take_while(|&b| b != 0).collect();
+        // c_char is i8 on x86 and u8 on arm64: its one byte, either way.
+        let bytes: Vec<u8> = f
+            .iter()
+            .map(|c| c.to_ne_bytes()[0])
+            .take_while(|&b| b != 0)
+            .collect();
         String::from_utf8(bytes).ok()
     };
     Some((field(&u.sysname)?, field(&u.release)?))

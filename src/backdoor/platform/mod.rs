@@ -15,10 +15,10 @@
 //!
 //! | target | `os` | knock | I/O privilege | protection |
 //! |---|---|---|---|---|
-//! | Linux x86_64, i686 | `linux.rs` | `clone(CLONE_VM \| CLONE_VFORK)` child (`contained.rs`) | `ioperm`, else `iopl(3)` | TDX by CPUID; SEV by sysfs |
+//! | Linux x86_64, i686 | `linux.rs` | `clone(CLONE_VM \| CLONE_VFORK)` child (`clone_knock.rs`, `contained.rs`) | `ioperm`, else `iopl(3)` | TDX by CPUID; SEV by sysfs |
 //! | other Unix on x86 | `unix.rs` | forked child (`contained.rs`) | none: `Unsupported` | TDX by CPUID |
 //! | other x86 OSes | `cpuid_only.rs` | only where CPUID names VMware (and advertises the hypercall) | none: `Unsupported` | TDX by CPUID |
-//! | Linux aarch64 | `linux_aarch64.rs` | `clone(CLONE_VM \| CLONE_VFORK)` child (`contained.rs`) | none: `Unsupported` | none |
+//! | Linux aarch64 | `linux_aarch64.rs` | `clone(CLONE_VM \| CLONE_VFORK)` child (`clone_knock.rs`, `contained.rs`) | none: `Unsupported` | none |
 //! | anything else | `unsupported.rs` | none: `Unsupported` | none: `Unsupported` | none |
 //!
 //! The transports of x86 are the ports (`asm_*.rs`) and the hypercalls (`hypercall.rs`, on
@@ -46,6 +46,8 @@ mod hypercall;
 #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
 mod x86;
 
+#[cfg(target_os = "linux")]
+mod clone_knock;
 #[cfg(any(
     all(unix, any(target_arch = "x86", target_arch = "x86_64")),
     all(target_os = "linux", target_arch = "aarch64")
