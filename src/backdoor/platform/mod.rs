@@ -46,7 +46,10 @@ mod hypercall;
 #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
 mod x86;
 
-#[cfg(target_os = "linux")]
+#[cfg(all(
+    target_os = "linux",
+    any(target_arch = "x86", target_arch = "x86_64", target_arch = "aarch64")
+))]
 mod clone_knock;
 #[cfg(any(
     all(unix, any(target_arch = "x86", target_arch = "x86_64")),
