@@ -936,3 +936,37 @@ fn power_operations_are_refused_unless_allowed() {
     }
     assert!(HostConfig::default().tclo("ping").run(|| {}).is_ok());
 }
+
+#[test]
+fn a_child_cloned_with_clone_untraced_is_served_all_the_same() {
+    extern "C" fn child(_: *mut libc::c_void) -> libc::c_int {
+        // 0 when GETVERSION was answered; a real fault would kill this child instead.
+        i32::from(getversion() != 6)
+    }
+    let run = sim(HostConfig::default(), || {
+        let mut stack = vec![0u8; 64 << 10];
+        let top = (stack.as_mut_ptr_range().end as usize & !15) as *mut libc::c_void;
+        // SAFETY: the child runs `child` on its own stack in a copy of this process (no
+        // CLONE_VM); the parent waits for it before the stack goes away.
+        let pid = unsafe {
+            libc::clone(
+                child,
+                top,
+                libc::CLONE_UNTRACED | libc::SIGCHLD,
+                std::ptr::null_mut(),
+            )
+        };
+        assert!(pid > 0, "clone: {}", std::io::Error::last_os_error());
+        let mut status = 0;
+        // SAFETY: waits for our own child.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "the untraced child: status {status:#x} (SIGSEGV is {})",
+            libc::SIGSEGV
+        );
+        drop(stack);
+    });
+    ok(&run);
+    assert!(run.traps.tracees >= 2, "the child was traced");
+}

@@ -1,6 +1,7 @@
 //! The seccomp filter that hands `iopl` and `ioperm` to the runner: a guest's call to either
-//! stops it with `PTRACE_EVENT_SECCOMP` (the runner then answers it virtually); every other
-//! system call is allowed untouched.
+//! stops it with `PTRACE_EVENT_SECCOMP` (the runner then answers it virtually). So does a
+//! `clone` with `CLONE_UNTRACED`, whose flag the runner clears so the child stays served.
+//! Every other system call is allowed untouched.
 
 #![forbid(unsafe_code)]
 
@@ -20,6 +21,10 @@ pub(crate) enum IoCall {
     Iopl32,
     /// `ioperm` through the i386 table; arguments in EBX, ECX, EDX.
     Ioperm32,
+    /// `clone` with `CLONE_UNTRACED` through the 64-bit table; flags in RDI.
+    UntracedClone64,
+    /// `clone` with `CLONE_UNTRACED` through the i386 table; flags in EBX.
+    UntracedClone32,
 }
 
 impl IoCall {
@@ -30,6 +35,8 @@ impl IoCall {
             2 => Some(IoCall::Ioperm64),
             3 => Some(IoCall::Iopl32),
             4 => Some(IoCall::Ioperm32),
+            5 => Some(IoCall::UntracedClone64),
+            6 => Some(IoCall::UntracedClone32),
             _ => None,
         }
     }
@@ -38,6 +45,7 @@ impl IoCall {
 // Classic BPF opcodes and the seccomp ABI (stable kernel numbers).
 const LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
 const JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+const JSET_K: u16 = 0x45; // BPF_JMP | BPF_JSET | BPF_K
 const RET_K: u16 = 0x06; // BPF_RET | BPF_K
 const RET_ALLOW: u32 = 0x7fff_0000;
 const RET_TRACE: u32 = 0x7ff0_0000;
@@ -46,18 +54,32 @@ const ARCH_I386: u32 = 0x4000_0003;
 const X32_BIT: u32 = 0x4000_0000;
 const OFFSET_NR: u32 = 0; // seccomp_data.nr
 const OFFSET_ARCH: u32 = 4; // seccomp_data.arch
+const OFFSET_ARG0: u32 = 16; // seccomp_data.args[0], its low 32 bits (little-endian)
+/// The clone flag that would take a child out of the runner's sight.
+pub(crate) const CLONE_UNTRACED: u64 = 0x0080_0000;
 
 // System call numbers.
 const NR64_IOPL: u32 = 172;
 const NR64_IOPERM: u32 = 173;
 const NR32_IOPL: u32 = 110;
 const NR32_IOPERM: u32 = 101;
+const NR64_CLONE: u32 = 56;
+const NR32_CLONE: u32 = 120;
 
 const fn stmt(code: u16, k: u32) -> sock_filter {
     sock_filter {
         code,
         jt: 0,
         jf: 0,
+        k,
+    }
+}
+
+const fn jset(k: u32, jt: u8, jf: u8) -> sock_filter {
+    sock_filter {
+        code: JSET_K,
+        jt,
+        jf,
         k,
     }
 }
@@ -72,27 +94,37 @@ const fn jeq(k: u32, jt: u8, jf: u8) -> sock_filter {
 }
 
 /// The filter program. A jump goes `1 + offset` instructions forward.
-static FILTER: [sock_filter; 17] = [
+static FILTER: [sock_filter; 27] = [
     /* 0 */ stmt(LD_W_ABS, OFFSET_ARCH),
     /* 1 */ jeq(ARCH_X86_64, 1, 0), // -> 3 / 2
-    /* 2 */ jeq(ARCH_I386, 8, 11), // -> 11 (i386 table) / 14 (allow)
+    /* 2 */ jeq(ARCH_I386, 13, 23), // -> 16 (i386 table) / 26 (allow)
     // 64-bit table (and x32, which numbers the same calls with bit 30 set).
     /* 3 */
     stmt(LD_W_ABS, OFFSET_NR),
-    /* 4 */ jeq(NR64_IOPL, 4, 0), // -> 9
-    /* 5 */ jeq(NR64_IOPL | X32_BIT, 3, 0), // -> 9
-    /* 6 */ jeq(NR64_IOPERM, 3, 0), // -> 10
-    /* 7 */ jeq(NR64_IOPERM | X32_BIT, 2, 0), // -> 10
-    /* 8 */ stmt(RET_K, RET_ALLOW),
-    /* 9 */ stmt(RET_K, RET_TRACE | 1),
-    /* 10 */ stmt(RET_K, RET_TRACE | 2),
+    /* 4 */ jeq(NR64_IOPL, 5, 0), // -> 10
+    /* 5 */ jeq(NR64_IOPL | X32_BIT, 4, 0), // -> 10
+    /* 6 */ jeq(NR64_IOPERM, 4, 0), // -> 11
+    /* 7 */ jeq(NR64_IOPERM | X32_BIT, 3, 0), // -> 11
+    /* 8 */ jeq(NR64_CLONE, 3, 0), // -> 12
+    /* 9 */ stmt(RET_K, RET_ALLOW),
+    /* 10 */ stmt(RET_K, RET_TRACE | 1),
+    /* 11 */ stmt(RET_K, RET_TRACE | 2),
+    /* 12 */ stmt(LD_W_ABS, OFFSET_ARG0),
+    /* 13 */ jset(CLONE_UNTRACED as u32, 0, 1), // -> 14 / 15
+    /* 14 */ stmt(RET_K, RET_TRACE | 5),
+    /* 15 */ stmt(RET_K, RET_ALLOW),
     // i386 table.
-    /* 11 */ stmt(LD_W_ABS, OFFSET_NR),
-    /* 12 */ jeq(NR32_IOPL, 2, 0), // -> 15
-    /* 13 */ jeq(NR32_IOPERM, 2, 0), // -> 16
-    /* 14 */ stmt(RET_K, RET_ALLOW),
-    /* 15 */ stmt(RET_K, RET_TRACE | 3),
-    /* 16 */ stmt(RET_K, RET_TRACE | 4),
+    /* 16 */ stmt(LD_W_ABS, OFFSET_NR),
+    /* 17 */ jeq(NR32_IOPL, 3, 0), // -> 21
+    /* 18 */ jeq(NR32_IOPERM, 3, 0), // -> 22
+    /* 19 */ jeq(NR32_CLONE, 3, 0), // -> 23
+    /* 20 */ stmt(RET_K, RET_ALLOW),
+    /* 21 */ stmt(RET_K, RET_TRACE | 3),
+    /* 22 */ stmt(RET_K, RET_TRACE | 4),
+    /* 23 */ stmt(LD_W_ABS, OFFSET_ARG0),
+    /* 24 */ jset(CLONE_UNTRACED as u32, 0, 1), // -> 25 / 26
+    /* 25 */ stmt(RET_K, RET_TRACE | 6),
+    /* 26 */ stmt(RET_K, RET_ALLOW),
 ];
 
 /// Installs the filter in the calling process (the forked guest, before it runs guest
@@ -109,6 +141,10 @@ mod tests {
 
     /// Runs the filter the way the kernel does for one system call.
     fn verdict(arch: u32, nr: u32) -> u32 {
+        verdict_with(arch, nr, 0)
+    }
+
+    fn verdict_with(arch: u32, nr: u32, arg0: u32) -> u32 {
         let mut acc = 0u32;
         let mut pc = 0usize;
         for _ in 0..FILTER.len() {
@@ -118,11 +154,13 @@ mod tests {
                     acc = match ins.k {
                         OFFSET_NR => nr,
                         OFFSET_ARCH => arch,
+                        OFFSET_ARG0 => arg0,
                         other => panic!("load of offset {other}"),
                     };
                     pc += 1;
                 }
                 JEQ_K => pc += 1 + usize::from(if acc == ins.k { ins.jt } else { ins.jf }),
+                JSET_K => pc += 1 + usize::from(if acc & ins.k != 0 { ins.jt } else { ins.jf }),
                 RET_K => return ins.k,
                 other => panic!("opcode {other:#x}"),
             }
@@ -145,7 +183,25 @@ mod tests {
             assert_eq!(verdict(ARCH_I386, nr), RET_ALLOW, "i386 {nr}");
         }
         assert_eq!(verdict(0xc000_00b7, 172), RET_ALLOW, "another architecture");
-        for data in 1..=4u32 {
+        // clone: only with CLONE_UNTRACED, in either table.
+        let untraced = CLONE_UNTRACED as u32;
+        assert_eq!(
+            verdict_with(ARCH_X86_64, 56, untraced | 0x11),
+            RET_TRACE | 5
+        );
+        assert_eq!(
+            verdict_with(ARCH_X86_64, 56, 0x0001_0f00),
+            RET_ALLOW,
+            "a thread"
+        );
+        assert_eq!(verdict_with(ARCH_I386, 120, untraced), RET_TRACE | 6);
+        assert_eq!(verdict_with(ARCH_I386, 120, 0x11), RET_ALLOW, "a fork");
+        assert_eq!(
+            verdict_with(ARCH_X86_64, 57, untraced),
+            RET_ALLOW,
+            "not clone"
+        );
+        for data in 1..=6u32 {
             assert!(IoCall::from_data(u64::from(data)).is_some());
         }
         assert_eq!(IoCall::from_data(0), None);
