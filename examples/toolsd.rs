@@ -34,7 +34,7 @@ extern "C" fn on_signal(_signal: libc::c_int) {
 
 /// SIGTERM and SIGINT write a byte to a pipe; a thread blocked on the pipe stops the
 /// service. The handler does nothing else, so nothing unsafe runs in signal context.
-fn stop_on_signals(stop: vmw_backdoor::StopHandle) -> std::io::Result<()> {
+fn stop_on_signals(stop: vmw_backdoor::tools::StopHandle) -> std::io::Result<()> {
     let mut fds = [0; 2];
     // SAFETY: pipe2 writes two descriptors into the array.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {

@@ -91,7 +91,7 @@
 //! status of a power operation, the guest's name and addresses) goes over an RPCI channel
 //! of its own. A host that sees no poll for a while calls the tools not running (the
 //! simulator waits 20 s; the VMX's own timeout is not published).
-//! [`ToolsService`] is that agent's loop, as open-vm-tools' vmtoolsd runs it, for an
+//! [`tools::ToolsService`] is that agent's loop, as open-vm-tools' vmtoolsd runs it, for an
 //! application to embed; [`tools`] has the details.
 //!
 //! ## Privilege, and what happens outside VMware
@@ -219,7 +219,6 @@ pub use backdoor::{
 };
 pub use erpc::{guestinfo, EnhancedChan, RpciChannel, Session, DEFAULT_MAX_REPLY_LEN};
 pub use error::{ErrorKind, VmwError};
-pub use tools::{GuestInfo, PowerOp, StopHandle, ToolsConfig, ToolsHandler, ToolsService};
 
 // The README's examples are compiled (and the runnable ones run) as doc-tests.
 #[cfg(doctest)]
