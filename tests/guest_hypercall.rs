@@ -451,23 +451,7 @@ fn outside_vmware_a_forced_hypercall_is_a_typed_error() {
 #[test]
 #[ignore = "needs `rustup target add i686-unknown-linux-gnu` and a 32-bit libc (gcc-multilib)"]
 fn the_i686_build_takes_hypercalls() {
-    const TARGET: &str = "i686-unknown-linux-gnu";
-    let status = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--quiet",
-            "--target",
-            TARGET,
-            "--example",
-            "guestinfo",
-        ])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .expect("run cargo");
-    assert!(status.success(), "building the i686 example");
-    let exe = std::env::current_exe().unwrap();
-    let target_dir = exe.ancestors().nth(3).expect("target/<profile>/deps/<exe>");
-    let guestinfo = target_dir.join(TARGET).join("debug/examples/guestinfo");
+    let guestinfo = support::i686_example("guestinfo");
 
     let value: Vec<u8> = (1..=70_001u32).map(|i| (i % 255 + 1) as u8).collect();
     let out = std::env::temp_dir().join(format!("vmw-hc-i686-{}", std::process::id()));

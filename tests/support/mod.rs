@@ -39,6 +39,21 @@ pub fn example(name: &str) -> PathBuf {
     path
 }
 
+/// An example built for i686 Linux (`target/i686-unknown-linux-gnu/debug/examples/<name>`),
+/// built now; needs `rustup target add i686-unknown-linux-gnu` and a 32-bit libc.
+pub fn i686_example(name: &str) -> PathBuf {
+    const TARGET: &str = "i686-unknown-linux-gnu";
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "--target", TARGET, "--example", name])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("run cargo");
+    assert!(status.success(), "building the i686 example {name}");
+    let exe = std::env::current_exe().expect("test executable path");
+    let target_dir = exe.ancestors().nth(3).expect("target/<profile>/deps/<exe>");
+    target_dir.join(TARGET).join("debug/examples").join(name)
+}
+
 /// Every path of every example program that touches the backdoor.
 pub const EXAMPLE_RUNS: [(&str, &[&str]); 7] = [
     ("checkvm", &[]),
