@@ -887,6 +887,7 @@ fn a_forked_child_returning_from_the_closure_is_not_taken_for_the_guest() {
 
 #[test]
 fn by_default_iopl_answers_as_the_guests_credentials_would() {
+    // SAFETY: geteuid takes nothing and cannot fail.
     let root = unsafe { libc::geteuid() } == 0;
     let run = sim(HostConfig::default(), move || {
         if !root {
