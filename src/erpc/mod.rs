@@ -13,6 +13,7 @@
 //! backdoor's three calls; `rpci.rs` builds requests and splits replies.
 
 pub(crate) mod channel;
+pub(crate) mod datamap;
 mod encoding;
 mod guestinfo;
 #[cfg(feature = "ovf")]
