@@ -85,7 +85,7 @@ use std::process::Command;
 
 pub use host::{
     Answer, Counters, Host, HostConfig, Hypercall, IoplPolicy, Mode, Step, TcloExchange,
-    DEFAULT_TCLO_SCRIPT,
+    VsockFault, DEFAULT_TCLO_SCRIPT,
 };
 
 /// How the guest (the root process of the run) ended.

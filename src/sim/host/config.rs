@@ -1,6 +1,6 @@
 //! [`HostConfig`]: what kind of VMware host the model plays, and which faults it injects.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use super::Mode;
 use crate::proto::{product, GUESTINFO_PREFIX, MAX_CHANNELS};
@@ -240,7 +240,11 @@ pub struct HostConfig {
     pub(super) cookies: bool,
     pub(super) channels: usize,
     pub(super) cpt_every: u64,
-    pub(super) deny_guestinfo: bool,
+    pub(super) privileged_only: BTreeSet<Vec<u8>>,
+    /// `None`: offered exactly when a command requires the privileged channel.
+    pub(super) vsock: Option<bool>,
+    pub(super) vsock_resets: u64,
+    pub(super) vsock_faults: Vec<(u64, super::vsock::VsockFault)>,
     pub(super) empty_guestinfo_values: bool,
     pub(super) endless_dorecv: bool,
     pub(super) seed: Seed,
@@ -272,7 +276,10 @@ impl core::fmt::Debug for HostConfig {
             .field("cookies", &self.cookies)
             .field("channels", &self.channels)
             .field("cpt_every", &self.cpt_every)
-            .field("deny_guestinfo", &self.deny_guestinfo)
+            .field("privileged_only", &self.privileged_only)
+            .field("vsock", &self.vsock_offered())
+            .field("vsock_resets", &self.vsock_resets)
+            .field("vsock_faults", &self.vsock_faults)
             .field("empty_guestinfo_values", &self.empty_guestinfo_values)
             .field("endless_dorecv", &self.endless_dorecv)
             .field("seed", &self.seed)
@@ -316,7 +323,10 @@ impl Default for HostConfig {
             cookies: true,
             channels: MAX_CHANNELS,
             cpt_every: 0,
-            deny_guestinfo: false,
+            privileged_only: BTreeSet::new(),
+            vsock: None,
+            vsock_resets: 0,
+            vsock_faults: Vec::new(),
             empty_guestinfo_values: false,
             endless_dorecv: false,
             seed: Seed(DEFAULT_SEED),
@@ -543,9 +553,65 @@ impl HostConfig {
     }
 
     /// Models a VMX with `guest_rpc.rpci.auth.cmd.info-get/info-set = "TRUE"`: both commands
-    /// answer `0 Permission denied` over the backdoor.
-    pub fn deny_guestinfo(mut self) -> Self {
-        self.deny_guestinfo = true;
+    /// answer `0 Permission denied` over the backdoor (and over an unprivileged vsock
+    /// connection): `require_privileged("info-get").require_privileged("info-set")`.
+    pub fn deny_guestinfo(self) -> Self {
+        self.require_privileged("info-get")
+            .require_privileged("info-set")
+    }
+
+    /// Models a VMX with `guest_rpc.rpci.auth.cmd.COMMAND = "TRUE"` (repeatable): the RPCI
+    /// command `command` (the request's first word, compared byte for byte) is served only
+    /// on the privileged channel, a vsock connection from a source port below 1024. The
+    /// backdoor and an unprivileged vsock connection answer it `0 Permission denied`, even
+    /// for root, as VMware hosts do; the request is still counted and logged.
+    ///
+    /// Unless [`HostConfig::vsock`] says otherwise, a host with such a command offers the
+    /// vsock channel: a VMX that requires it has it.
+    pub fn require_privileged(mut self, command: impl AsRef<[u8]>) -> Self {
+        self.privileged_only.insert(command.as_ref().to_vec());
+        self
+    }
+
+    /// Whether the host offers RPCI over vsock (default: only when a command
+    /// [requires the privileged channel](Self::require_privileged)). The runner then serves a
+    /// guest's `AF_VSOCK` sockets: `socket`, `bind`, `connect`, `getsockname`,
+    /// `getpeername`, the `AF_VSOCK`-level socket options and `/dev/vsock`'s local-CID
+    /// `ioctl` are answered as a Linux guest of a VMware host with `vmw_vsock_vmci_transport`
+    /// sees them, and a connection to CID 0 or 2, port 976, reaches the host's end, which
+    /// speaks DataMap (`{TYPE: 1, PAYLOAD: command[, FAST_CLOSE: 1]}`, replied
+    /// `{TYPE: 1, PAYLOAD: "1 …"|"0 …"}`) to the same host model as the backdoor. A source
+    /// port below 1024 (binding one needs `CAP_NET_BIND_SERVICE` in the guest thread's
+    /// effective set, else EACCES) makes the connection privileged.
+    ///
+    /// Without it, `socket(AF_VSOCK, …)` fails with `EAFNOSUPPORT`, as on a kernel without
+    /// vsock support, and nothing else changes: the guest never reaches this machine's own
+    /// vsock. x86_64 only: on aarch64 vsock calls are not intercepted at all.
+    pub fn vsock(mut self, on: bool) -> Self {
+        self.vsock = Some(on);
+        self
+    }
+
+    /// Whether the vsock channel is offered ([`HostConfig::vsock`]).
+    pub(crate) fn vsock_offered(&self) -> bool {
+        self.vsock.unwrap_or(!self.privileged_only.is_empty())
+    }
+
+    /// Resets the next `n` vsock connections to the host (counted from the first): each
+    /// `connect` fails with `ECONNRESET`, as a VMX slow to release a port pair answers, and
+    /// open-vm-tools moves on to the next source port (at most 8 times). Each is counted in
+    /// [`Counters::faults_injected`](super::Counters::faults_injected).
+    pub fn vsock_reset_connects(mut self, n: u64) -> Self {
+        self.vsock_resets = n;
+        self
+    }
+
+    /// Arms a one-shot fault on the host's vsock end: the `nth` RPC over vsock (counted from
+    /// 1 over the whole host) is answered as `fault` describes instead of normally (the
+    /// request is still executed). A fault aimed at an RPC that never comes, or `nth` = 0,
+    /// never fires.
+    pub fn vsock_fault(mut self, nth: u64, fault: super::vsock::VsockFault) -> Self {
+        self.vsock_faults.push((nth, fault));
         self
     }
 

@@ -78,7 +78,7 @@
 //! | `info-set` without a space after the key, or with an empty key | `0 Two and exactly two arguments expected` |
 //! | `info-set` of a key without the `guestinfo.` prefix | `0 Permission denied` |
 //! | `info-set` beyond 16 MiB of guest-added data (a memory guard) | `0 Too much guestinfo data` |
-//! | `info-get` / `info-set` with [`HostConfig::deny_guestinfo`] | `0 Permission denied` |
+//! | a command of [`HostConfig::require_privileged`] (or `info-get` / `info-set` with [`HostConfig::deny_guestinfo`]) over the backdoor or an unprivileged vsock connection | `0 Permission denied` |
 //! | `log TEXT` | `1 `; TEXT becomes a VMX log line ([`Host::vmx_log`]) |
 //! | `tools.set.version N`, `tools.set.versiontype N T` | `1 `; recorded as sent ([`Host::tools_version`]) |
 //! | `vmx.capability.unified_loop NAME`, `tools.capability.NAME [VALUE]`, `tools.os.statechange.status S ID`, `SetGuestInfo  ID VALUE`, `vmbackup.eventSet …` | `1 `; kept ([`Host::tools_capabilities`], [`Host::guest_info_reported`], …); a malformed `SetGuestInfo` gets `0 Unknown command` |
@@ -104,6 +104,7 @@ mod tclo;
 #[cfg(test)]
 mod tests;
 mod tools;
+mod vsock;
 
 use std::collections::BTreeMap;
 
@@ -112,6 +113,8 @@ use crate::Backdoor;
 pub use config::{Answer, HostConfig, Hypercall, IoplPolicy, Step};
 pub use counters::Counters;
 pub use tclo::{TcloExchange, DEFAULT_TCLO_SCRIPT};
+pub use vsock::VsockFault;
+pub(crate) use vsock::{Served, MAX_REQUEST_BODY};
 
 use crate::proto::{
     cmd, hi16, lo16, lo32, Regs, HB_PORT, LB_PORT, MAGIC, NO_ANSWER, VERSION_MAGIC,
@@ -148,6 +151,7 @@ pub struct Host {
     channels: channel::Channels,
     rpci: rpci::Rpci,
     tclo: tclo::Tclo,
+    vsock: vsock::Vsock,
     counters: Counters,
 }
 
@@ -174,15 +178,20 @@ impl Host {
         let machine_id = std::mem::take(&mut config.machine_id);
         let tclo = std::mem::take(&mut config.tclo);
         let faults = std::mem::take(&mut config.faults);
+        let vsock = vsock::Vsock::new(
+            config.vsock_resets,
+            std::mem::take(&mut config.vsock_faults),
+        );
         Host {
             channels: channel::Channels::new(&config, faults),
             rpci: rpci::Rpci::new(
                 guestinfo,
-                config.deny_guestinfo,
+                config.privileged_only.clone(),
                 config.empty_guestinfo_values,
                 machine_id,
             ),
             tclo: tclo::Tclo::new(tclo, config.heartbeat, tclo::Mono::new(config.manual_clock)),
+            vsock,
             counters: Counters::default(),
             config,
         }
