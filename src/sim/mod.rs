@@ -171,6 +171,8 @@ pub struct TrapStats {
     pub tracees: u64,
     /// Successful `execve` calls.
     pub execs: u64,
+    /// vsock system calls answered or rewritten by the runner ([`HostConfig::vsock`]).
+    pub vsock_syscalls: u64,
 }
 
 impl HostConfig {

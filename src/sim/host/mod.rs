@@ -114,7 +114,7 @@ pub use config::{Answer, HostConfig, Hypercall, IoplPolicy, Step};
 pub use counters::Counters;
 pub use tclo::{TcloExchange, DEFAULT_TCLO_SCRIPT};
 pub use vsock::VsockFault;
-pub(crate) use vsock::{Served, MAX_REQUEST_BODY};
+pub(crate) use vsock::MAX_REQUEST_BODY;
 
 use crate::proto::{
     cmd, hi16, lo16, lo32, Regs, HB_PORT, LB_PORT, MAGIC, NO_ANSWER, VERSION_MAGIC,

@@ -121,11 +121,6 @@ fn shaped(payload: &[u8], fault: Option<VsockFault>) -> Served {
 }
 
 impl Host {
-    /// Whether the host offers RPCI over vsock ([`super::HostConfig::vsock`]).
-    pub(crate) fn vsock_offered(&self) -> bool {
-        self.config.vsock_offered()
-    }
-
     /// A guest connects to the host's RPCI port: true when the connection is to be reset
     /// ([`super::HostConfig::vsock_reset_connects`]).
     pub(crate) fn vsock_connect_reset(&mut self) -> bool {
@@ -284,19 +279,19 @@ mod tests {
     #[test]
     fn resets_count_down() {
         let mut host = Host::new(HostConfig::default().vsock(true).vsock_reset_connects(2));
-        assert!(host.vsock_offered());
         assert_eq!(
             [(); 4].map(|()| host.vsock_connect_reset()),
             [true, true, false, false]
         );
         assert_eq!(host.counters().faults_injected, 2);
-        assert!(!Host::new(HostConfig::default()).vsock_offered());
-        assert!(Host::new(HostConfig::default().require_privileged("info-get")).vsock_offered());
-        assert!(!Host::new(
-            HostConfig::default()
-                .require_privileged("info-get")
-                .vsock(false)
-        )
-        .vsock_offered());
+        assert!(!HostConfig::default().vsock_offered());
+        assert!(HostConfig::default().vsock(true).vsock_offered());
+        assert!(HostConfig::default()
+            .require_privileged("info-get")
+            .vsock_offered());
+        assert!(!HostConfig::default()
+            .require_privileged("info-get")
+            .vsock(false)
+            .vsock_offered());
     }
 }
