@@ -10,6 +10,8 @@ pub use vmw_backdoor::{proto::Regs, Backdoor};
 #[cfg(all(feature = "sim", target_os = "linux", target_arch = "x86_64"))]
 pub mod guest;
 pub mod reference;
+#[cfg(all(feature = "sim", target_os = "linux", target_arch = "x86_64"))]
+pub mod vsock;
 // The library's transports run on aarch64 too (tests/kernels_arm64.rs runs the suites in
 // an arm64 VM); the hand-written asm of `guest` is x86's.
 #[cfg(all(

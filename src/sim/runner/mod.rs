@@ -156,7 +156,8 @@ pub(crate) struct Tracer<'h> {
 /// The host model, whoever holds it: a thread that panicked while holding it left it as
 /// consistent as the model ever is (it never panics itself), so poisoning is ignored.
 pub(crate) fn lock_host(host: &Mutex<Host>) -> MutexGuard<'_, Host> {
-    host.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    host.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl<'h> Tracer<'h> {

@@ -53,7 +53,11 @@ impl Endpoint {
     }
 
     /// Accepts connections until [`Endpoint::stop`], serving each in a thread of `scope`.
-    pub(crate) fn accept_loop<'s, 'e: 's>(&'e self, scope: &'s Scope<'s, 'e>, host: &'e Mutex<Host>) {
+    pub(crate) fn accept_loop<'s, 'e: 's>(
+        &'e self,
+        scope: &'s Scope<'s, 'e>,
+        host: &'e Mutex<Host>,
+    ) {
         let mut failures = 0u32;
         while !self.stop.load(Ordering::SeqCst) {
             let (stream, peer) = match self.listener.accept() {
@@ -72,9 +76,7 @@ impl Endpoint {
                 break;
             }
             // The runner bound every guest socket before connecting it.
-            let port = peer
-                .as_abstract_name()
-                .and_then(|n| self.names.port_of(n));
+            let port = peer.as_abstract_name().and_then(|n| self.names.port_of(n));
             let Some(port) = port else {
                 continue; // not a guest socket of this run: dropped
             };
@@ -97,7 +99,10 @@ impl Endpoint {
 
     /// Notes a connection for [`Endpoint::stop`]; `None` when it is not to be served.
     fn register(&self, stream: &UnixStream) -> Option<u64> {
-        let mut live = self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut live = self
+            .live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if self.stop.load(Ordering::SeqCst) || live.len() >= MAX_LIVE {
             return None;
         }
@@ -108,7 +113,10 @@ impl Endpoint {
     }
 
     fn unregister(&self, id: u64) {
-        let mut live = self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut live = self
+            .live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         live.retain(|(i, _)| *i != id);
     }
 
@@ -119,7 +127,10 @@ impl Endpoint {
         if let Ok(addr) = SocketAddr::from_abstract_name(self.names.host()) {
             let _ = UnixStream::connect_addr(&addr);
         }
-        let live = self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let live = self
+            .live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         for (_, s) in live.iter() {
             let _ = s.shutdown(std::net::Shutdown::Both);
         }

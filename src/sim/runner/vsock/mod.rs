@@ -295,7 +295,21 @@ impl Vsock {
     ) -> Option<AtExit> {
         let mut regs = sys::get_regs(pid).ok()?;
         let call = decode(pid, trap, &regs)?;
-        match self.answer(pid, &call, host) {
+        let verdict = self.answer(pid, &call, host);
+        log::debug!(
+            "vsock: {pid} {:?} {:?}({:#x}, {:#x}, {:#x}): {}",
+            call.trap.abi,
+            call.trap.op,
+            call.arg(0),
+            call.arg(1),
+            call.arg(2),
+            match verdict {
+                Verdict::Pass => "not vsock".to_string(),
+                Verdict::Return(r) => format!("{r}"),
+                Verdict::Create { .. } => "AF_UNIX".to_string(),
+            }
+        );
+        match verdict {
             Verdict::Pass => None,
             Verdict::Return(ret) => {
                 regs.orig_rax = u64::MAX; // skip the real system call
@@ -625,7 +639,8 @@ impl Vsock {
 }
 
 fn lock(host: &Mutex<Host>) -> std::sync::MutexGuard<'_, Host> {
-    host.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    host.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Writes `value` to `addr` and its length to the `int` at `len_at`, as `getsockname`
