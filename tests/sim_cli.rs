@@ -391,7 +391,23 @@ fn bad_options_exit_2_with_a_message() {
         ),
         (
             &["--stats", "same", "--vmx-log", "same", "--", "/bin/true"],
-            "name the same file",
+            "--vmx-log and --stats name the same file",
+        ),
+        (
+            &["--guest-stat", "12", "--", "/bin/true"],
+            "--guest-stat: expected ID=VALUE",
+        ),
+        (
+            &["--guest-stat", "18=1", "--", "/bin/true"],
+            "not the strings 18, 37",
+        ),
+        (
+            &["--device", "cdrom0=maybe", "--", "/bin/true"],
+            "--device: expected NAME=connected",
+        ),
+        (
+            &["--device", "=connected", "--", "/bin/true"],
+            "a device name has 1 to 31 bytes",
         ),
         (
             &["--tclo", "OS_Halt", "--", "/bin/true"],

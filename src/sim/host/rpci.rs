@@ -40,6 +40,7 @@ pub(super) struct Rpci {
     deny_guestinfo: bool,
     accept_empty_values: bool,
     machine_id: Vec<u8>,
+    guest_api: Option<super::guestlib::GuestApi>,
     store_bytes: usize,
     store_limit: usize,
     log_bytes: usize,
@@ -67,6 +68,7 @@ impl Rpci {
         deny_guestinfo: bool,
         accept_empty_values: bool,
         machine_id: Vec<u8>,
+        guest_api: Option<super::guestlib::GuestApi>,
     ) -> Self {
         let store_bytes = guestinfo
             .iter()
@@ -83,6 +85,7 @@ impl Rpci {
             deny_guestinfo,
             accept_empty_values,
             machine_id,
+            guest_api,
             store_bytes,
             store_limit: store_bytes.saturating_add(GUEST_STORE_BUDGET),
             log_bytes: 0,
@@ -100,6 +103,7 @@ impl Rpci {
     /// | `log TEXT` | `1 `; TEXT (possibly empty) becomes a VMX log line |
     /// | `tools.set.version N`, `tools.set.versiontype N T` | `1 `; the argument is recorded as sent |
     /// | `machine.id.get` | `1 ID` |
+    /// | `guestlib.info.get 3` | `1 ` and the Guest API's statistics ([`super::guestlib`]); another version: `0 3:Unsupported version`; with [`super::HostConfig::no_guest_api`]: `0 Unknown command` |
     /// | anything else | `0 Unknown command` |
     pub(super) fn execute(&mut self, request: &[u8], counters: &mut Counters) -> Vec<u8> {
         counters.rpcs += 1;
@@ -132,10 +136,19 @@ impl Rpci {
                 OK.to_vec()
             }
             b"machine.id.get" => reply(OK, &self.machine_id),
+            b"guestlib.info.get" if self.guest_api.is_some() => self.guest_lib(arg),
             _ => {
                 counters.unknown_commands += 1;
                 UNKNOWN.to_vec()
             }
+        }
+    }
+
+    fn guest_lib(&self, version: Option<&[u8]>) -> Vec<u8> {
+        match self.guest_api.as_ref().map(|api| api.info_get(version)) {
+            Some(Ok(stats)) => reply(OK, &stats),
+            Some(Err(text)) => reply(b"0 ", text),
+            None => UNKNOWN.to_vec(),
         }
     }
 
@@ -210,7 +223,7 @@ mod tests {
     fn rpci() -> Rpci {
         let mut store = BTreeMap::new();
         store.insert(b"guestinfo.present".to_vec(), b"yes".to_vec());
-        Rpci::new(store, false, false, b"vm-42".to_vec())
+        Rpci::new(store, false, false, b"vm-42".to_vec(), None)
     }
 
     #[test]
@@ -239,7 +252,7 @@ mod tests {
             SET_ARGS
         );
         assert_eq!(r.exec(b"info-get guestinfo.empty"), NO_VALUE);
-        let mut lenient = Rpci::new(BTreeMap::new(), false, true, Vec::new());
+        let mut lenient = Rpci::new(BTreeMap::new(), false, true, Vec::new(), None);
         assert_eq!(lenient.exec(b"info-set guestinfo.empty "), b"1 ");
         assert_eq!(lenient.exec(b"info-get guestinfo.empty"), b"1 ");
         assert_eq!(r.exec(b"info-set guestinfo.bin \xff\x01\0ignored"), b"1 ");
@@ -253,7 +266,7 @@ mod tests {
 
     #[test]
     fn deny_guestinfo_refuses_both_directions() {
-        let mut r = Rpci::new(BTreeMap::new(), true, false, Vec::new());
+        let mut r = Rpci::new(BTreeMap::new(), true, false, Vec::new(), None);
         assert_eq!(r.exec(b"info-get guestinfo.x"), b"0 Permission denied");
         assert_eq!(r.exec(b"info-set guestinfo.x 1"), b"0 Permission denied");
         assert!(r.guestinfo.is_empty());
@@ -286,7 +299,7 @@ mod tests {
         let big = vec![b'x'; 1 << 20];
         let mut store = BTreeMap::new();
         store.insert(b"guestinfo.big".to_vec(), big.clone());
-        let mut r = Rpci::new(store, false, false, Vec::new());
+        let mut r = Rpci::new(store, false, false, Vec::new(), None);
         assert_eq!(r.exec(b"info-get guestinfo.big").len(), 2 + big.len());
         let value = vec![b'v'; 60_000];
         let mut accepted = 0;

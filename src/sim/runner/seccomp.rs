@@ -134,7 +134,8 @@ static FILTER: [sock_filter; 30] = [
     /* 28 */ stmt(RET_K, RET_ALLOW),
     // clone3's flags are in memory, out of a filter's reach: ENOSYS makes the C library
     // fall back to clone (glibc, musl do), whose CLONE_UNTRACED the runner clears.
-    /* 29 */ stmt(RET_K, RET_ERRNO | ENOSYS),
+    /* 29 */
+    stmt(RET_K, RET_ERRNO | ENOSYS),
 ];
 
 /// Installs the filter in the calling process (the forked guest, before it runs guest
