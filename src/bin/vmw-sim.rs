@@ -109,6 +109,9 @@ outside printable ASCII, and a backslash, is written \\xNN):
                              lower case: the host matches them in any case, as VMware does)
   --tclo-log FILE            each TCLO command, a tab, the guest's reply, one a line
   --rpci-log FILE            every RPCI request the guest sent, one a line
+  --trace                    while the guest runs, write each RPCI request with the
+                             host's reply, and each TCLO command with the guest's, to
+                             stderr: \"vmw-sim: rpci: REQUEST -> REPLY\", escaped as above
 
 Warnings (an option the simulator cannot honour here, ...) go to stderr; RUST_LOG=debug
 (or error, warn, info, trace, off) changes how much is said.
@@ -449,6 +452,7 @@ mod cli {
                     }
                 }
                 "--no-guest-api" => config = config.no_guest_api(),
+                "--trace" => config = config.trace(true),
                 "--device" => {
                     let v = value("NAME=connected|disconnected")?;
                     let (device, state) = v

@@ -247,6 +247,7 @@ pub struct HostConfig {
     pub(super) machine_id: Vec<u8>,
     pub(super) guest_api: Option<super::guestlib::GuestApi>,
     pub(super) removable_devices: Vec<(Vec<u8>, bool)>,
+    pub(super) trace: bool,
     pub(super) guestinfo: BTreeMap<Vec<u8>, Vec<u8>>,
     pub(super) tclo: VecDeque<super::tclo::Entry>,
     pub(super) heartbeat: std::time::Duration,
@@ -325,6 +326,7 @@ impl Default for HostConfig {
             machine_id: Vec::new(),
             guest_api: Some(super::guestlib::GuestApi::new()),
             removable_devices: Vec::new(),
+            trace: false,
             guestinfo: BTreeMap::new(),
             tclo: VecDeque::new(),
             heartbeat: super::tclo::DEFAULT_HEARTBEAT,
@@ -725,6 +727,15 @@ impl HostConfig {
         let mut name = name.as_ref().to_vec();
         name.truncate(super::DEVICE_NAME_LEN - 1);
         self.removable_devices.push((name, connected));
+        self
+    }
+
+    /// Writes each RPCI request with the host's reply, and each TCLO command with the
+    /// guest's reply, to stderr as it happens, one line each (`vmw-sim: rpci: REQUEST ->
+    /// REPLY`, escaped as [`super::Host::tclo_log`] is): what a refused command was refused
+    /// with, while the guest runs. The only output the model writes itself.
+    pub fn trace(mut self, on: bool) -> Self {
+        self.trace = on;
         self
     }
 

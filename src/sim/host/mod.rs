@@ -12,7 +12,8 @@
 //! (command 30) with cookies, checkpoints and the high-bandwidth transfers, the RPCI
 //! commands (`info-get`, `info-set`, `log`, `tools.set.version`, …) and TCLO host commands.
 //!
-//! The model makes no system calls (unless [`HostConfig::system_clock`] is asked for) and
+//! The model makes no system calls (unless [`HostConfig::system_clock`] or
+//! [`HostConfig::trace`] is asked for) and
 //! never panics, whatever the registers say. It is driven either by the trap-and-emulate
 //! runner, which feeds it a real guest process's backdoor instructions, or directly through
 //! [`Backdoor`] by in-memory tests:
@@ -188,16 +189,21 @@ impl Host {
             api.stats.entry(5).or_insert(config.mhz.into());
         }
         let removable_devices = std::mem::take(&mut config.removable_devices);
+        let mut rpci = rpci::Rpci::new(
+            guestinfo,
+            config.deny_guestinfo,
+            config.empty_guestinfo_values,
+            machine_id,
+            guest_api,
+        );
+        rpci.trace = config.trace;
+        let mut tclo =
+            tclo::Tclo::new(tclo, config.heartbeat, tclo::Mono::new(config.manual_clock));
+        tclo.trace = config.trace;
         Host {
             channels: channel::Channels::new(&config, faults),
-            rpci: rpci::Rpci::new(
-                guestinfo,
-                config.deny_guestinfo,
-                config.empty_guestinfo_values,
-                machine_id,
-                guest_api,
-            ),
-            tclo: tclo::Tclo::new(tclo, config.heartbeat, tclo::Mono::new(config.manual_clock)),
+            rpci,
+            tclo,
             removable_devices,
             counters: Counters::default(),
             config,

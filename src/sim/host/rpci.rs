@@ -41,6 +41,8 @@ pub(super) struct Rpci {
     accept_empty_values: bool,
     machine_id: Vec<u8>,
     guest_api: Option<super::guestlib::GuestApi>,
+    /// Whether each exchange is written to stderr as it happens ([`super::HostConfig::trace`]).
+    pub(super) trace: bool,
     store_bytes: usize,
     store_limit: usize,
     log_bytes: usize,
@@ -86,6 +88,7 @@ impl Rpci {
             accept_empty_values,
             machine_id,
             guest_api,
+            trace: false,
             store_bytes,
             store_limit: store_bytes.saturating_add(GUEST_STORE_BUDGET),
             log_bytes: 0,
@@ -112,6 +115,14 @@ impl Rpci {
             self.requests_bytes += cost;
             self.requests.push(request.to_vec());
         }
+        let reply = self.answer(request, counters);
+        if self.trace {
+            super::logs::trace("rpci", request, &reply);
+        }
+        reply
+    }
+
+    fn answer(&mut self, request: &[u8], counters: &mut Counters) -> Vec<u8> {
         let raw = request;
         let request = request.split(|&b| b == 0).next().unwrap_or_default();
         let (name, arg) = split_space(request);
