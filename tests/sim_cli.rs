@@ -391,7 +391,23 @@ fn bad_options_exit_2_with_a_message() {
         ),
         (
             &["--stats", "same", "--vmx-log", "same", "--", "/bin/true"],
-            "name the same file",
+            "--vmx-log and --stats name the same file",
+        ),
+        (
+            &["--guest-stat", "12", "--", "/bin/true"],
+            "--guest-stat: expected ID=VALUE",
+        ),
+        (
+            &["--guest-stat", "18=1", "--", "/bin/true"],
+            "not the strings 18, 37",
+        ),
+        (
+            &["--device", "cdrom0=maybe", "--", "/bin/true"],
+            "--device: expected NAME=connected",
+        ),
+        (
+            &["--device", "=connected", "--", "/bin/true"],
+            "a device name has 1 to 31 bytes",
         ),
         (
             &["--tclo", "OS_Halt", "--", "/bin/true"],
@@ -658,4 +674,29 @@ fn guestinfo_keys_match_in_any_case_as_on_vmware() {
         "{}",
         stdout(&out)
     );
+}
+
+#[test]
+fn trace_shows_each_exchange_on_stderr_while_the_guest_runs() {
+    let out = vmw_sim(
+        &["--trace", "-e", "guestinfo.k=line\nbreak"],
+        "rpc:no.such.command;rpc:info-get guestinfo.k",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines: Vec<String> = stderr(&out)
+        .lines()
+        .filter(|l| l.starts_with("vmw-sim: rpci: "))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "vmw-sim: rpci: no.such.command -> 0 Unknown command",
+            "vmw-sim: rpci: info-get guestinfo.k -> 1 line\\x0abreak",
+        ],
+        "one line per exchange, escaped"
+    );
+    // Without --trace nothing is said.
+    let quiet = vmw_sim(&[], "rpc:no.such.command");
+    assert!(!stderr(&quiet).contains("rpci:"), "{}", stderr(&quiet));
 }

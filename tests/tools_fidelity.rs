@@ -213,23 +213,7 @@ fn setup(tag: &str) -> Result<Setup, String> {
             "no private mount namespace to stand /sbin/shutdown in for (needs root)".into(),
         );
     }
-    let shim = if support::guest::cpuid_faulting() {
-        None
-    } else {
-        let src = dir.join("shim.c");
-        std::fs::write(&src, "int VmCheck_IsVirtualWorld(void) { return 1; }\n").unwrap();
-        let so = dir.join("libvmcheck-shim.so");
-        let built = run_quiet(
-            Command::new("cc")
-                .args(["-shared", "-fPIC", "-O2", "-o"])
-                .arg(&so)
-                .arg(&src),
-        );
-        if !built {
-            return Err("no CPUID faulting here and no C compiler for the VmCheck shim".into());
-        }
-        Some(so)
-    };
+    let shim = support::vmcheck_shim(&dir)?;
     Ok(Setup { dir, shim })
 }
 

@@ -73,6 +73,14 @@ Host:
                              without vsock
   --vsock-reset N            reset the first N vsock connections (connect fails with
                              ECONNRESET; open-vm-tools tries the next port, 8 times)
+  --guest-stat ID=VALUE      a Guest API statistic (guestlib.info.get, what
+                             `vmware-toolbox-cmd stat` reads; ids as open-vm-tools'
+                             guestlibV3.x numbers them: 7 memory limit MB, 12 ballooned
+                             MB, 13 swapped MB, ...; repeatable)
+  --no-guest-api             a host without the Guest API
+  --device NAME=connected|disconnected
+                             a removable device (backdoor commands 11 and 12, what
+                             `vmware-toolbox-cmd device` lists and toggles; repeatable)
   --tclo COMMAND             queue a host-to-guest TCLO command (repeatable); each is
                              sent when the reply to the previous one came back. Without
                              any: reset, ping, Capabilities_Register
@@ -120,6 +128,9 @@ outside printable ASCII, and a backslash, is written \\xNN):
   --tclo-log FILE            each TCLO command, a tab, the guest's reply, one a line
   --rpci-log FILE            every RPCI request the guest sent (backdoor and vsock), one
                              a line
+  --trace                    while the guest runs, write each RPCI request with the
+                             host's reply, and each TCLO command with the guest's, to
+                             stderr: \"vmw-sim: rpci: REQUEST -> REPLY\", escaped as above
 
 Warnings (an option the simulator cannot honour here, ...) go to stderr; RUST_LOG=debug
 (or error, warn, info, trace, off) changes how much is said.
@@ -322,6 +333,17 @@ mod cli {
     }
 
     impl Output {
+        /// The option that asks for this output.
+        fn option(self) -> &'static str {
+            match self {
+                Output::Stats => "--stats",
+                Output::VmxLog => "--vmx-log",
+                Output::Guestinfo => "--dump-guestinfo",
+                Output::TcloLog => "--tclo-log",
+                Output::RpciLog => "--rpci-log",
+            }
+        }
+
         fn render(self, run: &SimRun) -> Vec<u8> {
             let mut out = Vec::new();
             match self {
@@ -449,6 +471,52 @@ mod cli {
                 "--vsock-reset" => {
                     config = config.vsock_reset_connects(number(name, &value("a number")?)?);
                 }
+                "--guest-stat" => {
+                    let v = value("ID=VALUE")?;
+                    let parsed = v
+                        .to_str()
+                        .and_then(|t| t.split_once('='))
+                        .and_then(|(id, n)| {
+                            Some((id.parse::<u32>().ok()?, n.parse::<u64>().ok()?))
+                        });
+                    match parsed {
+                        Some((id, n)) if (1..=38).contains(&id) && id != 18 && id != 37 => {
+                            config = config.guest_stat(id, n);
+                        }
+                        _ => {
+                            return Err(format!(
+                                "--guest-stat: expected ID=VALUE with a numeric statistic id \
+                                 1..=38 (not the strings 18, 37), got '{}'",
+                                v.to_string_lossy()
+                            ))
+                        }
+                    }
+                }
+                "--no-guest-api" => config = config.no_guest_api(),
+                "--trace" => config = config.trace(true),
+                "--device" => {
+                    let v = value("NAME=connected|disconnected")?;
+                    let (device, state) = v
+                        .to_str()
+                        .and_then(|t| t.rsplit_once('='))
+                        .unwrap_or_default();
+                    let connected = match state {
+                        "connected" => true,
+                        "disconnected" => false,
+                        _ => {
+                            return Err(format!(
+                                "--device: expected NAME=connected or NAME=disconnected, got '{}'",
+                                v.to_string_lossy()
+                            ))
+                        }
+                    };
+                    if device.is_empty() || device.len() > 31 {
+                        return Err(format!(
+                            "--device: a device name has 1 to 31 bytes, got '{device}'"
+                        ));
+                    }
+                    config = config.removable_device(device, connected);
+                }
                 "--vmware-cpuid" => vmware_cpuid = true,
                 "--hypercall" => {
                     let v = value("vmcall or vmmcall")?;
@@ -509,7 +577,8 @@ mod cli {
                     let path = value("a file")?;
                     if let Some((_, other)) = outputs.iter().find(|(p, _)| *p == path) {
                         return Err(format!(
-                            "{name} and the {other:?} output name the same file '{}'",
+                            "{name} and {} name the same file '{}'",
+                            other.option(),
                             path.to_string_lossy()
                         ));
                     }
@@ -561,6 +630,8 @@ mod cli {
                 | "--product"
                 | "--cpt-every"
                 | "--tclo"
+                | "--guest-stat"
+                | "--device"
                 | "--iopl"
                 | "--hypercall"
                 | "--stats"

@@ -249,6 +249,9 @@ pub struct HostConfig {
     pub(super) endless_dorecv: bool,
     pub(super) seed: Seed,
     pub(super) machine_id: Vec<u8>,
+    pub(super) guest_api: Option<super::guestlib::GuestApi>,
+    pub(super) removable_devices: Vec<(Vec<u8>, bool)>,
+    pub(super) trace: bool,
     pub(super) guestinfo: BTreeMap<Vec<u8>, Vec<u8>>,
     pub(super) tclo: VecDeque<super::tclo::Entry>,
     pub(super) heartbeat: std::time::Duration,
@@ -331,6 +334,9 @@ impl Default for HostConfig {
             endless_dorecv: false,
             seed: Seed(DEFAULT_SEED),
             machine_id: Vec::new(),
+            guest_api: Some(super::guestlib::GuestApi::new()),
+            removable_devices: Vec::new(),
+            trace: false,
             guestinfo: BTreeMap::new(),
             tclo: VecDeque::new(),
             heartbeat: super::tclo::DEFAULT_HEARTBEAT,
@@ -744,6 +750,58 @@ impl HostConfig {
     /// `1 <id>` (default empty: `1 `).
     pub fn machine_id(mut self, id: impl AsRef<[u8]>) -> Self {
         self.machine_id = id.as_ref().to_vec();
+        self
+    }
+
+    /// Sets a Guest API statistic (`guestlib.info.get`, what `vmware-toolbox-cmd stat`
+    /// reads): `id` as open-vm-tools' `guestlibV3.x` numbers them (1..=38: 7 is the memory
+    /// limit in MB, 12 the ballooned memory, 13 the swapped memory, …), reported valid with
+    /// `value` (32-bit statistics take its low 32 bits). Ids outside 1..=38 and the two
+    /// resource-pool strings (18, 37) are ignored. By default statistics 1, 2, 3, 5, 6, 7, 8,
+    /// 12 and 13 are valid: no reservations, no limits (all ones), shares 1,000 and 10,240,
+    /// the GETMHZ value, nothing ballooned or swapped.
+    pub fn guest_stat(mut self, id: u32, value: u64) -> Self {
+        if let Some(api) = &mut self.guest_api {
+            if (1..=super::guestlib::STAT_COUNT).contains(&id) && id != 18 && id != 37 {
+                api.stats.insert(id, value);
+            }
+        }
+        self
+    }
+
+    /// The Guest API's session id (`vmware-toolbox-cmd stat sessionid`; changes on a real
+    /// host when the VM migrates).
+    pub fn guest_session_id(mut self, id: u64) -> Self {
+        if let Some(api) = &mut self.guest_api {
+            api.session_id = id;
+        }
+        self
+    }
+
+    /// Models a host without the Guest API: `guestlib.info.get` answers
+    /// `0 Unknown command`, which `libguestlib` reports as "not enabled on the host".
+    pub fn no_guest_api(mut self) -> Self {
+        self.guest_api = None;
+        self
+    }
+
+    /// Adds a removable device to the list backdoor command 11 (GETDEVICELISTELEMENT)
+    /// walks, as `vmware-toolbox-cmd device list` shows it: its name (up to 31 bytes are
+    /// kept) and whether it is connected. Ids count from 0 in the order added; command 12
+    /// (TOGGLEDEVICE) connects or disconnects one. None by default.
+    pub fn removable_device(mut self, name: impl AsRef<[u8]>, connected: bool) -> Self {
+        let mut name = name.as_ref().to_vec();
+        name.truncate(super::DEVICE_NAME_LEN - 1);
+        self.removable_devices.push((name, connected));
+        self
+    }
+
+    /// Writes each RPCI request with the host's reply, and each TCLO command with the
+    /// guest's reply, to stderr as it happens, one line each (`vmw-sim: rpci: REQUEST ->
+    /// REPLY`, escaped as [`super::Host::tclo_log`] is): what a refused command was refused
+    /// with, while the guest runs. The only output the model writes itself.
+    pub fn trace(mut self, on: bool) -> Self {
+        self.trace = on;
         self
     }
 

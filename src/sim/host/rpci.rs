@@ -41,6 +41,9 @@ pub(super) struct Rpci {
     privileged_only: BTreeSet<Vec<u8>>,
     accept_empty_values: bool,
     machine_id: Vec<u8>,
+    guest_api: Option<super::guestlib::GuestApi>,
+    /// Whether each exchange is written to stderr as it happens ([`super::HostConfig::trace`]).
+    pub(super) trace: bool,
     store_bytes: usize,
     store_limit: usize,
     log_bytes: usize,
@@ -68,6 +71,7 @@ impl Rpci {
         privileged_only: BTreeSet<Vec<u8>>,
         accept_empty_values: bool,
         machine_id: Vec<u8>,
+        guest_api: Option<super::guestlib::GuestApi>,
     ) -> Self {
         let store_bytes = guestinfo
             .iter()
@@ -84,6 +88,8 @@ impl Rpci {
             privileged_only,
             accept_empty_values,
             machine_id,
+            guest_api,
+            trace: false,
             store_bytes,
             store_limit: store_bytes.saturating_add(GUEST_STORE_BUDGET),
             log_bytes: 0,
@@ -103,6 +109,7 @@ impl Rpci {
     /// | `log TEXT` | `1 `; TEXT (possibly empty) becomes a VMX log line |
     /// | `tools.set.version N`, `tools.set.versiontype N T` | `1 `; the argument is recorded as sent |
     /// | `machine.id.get` | `1 ID` |
+    /// | `guestlib.info.get 3` | `1 ` and the Guest API's statistics ([`super::guestlib`]); another version: `0 3:Unsupported version`; with [`super::HostConfig::no_guest_api`]: `0 Unknown command` |
     /// | anything else | `0 Unknown command` |
     pub(super) fn execute(
         &mut self,
@@ -116,6 +123,14 @@ impl Rpci {
             self.requests_bytes += cost;
             self.requests.push(request.to_vec());
         }
+        let reply = self.answer(request, privileged, counters);
+        if self.trace {
+            super::logs::trace("rpci", request, &reply);
+        }
+        reply
+    }
+
+    fn answer(&mut self, request: &[u8], privileged: bool, counters: &mut Counters) -> Vec<u8> {
         let raw = request;
         let request = request.split(|&b| b == 0).next().unwrap_or_default();
         let (name, arg) = split_space(request);
@@ -143,10 +158,19 @@ impl Rpci {
                 OK.to_vec()
             }
             b"machine.id.get" => reply(OK, &self.machine_id),
+            b"guestlib.info.get" if self.guest_api.is_some() => self.guest_lib(arg),
             _ => {
                 counters.unknown_commands += 1;
                 UNKNOWN.to_vec()
             }
+        }
+    }
+
+    fn guest_lib(&self, version: Option<&[u8]>) -> Vec<u8> {
+        match self.guest_api.as_ref().map(|api| api.info_get(version)) {
+            Some(Ok(stats)) => reply(OK, &stats),
+            Some(Err(text)) => reply(b"0 ", text),
+            None => UNKNOWN.to_vec(),
         }
     }
 
@@ -215,7 +239,7 @@ mod tests {
     fn rpci() -> Rpci {
         let mut store = BTreeMap::new();
         store.insert(b"guestinfo.present".to_vec(), b"yes".to_vec());
-        Rpci::new(store, BTreeSet::new(), false, b"vm-42".to_vec())
+        Rpci::new(store, BTreeSet::new(), false, b"vm-42".to_vec(), None)
     }
 
     #[test]
@@ -244,7 +268,7 @@ mod tests {
             SET_ARGS
         );
         assert_eq!(r.exec(b"info-get guestinfo.empty"), NO_VALUE);
-        let mut lenient = Rpci::new(BTreeMap::new(), BTreeSet::new(), true, Vec::new());
+        let mut lenient = Rpci::new(BTreeMap::new(), BTreeSet::new(), true, Vec::new(), None);
         assert_eq!(lenient.exec(b"info-set guestinfo.empty "), b"1 ");
         assert_eq!(lenient.exec(b"info-get guestinfo.empty"), b"1 ");
         assert_eq!(r.exec(b"info-set guestinfo.bin \xff\x01\0ignored"), b"1 ");
@@ -261,7 +285,7 @@ mod tests {
         let mut store = BTreeMap::new();
         store.insert(b"guestinfo.x".to_vec(), b"v".to_vec());
         let only: BTreeSet<Vec<u8>> = [b"info-get".to_vec(), b"info-set".to_vec()].into();
-        let mut r = Rpci::new(store, only, false, Vec::new());
+        let mut r = Rpci::new(store, only, false, Vec::new(), None);
         assert_eq!(r.exec(b"info-get guestinfo.x"), b"0 Permission denied");
         assert_eq!(r.exec(b"info-set guestinfo.x 1"), b"0 Permission denied");
         assert_eq!(r.guestinfo.get(&b"guestinfo.x"[..]).unwrap(), b"v");
@@ -307,7 +331,7 @@ mod tests {
         let big = vec![b'x'; 1 << 20];
         let mut store = BTreeMap::new();
         store.insert(b"guestinfo.big".to_vec(), big.clone());
-        let mut r = Rpci::new(store, BTreeSet::new(), false, Vec::new());
+        let mut r = Rpci::new(store, BTreeSet::new(), false, Vec::new(), None);
         assert_eq!(r.exec(b"info-get guestinfo.big").len(), 2 + big.len());
         let value = vec![b'v'; 60_000];
         let mut accepted = 0;
