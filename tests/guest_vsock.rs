@@ -502,3 +502,55 @@ fn nothing_outlives_the_run() {
     let now = count("/proc/self/task");
     assert!(now <= threads + 8, "{threads} threads before, {now} after");
 }
+
+/// A 32-bit guest (`tests/guests/vsock32.c`, built with `cc -m32`): the i386 direct calls
+/// and `socketcall`, with the registers a rewritten `socket` must give back.
+#[test]
+fn i386_guests_are_served_by_both_call_forms() {
+    let exe = std::env::temp_dir().join(format!("vmw-vsock32-{}", std::process::id()));
+    let built = std::process::Command::new("cc")
+        .args(["-m32", "-O1", "-o"])
+        .arg(&exe)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/guests/vsock32.c"
+        ))
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !built {
+        assert!(
+            std::env::var_os("VMW_I686_REQUIRED").is_none(),
+            "cc -m32 failed"
+        );
+        eprintln!("skipped: no 32-bit C toolchain (gcc-multilib)");
+        return;
+    }
+    let out = exe.with_extension("out");
+    let run_it = |config: HostConfig| {
+        let run = config
+            .run_command(
+                std::process::Command::new(&exe).stdout(std::fs::File::create(&out).unwrap()),
+            )
+            .unwrap();
+        assert!(run.exit.success(), "{}", run.exit);
+        (std::fs::read_to_string(&out).unwrap(), run)
+    };
+    let (text, run) = run_it(vsock_host());
+    assert_eq!(
+        text,
+        "direct socket ok, registers kept\ndirect bind 0\ndirect connect 0\ndirect rpc 1 v\n\
+         socketcall socket ok\nsocketcall bind 0\n\
+         socketcall getsockname family 40 port>=1024 1 len 16\n\
+         socketcall setsockopt old timeout (8 bytes) 0\n\
+         socketcall getsockopt 0 len 8 sec 3\nsocketcall connect 0\nsocketcall rpc 1 v\n\
+         socketcall inet socket ok\n"
+    );
+    assert_eq!(run.host.counters().vsock_rpcs, 2);
+    let (text, _) = run_it(HostConfig::default());
+    assert!(text.starts_with("direct socket failed"), "{text}");
+    assert!(text.contains("socketcall socket failed"), "{text}");
+    assert!(text.contains("socketcall inet socket ok"), "{text}");
+    let _ = std::fs::remove_file(&exe);
+    let _ = std::fs::remove_file(&out);
+}
