@@ -108,6 +108,8 @@ mod tclo;
 #[cfg(test)]
 mod tests;
 mod tools;
+// Only the x86_64 runner serves vsock; the model is the same everywhere.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 mod vsock;
 
 use std::collections::BTreeMap;
@@ -118,6 +120,7 @@ pub use config::{Answer, HostConfig, Hypercall, IoplPolicy, Step};
 pub use counters::Counters;
 pub use tclo::{TcloExchange, DEFAULT_TCLO_SCRIPT};
 pub use vsock::VsockFault;
+#[cfg(target_arch = "x86_64")]
 pub(crate) use vsock::MAX_REQUEST_BODY;
 
 use crate::proto::{
@@ -159,6 +162,7 @@ pub struct Host {
     channels: channel::Channels,
     rpci: rpci::Rpci,
     tclo: tclo::Tclo,
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     vsock: vsock::Vsock,
     /// Removable devices, by id: name and whether connected.
     removable_devices: Vec<(Vec<u8>, bool)>,

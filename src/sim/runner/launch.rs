@@ -180,7 +180,10 @@ pub(crate) fn run(host: Host, settings: Settings, guest: Guest<'_>) -> io::Resul
             None => (None, None),
         };
         #[cfg(not(target_arch = "x86_64"))]
-        let names = None;
+        let names = {
+            let _ = scope; // no endpoint threads here
+            None
+        };
         // Let the child go; from here on it runs traced.
         // If this fails the child is already gone; the loop below collects its exit.
         let _ = File::from(go_write).write_all(b"g");

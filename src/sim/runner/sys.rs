@@ -59,6 +59,7 @@ pub(crate) const TRACE_OPTIONS: usize = (libc::PTRACE_O_TRACEFORK
 
 /// The stop signal of a syscall-stop (`PTRACE_O_TRACESYSGOOD` sets bit 7), which only
 /// [`cont_to_syscall_exit`] asks for: no signal has this number.
+#[cfg(target_arch = "x86_64")]
 pub(crate) const SYSCALL_STOP: i32 = libc::SIGTRAP | 0x80;
 
 /// One raw ptrace request.
