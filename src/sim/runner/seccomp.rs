@@ -43,21 +43,22 @@ impl IoCall {
     }
 }
 
-// Classic BPF opcodes and the seccomp ABI (stable kernel numbers).
-const LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
-const JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+// Classic BPF opcodes and the seccomp ABI (stable kernel numbers), shared with the vsock
+// filter (`vsock/filter.rs`).
+pub(super) const LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+pub(super) const JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
 const JSET_K: u16 = 0x45; // BPF_JMP | BPF_JSET | BPF_K
-const RET_K: u16 = 0x06; // BPF_RET | BPF_K
-const RET_ALLOW: u32 = 0x7fff_0000;
-const RET_TRACE: u32 = 0x7ff0_0000;
-const RET_ERRNO: u32 = 0x0005_0000;
+pub(super) const RET_K: u16 = 0x06; // BPF_RET | BPF_K
+pub(super) const RET_ALLOW: u32 = 0x7fff_0000;
+pub(super) const RET_TRACE: u32 = 0x7ff0_0000;
+pub(super) const RET_ERRNO: u32 = 0x0005_0000;
 const ENOSYS: u32 = libc::ENOSYS as u32;
-const ARCH_X86_64: u32 = 0xc000_003e;
-const ARCH_I386: u32 = 0x4000_0003;
-const X32_BIT: u32 = 0x4000_0000;
-const OFFSET_NR: u32 = 0; // seccomp_data.nr
-const OFFSET_ARCH: u32 = 4; // seccomp_data.arch
-const OFFSET_ARG0: u32 = 16; // seccomp_data.args[0], its low 32 bits (little-endian)
+pub(super) const ARCH_X86_64: u32 = 0xc000_003e;
+pub(super) const ARCH_I386: u32 = 0x4000_0003;
+pub(super) const X32_BIT: u32 = 0x4000_0000;
+pub(super) const OFFSET_NR: u32 = 0; // seccomp_data.nr
+pub(super) const OFFSET_ARCH: u32 = 4; // seccomp_data.arch
+pub(super) const OFFSET_ARG0: u32 = 16; // seccomp_data.args[0], its low 32 bits (little-endian)
 /// The clone flag that would take a child out of the runner's sight.
 pub(crate) const CLONE_UNTRACED: u64 = 0x0080_0000;
 
@@ -71,7 +72,7 @@ const NR32_CLONE: u32 = 120;
 /// clone3 has the same number in both tables.
 const NR_CLONE3: u32 = 435;
 
-const fn stmt(code: u16, k: u32) -> sock_filter {
+pub(super) const fn stmt(code: u16, k: u32) -> sock_filter {
     sock_filter {
         code,
         jt: 0,
@@ -89,7 +90,7 @@ const fn jset(k: u32, jt: u8, jf: u8) -> sock_filter {
     }
 }
 
-const fn jeq(k: u32, jt: u8, jf: u8) -> sock_filter {
+pub(super) const fn jeq(k: u32, jt: u8, jf: u8) -> sock_filter {
     sock_filter {
         code: JEQ_K,
         jt,
@@ -147,7 +148,7 @@ pub(crate) fn install() -> Result<(), i32> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     /// Runs the filter the way the kernel does for one system call.
@@ -156,16 +157,29 @@ mod tests {
     }
 
     fn verdict_with(arch: u32, nr: u32, arg0: u32) -> u32 {
+        run(&FILTER, arch, nr, [arg0, 0])
+    }
+
+    /// Runs `prog` the way the kernel does for one system call with these first two
+    /// arguments (their low 32 bits); for the vsock filter's tests too.
+    pub(in crate::sim::runner) fn run(
+        prog: &[sock_filter],
+        arch: u32,
+        nr: u32,
+        args: [u32; 2],
+    ) -> u32 {
+        const OFFSET_ARG1: u32 = OFFSET_ARG0 + 8;
         let mut acc = 0u32;
         let mut pc = 0usize;
-        for _ in 0..FILTER.len() {
-            let ins = FILTER[pc];
+        for _ in 0..prog.len() {
+            let ins = prog[pc];
             match ins.code {
                 LD_W_ABS => {
                     acc = match ins.k {
                         OFFSET_NR => nr,
                         OFFSET_ARCH => arch,
-                        OFFSET_ARG0 => arg0,
+                        OFFSET_ARG0 => args[0],
+                        OFFSET_ARG1 => args[1],
                         other => panic!("load of offset {other}"),
                     };
                     pc += 1;

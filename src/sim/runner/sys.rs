@@ -679,28 +679,27 @@ fn abstract_addr(name: &[u8]) -> io::Result<(libc::sockaddr_un, libc::socklen_t)
 /// Binds socket `fd` to the abstract `AF_UNIX` name `name`.
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn bind_abstract(fd: &OwnedFd, name: &[u8]) -> io::Result<()> {
-    let (addr, len) = abstract_addr(name)?;
-    // SAFETY: `addr` is a live sockaddr_un and `len` does not exceed its size.
-    let r = unsafe {
-        libc::bind(
-            fd.as_raw_fd(),
-            (&addr as *const libc::sockaddr_un).cast::<libc::sockaddr>(),
-            len,
-        )
-    };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    at_abstract(fd, name, libc::bind)
 }
 
 /// Connects socket `fd` to the abstract `AF_UNIX` name `name`.
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn connect_abstract(fd: &OwnedFd, name: &[u8]) -> io::Result<()> {
+    at_abstract(fd, name, libc::connect)
+}
+
+/// `bind` or `connect` (`call`) of `fd` to the abstract name `name`.
+#[cfg(target_arch = "x86_64")]
+fn at_abstract(
+    fd: &OwnedFd,
+    name: &[u8],
+    call: unsafe extern "C" fn(c_int, *const libc::sockaddr, libc::socklen_t) -> c_int,
+) -> io::Result<()> {
     let (addr, len) = abstract_addr(name)?;
-    // SAFETY: as in bind_abstract.
+    // SAFETY: `call` is libc's bind or connect; `addr` is a live sockaddr_un and `len`
+    // does not exceed its size.
     let r = unsafe {
-        libc::connect(
+        call(
             fd.as_raw_fd(),
             (&addr as *const libc::sockaddr_un).cast::<libc::sockaddr>(),
             len,

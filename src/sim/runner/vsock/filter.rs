@@ -16,22 +16,13 @@ use std::sync::OnceLock;
 
 use libc::sock_filter;
 
+use super::super::seccomp::{
+    jeq, stmt, ARCH_I386, ARCH_X86_64, LD_W_ABS, OFFSET_ARCH, OFFSET_ARG0, OFFSET_NR, RET_ALLOW,
+    RET_ERRNO, RET_K, RET_TRACE, X32_BIT,
+};
 use super::{Abi, Op, Trap, AF_VSOCK, IOCTL_GET_LOCAL_CID};
 
-// Classic BPF opcodes and the seccomp ABI (stable kernel numbers).
-const LD_W_ABS: u16 = 0x20;
-const JEQ_K: u16 = 0x15;
-const RET_K: u16 = 0x06;
-const RET_ALLOW: u32 = 0x7fff_0000;
-const RET_TRACE: u32 = 0x7ff0_0000;
-const RET_ERRNO: u32 = 0x0005_0000;
-const ARCH_X86_64: u32 = 0xc000_003e;
-const ARCH_I386: u32 = 0x4000_0003;
-const X32_BIT: u32 = 0x4000_0000;
-const OFFSET_NR: u32 = 0;
-const OFFSET_ARCH: u32 = 4;
-/// `seccomp_data.args[0]` and `args[1]`, their low 32 bits (little-endian).
-const OFFSET_ARG0: u32 = 16;
+/// `seccomp_data.args[1]`, its low 32 bits (little-endian).
 const OFFSET_ARG1: u32 = 24;
 
 /// `socketcall`'s call numbers (`linux/net.h`).
@@ -56,24 +47,6 @@ const CALLS: [(Op, u32, u32, u32); 8] = [
     (Op::Ioctl, 16, 514, 54),
 ];
 const NR32_SOCKETCALL: u32 = 102;
-
-const fn stmt(code: u16, k: u32) -> sock_filter {
-    sock_filter {
-        code,
-        jt: 0,
-        jf: 0,
-        k,
-    }
-}
-
-const fn jeq(k: u32, jt: u8, jf: u8) -> sock_filter {
-    sock_filter {
-        code: JEQ_K,
-        jt,
-        jf,
-        k,
-    }
-}
 
 /// A jump over `n` instructions (each block is short; the test checks the whole program).
 fn skip(n: usize) -> u8 {
@@ -177,31 +150,11 @@ pub(crate) fn program(on: bool) -> &'static [sock_filter] {
 
 #[cfg(test)]
 mod tests {
+    use super::super::super::seccomp::JEQ_K;
     use super::*;
 
-    /// Runs `prog` the way the kernel does for one system call.
     fn verdict(prog: &[sock_filter], arch: u32, nr: u32, args: [u32; 2]) -> u32 {
-        let mut acc = 0u32;
-        let mut pc = 0usize;
-        for _ in 0..prog.len() {
-            let ins = prog[pc];
-            match ins.code {
-                LD_W_ABS => {
-                    acc = match ins.k {
-                        OFFSET_NR => nr,
-                        OFFSET_ARCH => arch,
-                        OFFSET_ARG0 => args[0],
-                        OFFSET_ARG1 => args[1],
-                        other => panic!("load of offset {other}"),
-                    };
-                    pc += 1;
-                }
-                JEQ_K => pc += 1 + usize::from(if acc == ins.k { ins.jt } else { ins.jf }),
-                RET_K => return ins.k,
-                other => panic!("opcode {other:#x}"),
-            }
-        }
-        panic!("fell off the filter");
+        super::super::super::seccomp::tests::run(prog, arch, nr, args)
     }
 
     fn trace(abi: Abi, op: Op) -> u32 {
