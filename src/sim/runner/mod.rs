@@ -10,7 +10,10 @@
 //! guest as if the port had answered. Every other signal reaches the guest unchanged.
 //!
 //! `iopl`/`ioperm` never reach the kernel: a seccomp filter turns them into ptrace stops and
-//! the runner answers them from a per-thread virtual privilege ([`privilege`]).
+//! the runner answers them from a per-thread virtual privilege ([`privilege`]). On x86_64 a
+//! second filter hands it the guest's vsock calls ([`vsock`](self)): its `AF_VSOCK`
+//! sockets are `AF_UNIX` ones the runner binds and connects to the host's DataMap end, a
+//! thread of the run that shares the host model (hence the `Mutex`).
 //!
 //! Pieces: [`sys`] (every raw system call, and the only `unsafe` code of the runner),
 //! [`decode`] (instruction bytes), [`emulate`] (what an instruction does, by the host
