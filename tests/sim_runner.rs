@@ -361,6 +361,66 @@ fn a_faulting_probe_reaches_the_guests_handler_intact() {
     );
 }
 
+static SENT_SEEN: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn count_sent(_sig: i32, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid siginfo pointer to an SA_SIGINFO handler.
+    if unsafe { (*info).si_code } == libc::SI_USER {
+        SENT_SEEN.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// A system call immediately followed by `in eax, dx` on port 0x5658: a signal the call
+/// sends this process is delivered with RIP on the `in`.
+fn syscall_then_in(nr: i64, arg0: i64, arg1: i64) {
+    // SAFETY: `nr` is getpid or kill of this process with a handled signal; the `in` is
+    // served by the runner (any EAX: an answer or all ones).
+    unsafe {
+        asm!(
+            "syscall",
+            "in eax, dx",
+            inout("rax") nr => _,
+            in("rdi") arg0,
+            in("rsi") arg1,
+            in("dx") LB_PORT,
+            out("rcx") _,
+            out("r11") _,
+        )
+    };
+}
+
+#[test]
+fn a_sigsegv_sent_onto_a_served_in_still_reaches_the_guest() {
+    // The runner takes a SIGSEGV at a port instruction the thread faulted on before for that
+    // fault again without asking the kernel, unless a guest process sent a SIGSEGV (the
+    // filter stops kill and its kin for it): a kill() right before such an `in` delivers
+    // the process's signal with RIP on it, and it must reach the handler.
+    let run = sim(HostConfig::default(), || {
+        // SAFETY: installs a handler that only touches an atomic.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = count_sent as *const () as usize;
+            sa.sa_flags = libc::SA_SIGINFO;
+            assert_eq!(libc::sigaction(SIGSEGV, &sa, std::ptr::null_mut()), 0);
+        }
+        // SAFETY: getpid has no preconditions.
+        let pid = i64::from(unsafe { libc::getpid() });
+        // The first round serves the `in` (and remembers it); then each kill lands on it.
+        syscall_then_in(libc::SYS_getpid, 0, 0);
+        for sent in 1..=50 {
+            syscall_then_in(libc::SYS_kill, pid, i64::from(SIGSEGV));
+            assert_eq!(
+                SENT_SEEN.load(Ordering::SeqCst),
+                sent,
+                "kill {sent} reached the handler"
+            );
+        }
+    });
+    ok(&run);
+    assert_eq!(run.traps.port_io, 51, "every `in` served, once");
+    assert_eq!(run.traps.signals_delivered, 50);
+}
+
 #[test]
 fn a_sigsegv_sent_by_a_process_is_not_taken_for_a_fault() {
     let run = sim(HostConfig::default(), || {

@@ -72,6 +72,9 @@ pub(super) struct Emulator<'h> {
     machine: cpuid::Machine,
     /// Reused buffer for guest memory (no allocation per call).
     scratch: Vec<u8>,
+    /// SIGSEGVs the guest's processes sent (the filter stops `kill` and its kin for them)
+    /// and the runner has not yet seen arrive.
+    segv_sent: u64,
 }
 
 impl<'h> Emulator<'h> {
@@ -88,7 +91,14 @@ impl<'h> Emulator<'h> {
             cpuid,
             machine,
             scratch: Vec::new(),
+            segv_sent: 0,
         }
+    }
+
+    /// A guest's process is sending a SIGSEGV: until it arrives, no SIGSEGV is taken for
+    /// a fault without asking the kernel.
+    pub(super) fn segv_sent(&mut self) {
+        self.segv_sent = self.segv_sent.saturating_add(1);
     }
 
     /// The host model, shared with the vsock endpoint's threads.
@@ -109,29 +119,40 @@ impl<'h> Emulator<'h> {
         sig: i32,
         mut thread: Option<&mut Thread>,
     ) -> Emulated {
-        // Only faults count: a SIGSEGV sent with kill() while RIP happens to sit on an `in`
-        // must reach the guest.
-        let Ok(code) = sys::signal_code(pid) else {
-            return Emulated::No;
-        };
-        if code <= 0 {
-            return Emulated::No;
-        }
         let Ok(mut regs) = sys::get_regs(pid) else {
             return Emulated::No;
         };
         let Some(long_mode) = decode::long_mode(regs.cs) else {
             return Emulated::No;
         };
-        // Port I/O without permission raises #GP, which the kernel reports as SI_KERNEL.
-        let gp = sig == libc::SIGSEGV && code == SI_KERNEL;
-        let cached = if gp {
+        let cached = if sig == libc::SIGSEGV {
             thread
                 .as_deref()
                 .and_then(|t| t.decoded.get(regs.rip, regs.cs))
         } else {
             None
         };
+        // Only faults count: a SIGSEGV sent with kill() while RIP happens to sit on an `in`
+        // must reach the guest. At a port instruction this thread faulted on before, a
+        // SIGSEGV is that fault again (#GP comes before any memory access of the
+        // instruction) unless a process of the guest's sent one: only then is the kernel
+        // asked, which spares one of the four ptrace requests of the common path.
+        let code = match cached {
+            Some(_) if self.segv_sent == 0 => SI_KERNEL,
+            _ => match sys::signal_code(pid) {
+                Ok(code) if code > 0 => code,
+                Ok(_) => {
+                    if sig == libc::SIGSEGV {
+                        self.segv_sent = self.segv_sent.saturating_sub(1);
+                    }
+                    return Emulated::No;
+                }
+                Err(_) => return Emulated::No,
+            },
+        };
+        // Port I/O without permission raises #GP, which the kernel reports as SI_KERNEL.
+        let gp = sig == libc::SIGSEGV && code == SI_KERNEL;
+        let cached = cached.filter(|_| gp);
         let insn = match cached {
             Some(io) => Insn::Port(io),
             None => {

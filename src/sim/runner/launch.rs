@@ -105,8 +105,9 @@ pub(crate) fn run(host: Host, settings: Settings, guest: Guest<'_>) -> io::Resul
         );
     }
     let cpuid = vmware_cpuid && host.shows_vmware_cpuid() && cpuid_faulting;
-    // The vsock filter is built and the host's end listening before the fork: the child
-    // only installs the one and closes the other.
+    // The filters are built and the host's end listening before the fork: the child only
+    // installs the one and closes the other.
+    let base_filter = seccomp::program();
     #[cfg(target_arch = "x86_64")]
     let vsock_filter = super::vsock::filter::program(vsock);
     #[cfg(target_arch = "x86_64")]
@@ -134,10 +135,17 @@ pub(crate) fn run(host: Host, settings: Settings, guest: Guest<'_>) -> io::Resul
             #[cfg(target_arch = "x86_64")]
             {
                 drop(endpoint);
-                child(go_read, report_write, cpuid, Some(vsock_filter), guest);
+                child(
+                    go_read,
+                    report_write,
+                    cpuid,
+                    base_filter,
+                    Some(vsock_filter),
+                    guest,
+                );
             }
             #[cfg(not(target_arch = "x86_64"))]
-            child(go_read, report_write, cpuid, None, guest);
+            child(go_read, report_write, cpuid, base_filter, None, guest);
         }
         Forked::Parent(pid) => pid,
     };
@@ -216,12 +224,13 @@ fn child(
     go: OwnedFd,
     report: OwnedFd,
     cpuid: bool,
+    base_filter: &'static [libc::sock_filter],
     vsock_filter: Option<&'static [libc::sock_filter]>,
     guest: Guest<'_>,
 ) -> ! {
     // Files only to use std's read and writev on the pipes: neither allocates.
     let mut report = File::from(report);
-    if let Err(errno) = seccomp::install() {
+    if let Err(errno) = seccomp::install(base_filter) {
         send(&mut report, TAG_SETUP, &errno.to_le_bytes());
         exit_now(SETUP_EXIT);
     }

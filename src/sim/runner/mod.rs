@@ -402,10 +402,15 @@ impl<'h> Tracer<'h> {
     /// skipped.
     #[cfg(target_arch = "x86_64")]
     fn on_io_syscall(&mut self, pid: pid_t) {
-        let (Ok(mut regs), Ok(data)) = (sys::get_regs(pid), sys::event_msg(pid)) else {
+        let Some(call) = sys::event_msg(pid).ok().and_then(IoCall::from_data) else {
             return;
         };
-        let Some(call) = IoCall::from_data(data) else {
+        // A SIGSEGV on its way from one guest process to another: noted, and the call runs.
+        if call == IoCall::SegvSent {
+            self.emu.segv_sent();
+            return;
+        }
+        let Ok(mut regs) = sys::get_regs(pid) else {
             return;
         };
         // A child cloned out of the runner's sight would meet the backdoor for real: the
@@ -436,7 +441,7 @@ impl<'h> Tracer<'h> {
                 regs.rdx as u32 != 0,
                 policy,
             ),
-            IoCall::UntracedClone64 | IoCall::UntracedClone32 => return,
+            IoCall::UntracedClone64 | IoCall::UntracedClone32 | IoCall::SegvSent => return,
         };
         regs.orig_rax = u64::MAX; // skip the real system call
         regs.rax = ret as u64;

@@ -37,8 +37,13 @@ pub(crate) mod cpuid {
 
 /// No `iopl`/`ioperm` system calls exist on arm64, so the guest needs no filter.
 pub(crate) mod seccomp {
+    /// An empty program.
+    pub(crate) fn program() -> &'static [libc::sock_filter] {
+        &[]
+    }
+
     /// Nothing to install.
-    pub(crate) fn install() -> Result<(), i32> {
+    pub(crate) fn install(_: &'static [libc::sock_filter]) -> Result<(), i32> {
         Ok(())
     }
 }

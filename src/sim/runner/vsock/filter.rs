@@ -17,13 +17,9 @@ use std::sync::OnceLock;
 use libc::sock_filter;
 
 use super::super::seccomp::{
-    jeq, stmt, ARCH_I386, ARCH_X86_64, LD_W_ABS, OFFSET_ARCH, OFFSET_ARG0, OFFSET_NR, RET_ALLOW,
-    RET_ERRNO, RET_K, RET_TRACE, X32_BIT,
+    per_table, rule, When, OFFSET_ARG0, OFFSET_ARG1, RET_ERRNO, RET_TRACE, X32_BIT,
 };
 use super::{Abi, Op, Trap, AF_VSOCK, IOCTL_GET_LOCAL_CID};
-
-/// `seccomp_data.args[1]`, its low 32 bits (little-endian).
-const OFFSET_ARG1: u32 = 24;
 
 /// `socketcall`'s call numbers (`linux/net.h`).
 pub(super) const SYS_SOCKET: u32 = 1;
@@ -48,36 +44,10 @@ const CALLS: [(Op, u32, u32, u32); 8] = [
 ];
 const NR32_SOCKETCALL: u32 = 102;
 
-/// A jump over `n` instructions (each block is short; the test checks the whole program).
-fn skip(n: usize) -> u8 {
-    u8::try_from(n).unwrap_or(u8::MAX)
-}
-
-/// What one call does: return `action` always, or only when the 32-bit argument at
-/// `offset` is one of `values`.
-fn handler(action: u32, cond: Option<(u32, &[u32])>) -> Vec<sock_filter> {
-    let Some((offset, values)) = cond else {
-        return vec![stmt(RET_K, action)];
-    };
-    let mut h = vec![stmt(LD_W_ABS, offset)];
-    let n = values.len();
-    for (i, &v) in values.iter().enumerate() {
-        h.push(jeq(v, skip(n - i), 0));
-    }
-    h.push(stmt(RET_K, RET_ALLOW));
-    h.push(stmt(RET_K, action));
-    h
-}
-
-/// `if nr == nr { handler }`, falling through to the next rule otherwise.
-fn rule(out: &mut Vec<sock_filter>, nr: u32, handler: Vec<sock_filter>) {
-    out.push(jeq(nr, 0, skip(handler.len())));
-    out.extend(handler);
-}
-
-/// The rules of one table.
+/// The rules of one table (without the call-number load and the final allow, which
+/// [`per_table`] adds).
 fn table(abi: Abi, on: bool) -> Vec<sock_filter> {
-    let mut body = vec![stmt(LD_W_ABS, OFFSET_NR)];
+    let mut body = Vec::new();
     let trace = |op| RET_TRACE | Trap { abi, op }.data();
     for (op, nr64, nrx32, nr32) in CALLS {
         let action = match (op, on) {
@@ -85,18 +55,18 @@ fn table(abi: Abi, on: bool) -> Vec<sock_filter> {
             (_, false) => continue,
             (op, true) => trace(op),
         };
-        let cond: Option<(u32, &[u32])> = match op {
-            Op::Socket => Some((OFFSET_ARG0, &[AF_VSOCK as u32])),
-            Op::SetSockOpt | Op::GetSockOpt => Some((OFFSET_ARG1, &[AF_VSOCK as u32])),
-            Op::Ioctl => Some((OFFSET_ARG1, &[IOCTL_GET_LOCAL_CID])),
-            Op::Bind | Op::Connect | Op::GetSockName | Op::GetPeerName => None,
+        let when = match op {
+            Op::Socket => When::ArgIs(OFFSET_ARG0, &[AF_VSOCK as u32]),
+            Op::SetSockOpt | Op::GetSockOpt => When::ArgIs(OFFSET_ARG1, &[AF_VSOCK as u32]),
+            Op::Ioctl => When::ArgIs(OFFSET_ARG1, &[IOCTL_GET_LOCAL_CID]),
+            Op::Bind | Op::Connect | Op::GetSockName | Op::GetPeerName => When::Always,
         };
         match abi {
             Abi::X64 => {
-                rule(&mut body, nr64, handler(action, cond));
-                rule(&mut body, nrx32 | X32_BIT, handler(action, cond));
+                rule(&mut body, nr64, action, when);
+                rule(&mut body, nrx32 | X32_BIT, action, when);
             }
-            Abi::I386 | Abi::SocketCall => rule(&mut body, nr32, handler(action, cond)),
+            Abi::I386 | Abi::SocketCall => rule(&mut body, nr32, action, when),
         }
     }
     if abi != Abi::X64 {
@@ -122,22 +92,15 @@ fn table(abi: Abi, on: bool) -> Vec<sock_filter> {
         rule(
             &mut body,
             NR32_SOCKETCALL,
-            handler(action, Some((OFFSET_ARG0, calls))),
+            action,
+            When::ArgIs(OFFSET_ARG0, calls),
         );
     }
-    body.push(stmt(RET_K, RET_ALLOW));
     body
 }
 
 fn build(on: bool) -> Vec<sock_filter> {
-    let mut p = vec![stmt(LD_W_ABS, OFFSET_ARCH)];
-    for (arch, abi) in [(ARCH_X86_64, Abi::X64), (ARCH_I386, Abi::I386)] {
-        let body = table(abi, on);
-        p.push(jeq(arch, 0, skip(body.len())));
-        p.extend(body);
-    }
-    p.push(stmt(RET_K, RET_ALLOW));
-    p
+    per_table(table(Abi::X64, on), table(Abi::I386, on))
 }
 
 /// The program for a host with (`on`) or without the vsock endpoint. Built on first use,
@@ -150,11 +113,11 @@ pub(crate) fn program(on: bool) -> &'static [sock_filter] {
 
 #[cfg(test)]
 mod tests {
-    use super::super::super::seccomp::JEQ_K;
+    use super::super::super::seccomp::{ARCH_I386, ARCH_X86_64, JEQ_K, RET_ALLOW};
     use super::*;
 
     fn verdict(prog: &[sock_filter], arch: u32, nr: u32, args: [u32; 2]) -> u32 {
-        super::super::super::seccomp::tests::run(prog, arch, nr, args)
+        super::super::super::seccomp::tests::run(prog, arch, nr, &args)
     }
 
     fn trace(abi: Abi, op: Op) -> u32 {
