@@ -217,7 +217,7 @@ pub use backdoor::{
     probe_backdoor_privileged, Backdoor, BackdoorAccess, BackdoorGuard, BiosUuid, Frequencies,
     HostTime, Instructions, Product, Transport, TransportKind, VcpuInfo, Version,
 };
-pub use erpc::{guestinfo, EnhancedChan, RpciChannel, Session, DEFAULT_MAX_REPLY_LEN};
+pub use erpc::{guestinfo, EnhancedChan, Route, RpciChannel, Session, DEFAULT_MAX_REPLY_LEN};
 pub use error::{ErrorKind, VmwError};
 
 // The README's examples are compiled (and the runnable ones run) as doc-tests.
