@@ -79,31 +79,33 @@ impl Session {
         };
         let mut backoff = Backoff::new();
         let source = Box::new(Hypervisor(Source::Best));
-        let carrier = match Link::open(source, fast_close, DEFAULT_REPLY_TIMEOUT) {
-            Ok(link) => Carrier::Vsock(link),
-            Err(vsock) => {
-                log::debug!("no vsock RPC ({vsock}); using the backdoor");
-                backoff.failed(Instant::now());
-                if let Err(e) = guard.probe_vmware_backdoor() {
-                    let e = e.after(&vsock);
-                    return Err(match &refused {
-                        Some(privileged) => e.after(privileged),
-                        None => e,
-                    });
-                }
-                let mut session = RpciChannel::open(guard)?;
-                session.switching = Some(Switching {
-                    backoff,
-                    fast_close,
+        let mut link = Link::new(source, fast_close, DEFAULT_REPLY_TIMEOUT);
+        if let Err(vsock) = link.connect() {
+            log::debug!("no vsock RPC ({vsock}); using the backdoor");
+            backoff.failed(Instant::now());
+            if let Err(e) = guard.probe_vmware_backdoor() {
+                let e = e.after(&vsock);
+                return Err(match &refused {
+                    Some(privileged) => e.after(privileged),
+                    None => e,
                 });
-                return Ok(session);
             }
-        };
+            let mut session = RpciChannel::open(guard)?;
+            session.switching = Some(Switching {
+                backoff,
+                parked: Some(link),
+            });
+            return Ok(session);
+        }
         let switching = Switching {
             backoff,
-            fast_close,
+            parked: None,
         };
-        Ok(RpciChannel::with_carrier(guard, carrier, Some(switching)))
+        Ok(RpciChannel::with_carrier(
+            guard,
+            Carrier::Vsock(link),
+            Some(switching),
+        ))
     }
 }
 

@@ -114,8 +114,8 @@ enum Carrier {
 #[derive(Debug)]
 struct Switching {
     backoff: Backoff,
-    /// Each vsock request asks the host to close after replying (a one-shot read).
-    fast_close: bool,
+    /// The vsock link, closed, while the backdoor carries the requests.
+    parked: Option<Link>,
 }
 
 impl<A: BackdoorAccess> fmt::Debug for RpciChannel<A> {
@@ -478,13 +478,13 @@ impl<A: BackdoorAccess> RpciChannel<A> {
                 Err(vsock::Failure::Unreachable(e)) => e,
             },
         };
-        let Some(switching) = &mut self.switching else {
+        if self.switching.is_none() {
             return Err(unreachable);
-        };
+        }
         // As open-vm-tools: the backdoor, and vsock again later. Where the backdoor does not
         // answer either (a TDX guest), the vsock error is the one that matters, and the next
         // request tries vsock again.
-        let mut channel = match self
+        let channel = match self
             .access
             .backdoor()
             .and_then(|mut b| Channel::open(&mut b, PROTO_RPCI))
@@ -493,38 +493,54 @@ impl<A: BackdoorAccess> RpciChannel<A> {
             Err(e) => return Err(unreachable.with_fallback(&e)),
         };
         log::debug!("{unreachable}; carrying requests by the backdoor for now");
-        switching.backoff.failed(Instant::now());
-        let reply = channel.exchange(&mut self.access.backdoor()?, request, wire_cap, too_large);
-        self.carrier = Carrier::Backdoor(channel);
-        reply
+        let vsock = core::mem::replace(&mut self.carrier, Carrier::Backdoor(channel));
+        if let (Some(switching), Carrier::Vsock(link)) = (&mut self.switching, vsock) {
+            switching.parked = Some(link);
+            switching.backoff.failed(Instant::now());
+        }
+        match &mut self.carrier {
+            Carrier::Backdoor(channel) => {
+                channel.exchange(&mut self.access.backdoor()?, request, wire_cap, too_large)
+            }
+            Carrier::Vsock(_) => Err(unreachable),
+        }
     }
 
     /// A [`Session`] on the backdoor whose backoff has passed tries vsock again, and stays
     /// there if it connects.
     fn back_to_vsock_when_due(&mut self) {
-        let (Some(switching), Carrier::Backdoor(channel)) = (&mut self.switching, &mut self.carrier)
-        else {
+        let Some(switching) = &mut self.switching else {
+            return;
+        };
+        let Some(link) = switching.parked.as_mut() else {
             return;
         };
         if !switching.backoff.due(Instant::now()) {
             return;
         }
-        let source = Box::new(Hypervisor(Source::Best));
-        match Link::open(source, switching.fast_close, self.reply_timeout) {
-            Ok(link) => {
-                log::debug!("vsock works again: carrying requests by {}", link.route());
-                switching.backoff.succeeded();
-                if channel.is_open() {
-                    let closed = self.access.backdoor().and_then(|mut b| channel.close(&mut b));
-                    if let Err(e) = closed {
-                        log::debug!("closing the backdoor channel for vsock: {e}");
-                    }
+        link.set_timeout(self.reply_timeout);
+        if let Err(e) = link.connect() {
+            log::debug!("vsock still fails ({e}); staying on the backdoor");
+            switching.backoff.failed(Instant::now());
+            return;
+        }
+        log::debug!("vsock works again: carrying requests by {}", link.route());
+        switching.backoff.succeeded();
+        let Some(link) = switching.parked.take() else {
+            return;
+        };
+        if let Carrier::Backdoor(channel) =
+            core::mem::replace(&mut self.carrier, Carrier::Vsock(link))
+        {
+            let mut channel = channel;
+            if channel.is_open() {
+                let closed = self
+                    .access
+                    .backdoor()
+                    .and_then(|mut b| channel.close(&mut b));
+                if let Err(e) = closed {
+                    log::debug!("closing the backdoor channel for vsock: {e}");
                 }
-                self.carrier = Carrier::Vsock(link);
-            }
-            Err(e) => {
-                log::debug!("vsock still fails ({e}); staying on the backdoor");
-                switching.backoff.failed(Instant::now());
             }
         }
     }

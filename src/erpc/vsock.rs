@@ -140,11 +140,9 @@ impl AttemptFailure {
             AttemptFailure::Socket(e) => {
                 VmwError::io(ErrorKind::System, format!("socket(AF_VSOCK): {e}"), e)
             }
-            AttemptFailure::Bind(e) => VmwError::io(
-                ErrorKind::System,
-                format!("binding vsock {from}: {e}"),
-                e,
-            ),
+            AttemptFailure::Bind(e) => {
+                VmwError::io(ErrorKind::System, format!("binding vsock {from}: {e}"), e)
+            }
             AttemptFailure::Connect(e) => VmwError::io(
                 ErrorKind::NoChannel,
                 format!(
@@ -270,8 +268,7 @@ pub(crate) struct Hypervisor(pub(crate) Source);
 
 impl Connect for Hypervisor {
     fn connect(&mut self) -> Result<(Box<dyn Stream>, Route), VmwError> {
-        let (stream, route) =
-            connect_from(self.0, |port| socket::attempt(port, CONNECT_TIMEOUT))?;
+        let (stream, route) = connect_from(self.0, |port| socket::attempt(port, CONNECT_TIMEOUT))?;
         Ok((Box::new(stream), route))
     }
 }
@@ -322,22 +319,39 @@ impl fmt::Debug for Link {
 }
 
 impl Link {
-    /// Connects now, so that the route is known (and a host without vsock found out) before
-    /// the first request.
+    /// A link that connects at its first exchange (or [`connect`](Self::connect)).
+    pub(crate) fn new(connector: Box<dyn Connect>, fast_close: bool, timeout: Duration) -> Link {
+        Link {
+            connector,
+            stream: None,
+            // Replaced by the first connection's; a channel's carrier has always connected.
+            route: Route::UnprivilegedVsock,
+            fast_close,
+            timeout,
+        }
+    }
+
+    /// A link connected now, so that the route is known (and a host without vsock found
+    /// out) before the first request.
     pub(crate) fn open(
-        mut connector: Box<dyn Connect>,
+        connector: Box<dyn Connect>,
         fast_close: bool,
         timeout: Duration,
     ) -> Result<Link, VmwError> {
-        let (mut stream, route) = connector.connect()?;
-        set_timeout(&mut *stream, timeout)?;
-        Ok(Link {
-            connector,
-            stream: Some(stream),
-            route,
-            fast_close,
-            timeout,
-        })
+        let mut link = Link::new(connector, fast_close, timeout);
+        link.connect()?;
+        Ok(link)
+    }
+
+    /// Connects, unless connected.
+    pub(crate) fn connect(&mut self) -> Result<(), VmwError> {
+        if self.stream.is_none() {
+            let (mut stream, route) = self.connector.connect()?;
+            set_timeout(&mut *stream, self.timeout)?;
+            self.stream = Some(stream);
+            self.route = route;
+        }
+        Ok(())
     }
 
     pub(crate) fn route(&self) -> Route {
@@ -428,14 +442,13 @@ impl Link {
             }
             Some(stream)
         });
-        let mut stream = match kept {
-            Some(stream) => stream,
-            None => {
-                let (mut stream, route) = self.connector.connect().map_err(Once::Unreachable)?;
-                set_timeout(&mut *stream, self.timeout).map_err(Once::Unreachable)?;
-                self.route = route;
-                stream
-            }
+        self.stream = kept;
+        self.connect().map_err(Once::Unreachable)?;
+        let Some(mut stream) = self.stream.take() else {
+            return Err(Once::Unreachable(VmwError::new(
+                ErrorKind::System,
+                "no vsock connection after connecting",
+            )));
         };
         let reply = exchange_once(&mut *stream, packet, max_reply, too_large, self.timeout)?;
         if !self.fast_close {
@@ -482,7 +495,10 @@ fn exchange_once(
             );
             return Once::Lost { delivered, error };
         }
-        if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) {
+        if matches!(
+            e.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+        ) {
             return Once::Failed(VmwError::io(
                 ErrorKind::ChannelClosed,
                 format!(
@@ -599,6 +615,12 @@ impl Backoff {
     pub(crate) fn due(&self, now: Instant) -> bool {
         self.retry_at.is_some_and(|at| now >= at)
     }
+
+    /// Makes the retry due now, for tests that do not wait.
+    #[cfg(test)]
+    pub(crate) fn expire(&mut self) {
+        self.retry_at = self.retry_at.map(|_| Instant::now());
+    }
 }
 
 #[cfg(test)]
@@ -616,7 +638,8 @@ pub(crate) mod tests {
                 return true;
             }
             // A stale stream is dropped, so what this read takes does not matter.
-            let fresh = matches!(self.read(&mut [0]), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
+            let fresh =
+                matches!(self.read(&mut [0]), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
             self.set_nonblocking(false).is_err() || !fresh
         }
         fn set_timeout(&mut self, timeout: Duration) -> io::Result<()> {
@@ -658,8 +681,15 @@ pub(crate) mod tests {
     }
 
     impl Fake {
-        pub(crate) fn then(self, route: Route, script: impl FnOnce(UnixStream) + Send + 'static) -> Self {
-            self.scripts.lock().unwrap().push_back((route, Box::new(script)));
+        pub(crate) fn then(
+            self,
+            route: Route,
+            script: impl FnOnce(UnixStream) + Send + 'static,
+        ) -> Self {
+            self.scripts
+                .lock()
+                .unwrap()
+                .push_back((route, Box::new(script)));
             self
         }
 
@@ -683,7 +713,10 @@ pub(crate) mod tests {
                 return Err(AttemptFailure::Connect(e).into_error(Some(1023)));
             };
             let (guest, host) = UnixStream::pair().unwrap();
-            self.hosts.lock().unwrap().push(thread::spawn(move || script(host)));
+            self.hosts
+                .lock()
+                .unwrap()
+                .push(thread::spawn(move || script(host)));
             Ok((Box::new(guest), route))
         }
     }
@@ -745,7 +778,10 @@ pub(crate) mod tests {
             host.write_all(&datamap::reply(&echo(&request))).unwrap();
         });
         let mut link = Link::open(Box::new(fake.clone()), true, Duration::from_secs(5)).unwrap();
-        assert_eq!(exchange(&mut link, b"info-get guestinfo.k").unwrap(), b"1 info-get guestinfo.k");
+        assert_eq!(
+            exchange(&mut link, b"info-get guestinfo.k").unwrap(),
+            b"1 info-get guestinfo.k"
+        );
         assert!(!link.is_open(), "the connection is closed after the reply");
         fake.join();
     }
@@ -760,7 +796,11 @@ pub(crate) mod tests {
         let mut link = open_link(&fake);
         link.close();
         assert!(!link.is_open());
-        assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), 0, "EOF at the host");
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(5)).unwrap(),
+            0,
+            "EOF at the host"
+        );
         fake.join();
     }
 
@@ -787,13 +827,48 @@ pub(crate) mod tests {
         empty_string[..HEADER_LEN].copy_from_slice(&28u32.to_be_bytes());
         let no_payload = [&16u32.to_be_bytes()[..], &good[HEADER_LEN..HEADER_LEN + 16]].concat();
         for (what, raw, kind, says) in [
-            ("a duplicate field", duplicate, ErrorKind::Protocol, "appears twice"),
-            ("an unknown type", unknown_type, ErrorKind::Protocol, "unknown type 9"),
-            ("an empty string", empty_string, ErrorKind::Protocol, "zero or less"),
-            ("no payload", no_payload, ErrorKind::Protocol, "no string payload"),
-            ("nothing", Vec::new(), ErrorKind::ChannelClosed, "before replying"),
-            ("half a header", good[..2].to_vec(), ErrorKind::ChannelClosed, "2 bytes of"),
-            ("half a body", good[..good.len() - 3].to_vec(), ErrorKind::ChannelClosed, "announced"),
+            (
+                "a duplicate field",
+                duplicate,
+                ErrorKind::Protocol,
+                "appears twice",
+            ),
+            (
+                "an unknown type",
+                unknown_type,
+                ErrorKind::Protocol,
+                "unknown type 9",
+            ),
+            (
+                "an empty string",
+                empty_string,
+                ErrorKind::Protocol,
+                "zero or less",
+            ),
+            (
+                "no payload",
+                no_payload,
+                ErrorKind::Protocol,
+                "no string payload",
+            ),
+            (
+                "nothing",
+                Vec::new(),
+                ErrorKind::ChannelClosed,
+                "before replying",
+            ),
+            (
+                "half a header",
+                good[..2].to_vec(),
+                ErrorKind::ChannelClosed,
+                "2 bytes of",
+            ),
+            (
+                "half a body",
+                good[..good.len() - 3].to_vec(),
+                ErrorKind::ChannelClosed,
+                "announced",
+            ),
         ] {
             // A command the host may not take twice: one connection, no second try.
             let fake = Fake::default().then(Route::PrivilegedVsock, answering_raw(raw));
@@ -826,7 +901,8 @@ pub(crate) mod tests {
         }
         // Within the body's room but a payload over the cap: refused after decoding.
         let long = [b"1 ".as_slice(), &[b'x'; 2049]].concat();
-        let fake = Fake::default().then(Route::PrivilegedVsock, answering_raw(datamap::reply(&long)));
+        let fake =
+            Fake::default().then(Route::PrivilegedVsock, answering_raw(datamap::reply(&long)));
         let mut link = open_link(&fake);
         let (max, too_large) = cap_of(2048);
         let e = failed(link.exchange(b"info-get guestinfo.k", max, &too_large));
@@ -844,8 +920,14 @@ pub(crate) mod tests {
             .then(Route::PrivilegedVsock, hang_up)
             .then(Route::UnprivilegedVsock, serving(echo));
         let mut link = open_link(&fake);
-        assert_eq!(exchange(&mut link, b"info-set guestinfo.k v").unwrap(), b"1 info-set guestinfo.k v");
-        assert_eq!((fake.connects(), link.route()), (2, Route::UnprivilegedVsock));
+        assert_eq!(
+            exchange(&mut link, b"info-set guestinfo.k v").unwrap(),
+            b"1 info-set guestinfo.k v"
+        );
+        assert_eq!(
+            (fake.connects(), link.route()),
+            (2, Route::UnprivilegedVsock)
+        );
         drop(link);
         fake.join();
         // Lost twice: no third connection, and both reasons are told.
@@ -886,7 +968,11 @@ pub(crate) mod tests {
                 // written now would still be taken by the socket, and never answered.
                 host.shutdown(std::net::Shutdown::Write).unwrap();
                 closed.send(()).unwrap();
-                assert_eq!(read_request(&mut host), None, "no request on a closed connection");
+                assert_eq!(
+                    read_request(&mut host),
+                    None,
+                    "no request on a closed connection"
+                );
             })
             .then(Route::PrivilegedVsock, serving(echo));
         let mut link = open_link(&fake);
@@ -909,7 +995,8 @@ pub(crate) mod tests {
             // Holds the connection open, silent, until the guest has given up.
             let _ = rx.recv();
         });
-        let mut link = Link::open(Box::new(fake.clone()), false, Duration::from_millis(50)).unwrap();
+        let mut link =
+            Link::open(Box::new(fake.clone()), false, Duration::from_millis(50)).unwrap();
         let e = failed(exchange(&mut link, b"info-get guestinfo.k"));
         assert_eq!(e.kind(), ErrorKind::ChannelClosed, "{e}");
         assert!(e.to_string().contains("set_reply_timeout"), "{e}");
@@ -966,10 +1053,16 @@ pub(crate) mod tests {
 
     #[test]
     fn eight_resets_give_up_on_vsock() {
-        let (r, tried) = walk(Source::Best, |_, _| Err(AttemptFailure::Connect(os(libc::ECONNRESET))));
+        let (r, tried) = walk(Source::Best, |_, _| {
+            Err(AttemptFailure::Connect(os(libc::ECONNRESET)))
+        });
         let e = r.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::NoChannel, "{e}");
-        assert_eq!(tried, (1016..=1023).rev().map(Some).collect::<Vec<_>>(), "8 ports, no unprivileged try");
+        assert_eq!(
+            tried,
+            (1016..=1023).rev().map(Some).collect::<Vec<_>>(),
+            "8 ports, no unprivileged try"
+        );
     }
 
     #[test]
@@ -979,22 +1072,44 @@ pub(crate) mod tests {
             None => Ok(()),
         };
         let (r, tried) = walk(Source::Best, refused);
-        assert_eq!((r.unwrap(), tried), (Route::UnprivilegedVsock, vec![Some(1023), None]));
+        assert_eq!(
+            (r.unwrap(), tried),
+            (Route::UnprivilegedVsock, vec![Some(1023), None])
+        );
         let (r, tried) = walk(Source::Privileged, refused);
         let e = r.unwrap_err();
-        assert_eq!((e.kind(), e.raw_os_error()), (ErrorKind::Privilege, Some(libc::EACCES)), "{e}");
+        assert_eq!(
+            (e.kind(), e.raw_os_error()),
+            (ErrorKind::Privilege, Some(libc::EACCES)),
+            "{e}"
+        );
         assert_eq!(tried, [Some(1023)]);
     }
 
     #[test]
     fn every_other_failure_ends_the_walk_with_its_kind() {
         for (failure, kind) in [
-            (AttemptFailure::NoVsock(os(libc::EAFNOSUPPORT)), ErrorKind::Unsupported),
+            (
+                AttemptFailure::NoVsock(os(libc::EAFNOSUPPORT)),
+                ErrorKind::Unsupported,
+            ),
             (AttemptFailure::Socket(os(libc::EMFILE)), ErrorKind::System),
-            (AttemptFailure::Bind(os(libc::EADDRNOTAVAIL)), ErrorKind::System),
-            (AttemptFailure::Connect(os(libc::ETIMEDOUT)), ErrorKind::NoChannel),
-            (AttemptFailure::Connect(os(libc::ENODEV)), ErrorKind::NoChannel),
-            (AttemptFailure::Connect(os(libc::ECONNREFUSED)), ErrorKind::NoChannel),
+            (
+                AttemptFailure::Bind(os(libc::EADDRNOTAVAIL)),
+                ErrorKind::System,
+            ),
+            (
+                AttemptFailure::Connect(os(libc::ETIMEDOUT)),
+                ErrorKind::NoChannel,
+            ),
+            (
+                AttemptFailure::Connect(os(libc::ENODEV)),
+                ErrorKind::NoChannel,
+            ),
+            (
+                AttemptFailure::Connect(os(libc::ECONNREFUSED)),
+                ErrorKind::NoChannel,
+            ),
         ] {
             let errno = match &failure {
                 AttemptFailure::NoVsock(e)
@@ -1009,14 +1124,18 @@ pub(crate) mod tests {
             assert_eq!(tried, [Some(1023)]);
         }
         // Every port in use.
-        let (r, tried) = walk(Source::Best, |_, _| Err(AttemptFailure::Bind(os(libc::EADDRINUSE))));
+        let (r, tried) = walk(Source::Best, |_, _| {
+            Err(AttemptFailure::Bind(os(libc::EADDRINUSE)))
+        });
         assert_eq!(r.unwrap_err().kind(), ErrorKind::NoChannel);
         assert_eq!(tried.len(), 1023);
     }
 
     #[test]
     fn interrupts_are_retried_a_bounded_number_of_times() {
-        let (r, tried) = walk(Source::Best, |_, _| Err(AttemptFailure::Connect(os(libc::EINTR))));
+        let (r, tried) = walk(Source::Best, |_, _| {
+            Err(AttemptFailure::Connect(os(libc::EINTR)))
+        });
         assert_eq!(r.unwrap_err().kind(), ErrorKind::NoChannel);
         assert_eq!(tried, vec![Some(1023); 1 + MAX_INTERRUPTS as usize]);
     }

@@ -32,13 +32,7 @@ pub(crate) fn attempt(
     connect_timeout: Duration,
 ) -> Result<VsockStream, AttemptFailure> {
     // SAFETY: socket() takes no pointers.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_VSOCK,
-            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
-            0,
-        )
-    };
+    let fd = unsafe { libc::socket(libc::AF_VSOCK, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
         let e = io::Error::last_os_error();
         return Err(if no_vsock(&e) {
@@ -134,7 +128,14 @@ impl VsockStream {
     /// `recv` into `buf` with `flags`.
     fn recv(&self, buf: &mut [u8], flags: libc::c_int) -> io::Result<usize> {
         // SAFETY: `buf` is writable for its length.
-        let n = unsafe { libc::recv(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), flags) };
+        let n = unsafe {
+            libc::recv(
+                self.0.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                flags,
+            )
+        };
         usize::try_from(n).map_err(|_| io::Error::last_os_error())
     }
 }

@@ -10,7 +10,10 @@ use crate::erpc::vsock::{AttemptFailure, Stream};
 #[derive(Debug)]
 pub(crate) enum VsockStream {}
 
-pub(crate) fn attempt(_port: Option<u32>, _timeout: Duration) -> Result<VsockStream, AttemptFailure> {
+pub(crate) fn attempt(
+    _port: Option<u32>,
+    _timeout: Duration,
+) -> Result<VsockStream, AttemptFailure> {
     Err(AttemptFailure::NoVsock(io::Error::new(
         io::ErrorKind::Unsupported,
         format!(
