@@ -69,9 +69,8 @@ const SAFE_TO_REPEAT: [&[u8]; 5] = [
 /// [`RpciChannel::route`](crate::RpciChannel::route) reports it.
 ///
 /// A VM can reserve a command for the privileged route (`guest_rpc.rpci.auth.cmd.COMMAND =
-/// "TRUE"` in its configuration, which vSphere sets for `info-get`, `info-set` and others on
-/// hardened VMs); the other routes then get `0 Permission denied`
-/// ([`ErrorKind::PermissionDenied`]).
+/// "TRUE"` in its configuration); the other routes then get `0 Permission denied`
+/// ([`ErrorKind::PermissionDenied`]), root or not.
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Route {
