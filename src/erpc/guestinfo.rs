@@ -91,10 +91,10 @@ impl Session {
                 });
             }
             let mut session = RpciChannel::open(guard)?;
-            session.switching = Some(Switching {
+            session.switching = Some(Box::new(Switching {
                 backoff,
-                parked: Some(link),
-            });
+                parked: Some(Box::new(link)),
+            }));
             return Ok(session);
         }
         let switching = Switching {
@@ -103,7 +103,7 @@ impl Session {
         };
         Ok(RpciChannel::with_carrier(
             guard,
-            Carrier::Vsock(link),
+            Carrier::Vsock(Box::new(link)),
             Some(switching),
         ))
     }

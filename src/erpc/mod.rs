@@ -95,7 +95,7 @@ pub struct RpciChannel<A: BackdoorAccess> {
     access: A,
     carrier: Carrier,
     /// A [`Session`]'s way between the routes; `None` for a channel that keeps its route.
-    switching: Option<Switching>,
+    switching: Option<Box<Switching>>,
     max_reply_len: usize,
     reply_timeout: Duration,
 }
@@ -106,7 +106,7 @@ enum Carrier {
     /// The backdoor's message channel.
     Backdoor(Channel),
     /// A vsock connection.
-    Vsock(Link),
+    Vsock(Box<Link>),
 }
 
 /// How a [`Session`] changes route, as open-vm-tools' "mutable" channels do: vsock while it
@@ -115,7 +115,7 @@ enum Carrier {
 struct Switching {
     backoff: Backoff,
     /// The vsock link, closed, while the backdoor carries the requests.
-    parked: Option<Link>,
+    parked: Option<Box<Link>>,
 }
 
 impl<A: BackdoorAccess> fmt::Debug for RpciChannel<A> {
@@ -221,14 +221,18 @@ impl<A: BackdoorAccess> RpciChannel<A> {
 
     fn vsock(access: A, source: Source) -> Result<Self, VmwError> {
         let link = Link::open(Box::new(Hypervisor(source)), false, DEFAULT_REPLY_TIMEOUT)?;
-        Ok(Self::with_carrier(access, Carrier::Vsock(link), None))
+        Ok(Self::with_carrier(
+            access,
+            Carrier::Vsock(Box::new(link)),
+            None,
+        ))
     }
 
     fn with_carrier(access: A, carrier: Carrier, switching: Option<Switching>) -> Self {
         RpciChannel {
             access,
             carrier,
-            switching,
+            switching: switching.map(Box::new),
             max_reply_len: DEFAULT_MAX_REPLY_LEN,
             reply_timeout: DEFAULT_REPLY_TIMEOUT,
         }

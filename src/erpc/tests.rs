@@ -63,7 +63,7 @@ fn over_vsock<'h>(host: &'h mut Host, fake: &Fake, session: bool) -> RpciChannel
         backoff: Backoff::new(),
         parked: None,
     });
-    RpciChannel::with_carrier(host, Carrier::Vsock(link), switching)
+    RpciChannel::with_carrier(host, Carrier::Vsock(Box::new(link)), switching)
 }
 
 #[test]

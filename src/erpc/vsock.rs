@@ -111,6 +111,7 @@ pub(crate) trait Connect: fmt::Debug + Send + Sync {
 
 /// Why one connection attempt failed, by the call that failed.
 #[derive(Debug)]
+#[allow(dead_code)] // without vsock (other OSes) every attempt is NoVsock
 pub(crate) enum AttemptFailure {
     /// `socket` refused the address family: no vsock for this process (no kernel support,
     /// a sandbox that forbids it, another OS).
