@@ -488,7 +488,7 @@ impl<A: BackdoorAccess> RpciChannel<A> {
         // As open-vm-tools: the backdoor, and vsock again later. Where the backdoor does not
         // answer either (a TDX guest), the vsock error is the one that matters, and the next
         // request tries vsock again.
-        let channel = match self
+        let mut channel = match self
             .access
             .backdoor()
             .and_then(|mut b| Channel::open(&mut b, PROTO_RPCI))
@@ -497,17 +497,16 @@ impl<A: BackdoorAccess> RpciChannel<A> {
             Err(e) => return Err(unreachable.with_fallback(&e)),
         };
         log::debug!("{unreachable}; carrying requests by the backdoor for now");
+        let reply = self
+            .access
+            .backdoor()
+            .and_then(|mut b| channel.exchange(&mut b, request, wire_cap, too_large));
         let vsock = core::mem::replace(&mut self.carrier, Carrier::Backdoor(channel));
         if let (Some(switching), Carrier::Vsock(link)) = (&mut self.switching, vsock) {
             switching.parked = Some(link);
             switching.backoff.failed(Instant::now());
         }
-        match &mut self.carrier {
-            Carrier::Backdoor(channel) => {
-                channel.exchange(&mut self.access.backdoor()?, request, wire_cap, too_large)
-            }
-            Carrier::Vsock(_) => Err(unreachable),
-        }
+        reply
     }
 
     /// A [`Session`] on the backdoor whose backoff has passed tries vsock again, and stays
@@ -533,10 +532,9 @@ impl<A: BackdoorAccess> RpciChannel<A> {
         let Some(link) = switching.parked.take() else {
             return;
         };
-        if let Carrier::Backdoor(channel) =
+        if let Carrier::Backdoor(mut channel) =
             core::mem::replace(&mut self.carrier, Carrier::Vsock(link))
         {
-            let mut channel = channel;
             if channel.is_open() {
                 let closed = self
                     .access
