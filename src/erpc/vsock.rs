@@ -343,15 +343,26 @@ impl Link {
         Ok(link)
     }
 
-    /// Connects, unless connected.
+    /// Connects, unless a connection is open and the host has not closed it.
     pub(crate) fn connect(&mut self) -> Result<(), VmwError> {
-        if self.stream.is_none() {
-            let (mut stream, route) = self.connector.connect()?;
-            set_timeout(&mut *stream, self.timeout)?;
-            self.stream = Some(stream);
-            self.route = route;
-        }
+        let stream = self.take_connection()?;
+        self.stream = Some(stream);
         Ok(())
+    }
+
+    /// The connection to use now: the open one, unless the host closed it while it was
+    /// idle, else a new one.
+    fn take_connection(&mut self) -> Result<Box<dyn Stream>, VmwError> {
+        if let Some(mut stream) = self.stream.take() {
+            if !stream.is_stale() {
+                return Ok(stream);
+            }
+            log::debug!("the host closed the idle vsock connection; connecting again");
+        }
+        let (mut stream, route) = self.connector.connect()?;
+        set_timeout(&mut *stream, self.timeout)?;
+        self.route = route;
+        Ok(stream)
     }
 
     pub(crate) fn route(&self) -> Route {
@@ -435,21 +446,7 @@ impl Link {
         max_reply: usize,
         too_large: &dyn Fn(usize) -> VmwError,
     ) -> Result<Vec<u8>, Once> {
-        let kept = self.stream.take().and_then(|mut stream| {
-            if stream.is_stale() {
-                log::debug!("the host closed the idle vsock connection; connecting again");
-                return None;
-            }
-            Some(stream)
-        });
-        self.stream = kept;
-        self.connect().map_err(Once::Unreachable)?;
-        let Some(mut stream) = self.stream.take() else {
-            return Err(Once::Unreachable(VmwError::new(
-                ErrorKind::System,
-                "no vsock connection after connecting",
-            )));
-        };
+        let mut stream = self.take_connection().map_err(Once::Unreachable)?;
         let reply = exchange_once(&mut *stream, packet, max_reply, too_large, self.timeout)?;
         if !self.fast_close {
             self.stream = Some(stream);
