@@ -44,6 +44,12 @@ pub mod cmd {
     pub const GETMHZ: u16 = 1;
     /// Detection knock: EAX = version (6), EBX = magic, ECX = product type.
     pub const GETVERSION: u16 = 10;
+    /// One 4-byte piece of a removable device's description: EBX = device id << 16 | byte
+    /// offset; EAX = 1 and the piece in EBX, or EAX = 0 past the last device. The
+    /// description is 40 bytes: a NUL-terminated name in 32, a `u32` id, a connected byte.
+    pub const GETDEVICELISTELEMENT: u16 = 11;
+    /// Connects (EBX bit 31 set) or disconnects removable device `lo16(EBX)`; EAX = 1 if done.
+    pub const TOGGLEDEVICE: u16 = 12;
     /// Virtual hardware version (EAX); EBX = magic.
     pub const GETHWVERSION: u16 = 17;
     /// BIOS UUID as four little-endian dwords in EAX, EBX, ECX, EDX.

@@ -391,7 +391,23 @@ fn bad_options_exit_2_with_a_message() {
         ),
         (
             &["--stats", "same", "--vmx-log", "same", "--", "/bin/true"],
-            "name the same file",
+            "--vmx-log and --stats name the same file",
+        ),
+        (
+            &["--guest-stat", "12", "--", "/bin/true"],
+            "--guest-stat: expected ID=VALUE",
+        ),
+        (
+            &["--guest-stat", "18=1", "--", "/bin/true"],
+            "not the strings 18, 37",
+        ),
+        (
+            &["--device", "cdrom0=maybe", "--", "/bin/true"],
+            "--device: expected NAME=connected",
+        ),
+        (
+            &["--device", "=connected", "--", "/bin/true"],
+            "a device name has 1 to 31 bytes",
         ),
         (
             &["--tclo", "OS_Halt", "--", "/bin/true"],
@@ -658,4 +674,109 @@ fn guestinfo_keys_match_in_any_case_as_on_vmware() {
         "{}",
         stdout(&out)
     );
+}
+
+#[test]
+fn trace_shows_each_exchange_on_stderr_while_the_guest_runs() {
+    let out = vmw_sim(
+        &["--trace", "-e", "guestinfo.k=line\nbreak"],
+        "rpc:no.such.command;rpc:info-get guestinfo.k",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines: Vec<String> = stderr(&out)
+        .lines()
+        .filter(|l| l.starts_with("vmw-sim: rpci: "))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "vmw-sim: rpci: no.such.command -> 0 Unknown command",
+            "vmw-sim: rpci: info-get guestinfo.k -> 1 line\\x0abreak",
+        ],
+        "one line per exchange, escaped"
+    );
+    // Without --trace nothing is said.
+    let quiet = vmw_sim(&[], "rpc:no.such.command");
+    assert!(!stderr(&quiet).contains("rpci:"), "{}", stderr(&quiet));
+}
+
+/// The guest program's own lines (after the test harness's preamble).
+fn guest_lines(out: &Output) -> Vec<String> {
+    let text = stdout(out);
+    let own = text
+        .split_once("guest_program ... ")
+        .map_or(&text[..], |(_, t)| t);
+    own.lines().map(str::to_owned).collect()
+}
+
+#[test]
+fn vsock_options_and_stats() {
+    let dir = scratch("vsock");
+    let stats = dir.join("stats.json");
+    // SAFETY: geteuid takes nothing and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    // --require-privileged offers vsock: the privileged walk gets port 1023 (as root).
+    let out = vmw_sim(
+        &[
+            "-e",
+            "guestinfo.k=v",
+            "--require-privileged",
+            "info-get",
+            "--stats",
+            path(&stats),
+        ],
+        "vsock:info-get guestinfo.k;vsock-unpriv:info-get guestinfo.k;rpc:info-get guestinfo.k",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines = guest_lines(&out);
+    if root {
+        assert_eq!(lines[0], "port 1023: 1 v");
+    } else {
+        assert_eq!(lines[0], "vsock no privilege");
+    }
+    assert!(
+        lines[1].starts_with("port 1") && lines[1].ends_with(": 0 Permission denied"),
+        "{lines:?}"
+    );
+    assert_eq!(lines[2], "0 Permission denied", "the backdoor is refused");
+    let json = std::fs::read_to_string(&stats).unwrap();
+    let vsock_rpcs = if root { 2 } else { 1 };
+    assert_eq!(json_number(&json, "vsock_rpcs"), Some(vsock_rpcs), "{json}");
+    assert_eq!(json_number(&json, "vsock_connections"), Some(vsock_rpcs));
+    assert_eq!(json_number(&json, "rpcs"), Some(vsock_rpcs + 1));
+
+    // --no-vsock (the default otherwise): socket(AF_VSOCK) fails with EAFNOSUPPORT.
+    for options in [&["--require-privileged", "info-get", "--no-vsock"][..], &[]] {
+        let out = vmw_sim(options, "vsock:log x");
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(
+            guest_lines(&out),
+            [format!("vsock socket errno {}", libc::EAFNOSUPPORT)]
+        );
+    }
+    // --vsock-reset: the first connections are reset; unprivileged walks do not retry.
+    let out = vmw_sim(
+        &["--vsock", "--vsock-reset", "1"],
+        "vsock-unpriv:log x;vsock-unpriv:log y",
+    );
+    let lines = guest_lines(&out);
+    assert_eq!(
+        lines[0],
+        format!("vsock connect errno {}", libc::ECONNRESET)
+    );
+    assert!(lines[1].ends_with(": 1 "), "{lines:?}");
+
+    for (options, why) in [
+        (&["--vsock", "--no-vsock"][..], "exclude each other"),
+        (&["--require-privileged", "info get"], "one command name"),
+        (&["--require-privileged="], "one command name"),
+        (&["--vsock-reset", "x"], "expected a number"),
+        (&["--vsock=1"], "takes no value"),
+    ] {
+        let out = vmw_sim(options, "exit:0");
+        assert_eq!(out.status.code(), Some(2), "{options:?}");
+        assert!(stderr(&out).contains(why), "{options:?}: {}", stderr(&out));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -213,23 +213,7 @@ fn setup(tag: &str) -> Result<Setup, String> {
             "no private mount namespace to stand /sbin/shutdown in for (needs root)".into(),
         );
     }
-    let shim = if support::guest::cpuid_faulting() {
-        None
-    } else {
-        let src = dir.join("shim.c");
-        std::fs::write(&src, "int VmCheck_IsVirtualWorld(void) { return 1; }\n").unwrap();
-        let so = dir.join("libvmcheck-shim.so");
-        let built = run_quiet(
-            Command::new("cc")
-                .args(["-shared", "-fPIC", "-O2", "-o"])
-                .arg(&so)
-                .arg(&src),
-        );
-        if !built {
-            return Err("no CPUID faulting here and no C compiler for the VmCheck shim".into());
-        }
-        Some(so)
-    };
+    let shim = support::vmcheck_shim(&dir)?;
     Ok(Setup { dir, shim })
 }
 
@@ -662,4 +646,94 @@ fn idle_cost() {
         assert!(idle > 0);
     }
     let _ = std::fs::remove_dir_all(&s.dir);
+}
+
+/// `vmtoolsd --cmd "info-get guestinfo.x"` (open-vm-tools 12.2, unmodified) on a host that
+/// serves `info-get` only on the privileged channel: it takes vsock first, as on VMware,
+/// from a port below 1024 when it may bind one (root), and prints the value; unprivileged
+/// it is refused. Over the backdoor (no vsock), and with `vmware-rpctool`, which only
+/// knows the backdoor, it is refused too.
+#[test]
+fn vmtoolsd_cmd_takes_the_privileged_vsock_channel() {
+    if !Path::new(VMTOOLSD).exists() {
+        assert!(
+            std::env::var_os("VMW_TOOLS_REQUIRED").is_none(),
+            "no {VMTOOLSD}"
+        );
+        println!("skipped: {VMTOOLSD} is not installed (apt-get install open-vm-tools)");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("vmw-tools-vsock-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let shim = match support::vmcheck_shim(&dir) {
+        Ok(shim) => shim,
+        Err(why) => {
+            assert!(std::env::var_os("VMW_TOOLS_REQUIRED").is_none(), "{why}");
+            println!("skipped: {why}");
+            return;
+        }
+    };
+    // SAFETY: geteuid takes nothing and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    let cmd = |tool: &str, arg: &str| {
+        let out = dir.join("out");
+        let file = std::fs::File::create(&out).unwrap();
+        let mut c = Command::new(tool);
+        if let Some(shim) = &shim {
+            c.env("LD_PRELOAD", shim);
+        }
+        c.args(if tool == VMTOOLSD {
+            vec!["--cmd", arg]
+        } else {
+            vec![arg]
+        })
+        .stdin(Stdio::null())
+        .stderr(file.try_clone().unwrap())
+        .stdout(file);
+        (c, out)
+    };
+    let host = || {
+        HostConfig::default()
+            .guestinfo("x", "v")
+            .require_privileged("info-get")
+            .vmware_cpuid(true)
+    };
+    let (mut c, out) = cmd(VMTOOLSD, "info-get guestinfo.x");
+    let run = host().run_command(&mut c).expect("run vmtoolsd");
+    let printed = std::fs::read_to_string(&out).unwrap();
+    let counters = run.host.counters();
+    assert_eq!(counters.vsock_rpcs, 1, "over vsock: {printed}");
+    assert_eq!(counters.backdoor_calls(), 0, "no backdoor call");
+    if root {
+        assert!(run.exit.success(), "{}: {printed}", run.exit);
+        assert_eq!(printed, "v\n", "privileged vsock serves info-get");
+    } else {
+        assert_eq!(
+            printed, "Permission denied\n",
+            "unprivileged vsock is refused"
+        );
+    }
+    // The same vmtoolsd without vsock falls back to the backdoor, which refuses it.
+    let (mut c, out) = cmd(VMTOOLSD, "info-get guestinfo.x");
+    let run = host().vsock(false).run_command(&mut c).unwrap();
+    assert!(!run.exit.success());
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        "Permission denied\n",
+        "on stderr"
+    );
+    assert_eq!(run.host.counters().vsock_connections, 0);
+    // vmware-rpctool has no vsock channel: refused as on a real host. It checks CPUID
+    // itself (no shim reaches it): only where the simulator can show a VMware CPUID.
+    if support::guest::cpuid_faulting() {
+        let (mut c, out) = cmd("/usr/bin/vmware-rpctool", "info-get guestinfo.x");
+        let run = host().run_command(&mut c).unwrap();
+        assert!(!run.exit.success());
+        assert_eq!(run.host.counters().vsock_connections, 0);
+        assert!(run.host.counters().backdoor_calls() > 0);
+        let _ = out;
+    } else {
+        println!("vmware-rpctool not run: no CPUID faulting here, and it checks CPUID itself");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

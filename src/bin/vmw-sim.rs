@@ -55,7 +55,32 @@ Host:
   --no-cookies               no cookie-protected channels (an old host)
   --channels N               channels open at once (default: 128; old hosts: 8)
   --cpt-every N              a checkpoint at every Nth message-payload step
-  --deny-guestinfo           answer info-get/info-set with \"Permission denied\"
+  --deny-guestinfo           answer info-get/info-set with \"Permission denied\" on
+                             every channel but privileged vsock (= --require-privileged
+                             info-get --require-privileged info-set)
+  --require-privileged CMD   serve the RPCI command CMD (its first word) only on the
+                             privileged channel, as a VMX with
+                             guest_rpc.rpci.auth.cmd.CMD = \"TRUE\" does (repeatable): the
+                             backdoor and unprivileged vsock answer \"0 Permission
+                             denied\". Offers vsock unless --no-vsock
+  --vsock                    offer RPCI over vsock (x86_64): the guest's AF_VSOCK
+                             sockets are served by the simulator, a connection to CID 0
+                             or 2, port 976, reaches the host (privileged from a source
+                             port below 1024, which needs CAP_NET_BIND_SERVICE; other
+                             CIDs and ports: ECONNRESET). Never this machine's vsock
+  --no-vsock                 no vsock (the default without --require-privileged):
+                             socket(AF_VSOCK) fails with EAFNOSUPPORT, as on a kernel
+                             without vsock
+  --vsock-reset N            reset the first N vsock connections (connect fails with
+                             ECONNRESET; open-vm-tools tries the next port, 8 times)
+  --guest-stat ID=VALUE      a Guest API statistic (guestlib.info.get, what
+                             `vmware-toolbox-cmd stat` reads; ids as open-vm-tools'
+                             guestlibV3.x numbers them: 7 memory limit MB, 12 ballooned
+                             MB, 13 swapped MB, ...; repeatable)
+  --no-guest-api             a host without the Guest API
+  --device NAME=connected|disconnected
+                             a removable device (backdoor commands 11 and 12, what
+                             `vmware-toolbox-cmd device` lists and toggles; repeatable)
   --tclo COMMAND             queue a host-to-guest TCLO command (repeatable); each is
                              sent when the reply to the previous one came back. Without
                              any: reset, ping, Capabilities_Register
@@ -95,12 +120,17 @@ killed run never leaves a half-written or emptied file; in the text outputs a by
 outside printable ASCII, and a backslash, is written \\xNN):
   --stats FILE               the host's counters as one JSON object (port calls in
                              lb_calls/hb_in_calls/hb_out_calls, hypercalls in
-                             vmcall_calls/vmmcall_calls)
+                             vmcall_calls/vmmcall_calls, vsock in
+                             vsock_connections/vsock_rpcs)
   --vmx-log FILE             every `log` line the guest sent, one a line
   --dump-guestinfo FILE      the final guestinfo store as KEY=VALUE lines (keys in
                              lower case: the host matches them in any case, as VMware does)
   --tclo-log FILE            each TCLO command, a tab, the guest's reply, one a line
-  --rpci-log FILE            every RPCI request the guest sent, one a line
+  --rpci-log FILE            every RPCI request the guest sent (backdoor and vsock), one
+                             a line
+  --trace                    while the guest runs, write each RPCI request with the
+                             host's reply, and each TCLO command with the guest's, to
+                             stderr: \"vmw-sim: rpci: REQUEST -> REPLY\", escaped as above
 
 Warnings (an option the simulator cannot honour here, ...) go to stderr; RUST_LOG=debug
 (or error, warn, info, trace, off) changes how much is said.
@@ -303,6 +333,17 @@ mod cli {
     }
 
     impl Output {
+        /// The option that asks for this output.
+        fn option(self) -> &'static str {
+            match self {
+                Output::Stats => "--stats",
+                Output::VmxLog => "--vmx-log",
+                Output::Guestinfo => "--dump-guestinfo",
+                Output::TcloLog => "--tclo-log",
+                Output::RpciLog => "--rpci-log",
+            }
+        }
+
         fn render(self, run: &SimRun) -> Vec<u8> {
             let mut out = Vec::new();
             match self {
@@ -340,6 +381,7 @@ mod cli {
         let mut tclo_given = false;
         let mut outputs: Vec<(OsString, Output)> = Vec::new();
         let mut mode: Option<Mode> = None;
+        let mut vsock: Option<bool> = None;
         let mut command = Vec::new();
         let mut args = args.into_iter();
         // Each round consumes at least one argument.
@@ -408,6 +450,73 @@ mod cli {
                 }
                 "--cpt-every" => config = config.cpt_every(number(name, &value("a number")?)?),
                 "--deny-guestinfo" => config = config.deny_guestinfo(),
+                "--require-privileged" => {
+                    let command = value("a command")?;
+                    if command.is_empty() || command.as_bytes().contains(&b' ') {
+                        return Err(format!(
+                            "--require-privileged: expected one command name, got '{}'",
+                            command.to_string_lossy()
+                        ));
+                    }
+                    config = config.require_privileged(command.as_bytes());
+                }
+                "--vsock" | "--no-vsock" => {
+                    let on = name == "--vsock";
+                    if vsock.is_some_and(|prev| prev != on) {
+                        return Err("--vsock and --no-vsock exclude each other".into());
+                    }
+                    vsock = Some(on);
+                    config = config.vsock(on);
+                }
+                "--vsock-reset" => {
+                    config = config.vsock_reset_connects(number(name, &value("a number")?)?);
+                }
+                "--guest-stat" => {
+                    let v = value("ID=VALUE")?;
+                    let parsed = v
+                        .to_str()
+                        .and_then(|t| t.split_once('='))
+                        .and_then(|(id, n)| {
+                            Some((id.parse::<u32>().ok()?, n.parse::<u64>().ok()?))
+                        });
+                    match parsed {
+                        Some((id, n)) if (1..=38).contains(&id) && id != 18 && id != 37 => {
+                            config = config.guest_stat(id, n);
+                        }
+                        _ => {
+                            return Err(format!(
+                                "--guest-stat: expected ID=VALUE with a numeric statistic id \
+                                 1..=38 (not the strings 18, 37), got '{}'",
+                                v.to_string_lossy()
+                            ))
+                        }
+                    }
+                }
+                "--no-guest-api" => config = config.no_guest_api(),
+                "--trace" => config = config.trace(true),
+                "--device" => {
+                    let v = value("NAME=connected|disconnected")?;
+                    let (device, state) = v
+                        .to_str()
+                        .and_then(|t| t.rsplit_once('='))
+                        .unwrap_or_default();
+                    let connected = match state {
+                        "connected" => true,
+                        "disconnected" => false,
+                        _ => {
+                            return Err(format!(
+                                "--device: expected NAME=connected or NAME=disconnected, got '{}'",
+                                v.to_string_lossy()
+                            ))
+                        }
+                    };
+                    if device.is_empty() || device.len() > 31 {
+                        return Err(format!(
+                            "--device: a device name has 1 to 31 bytes, got '{device}'"
+                        ));
+                    }
+                    config = config.removable_device(device, connected);
+                }
                 "--vmware-cpuid" => vmware_cpuid = true,
                 "--hypercall" => {
                     let v = value("vmcall or vmmcall")?;
@@ -468,7 +577,8 @@ mod cli {
                     let path = value("a file")?;
                     if let Some((_, other)) = outputs.iter().find(|(p, _)| *p == path) {
                         return Err(format!(
-                            "{name} and the {other:?} output name the same file '{}'",
+                            "{name} and {} name the same file '{}'",
+                            other.option(),
                             path.to_string_lossy()
                         ));
                     }
@@ -520,6 +630,8 @@ mod cli {
                 | "--product"
                 | "--cpt-every"
                 | "--tclo"
+                | "--guest-stat"
+                | "--device"
                 | "--iopl"
                 | "--hypercall"
                 | "--stats"
@@ -528,6 +640,8 @@ mod cli {
                 | "--tclo-log"
                 | "--rpci-log"
                 | "--tclo-wait"
+                | "--require-privileged"
+                | "--vsock-reset"
         )
     }
 

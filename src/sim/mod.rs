@@ -14,7 +14,9 @@
 //!   unchanged; threads, `fork` and `exec` are followed. On aarch64 the runner serves arm64
 //!   guests: the SIGILL of a trapped `mrs xzr, mdccsr_el0` whose X7 carries `0x86` is the
 //!   x86 instruction X7 describes ([`crate::proto::arm64`]), answered by the same model,
-//!   and PC steps past it; there is no `iopl`, `ioperm` or CPUID to answer there.
+//!   and PC steps past it; there is no `iopl`, `ioperm` or CPUID to answer there. With
+//!   [`HostConfig::vsock`] (x86_64) the guest's `AF_VSOCK` sockets are served too, and a
+//!   connection to the host's RPCI port speaks DataMap to the same host model.
 //!
 //! # Running guest code in tests
 //!
@@ -85,7 +87,7 @@ use std::process::Command;
 
 pub use host::{
     Answer, Counters, Host, HostConfig, Hypercall, IoplPolicy, Mode, Step, TcloExchange,
-    DEFAULT_TCLO_SCRIPT,
+    VsockFault, DEFAULT_TCLO_SCRIPT,
 };
 
 /// How the guest (the root process of the run) ended.
@@ -171,6 +173,8 @@ pub struct TrapStats {
     pub tracees: u64,
     /// Successful `execve` calls.
     pub execs: u64,
+    /// vsock system calls answered or rewritten by the runner ([`HostConfig::vsock`]).
+    pub vsock_syscalls: u64,
 }
 
 impl HostConfig {

@@ -185,7 +185,9 @@ pub fn guest_command(actions: &str) -> std::process::Command {
 /// prints `tclo COMMAND` or `tclo none`), `iopl:N` (prints `iopl: 0`
 /// or `iopl: errno E`), `cpuid` (prints `hypervisor NAME`, exits 12 unless VMware),
 /// `exit:N`, `segv` (a real segfault), `await-signal:FILE` (prints `ready`, waits for
-/// SIGINT or SIGTERM, writes its number to FILE, exits 7).
+/// SIGINT or SIGTERM, writes its number to FILE, exits 7), `vsock:REQ` / `vsock-unpriv:REQ`
+/// (one RPC over a privileged or unprivileged vsock connection, [`super::vsock`]: prints
+/// `port P: REPLY`, or `vsock STEP errno E`, or `vsock no privilege`).
 pub fn guest_program() {
     use std::io::Write;
     let Ok(actions) = std::env::var(GUEST_ENV) else {
@@ -237,6 +239,19 @@ pub fn guest_program() {
                 if name != b"VMwareVMware" {
                     std::process::exit(12);
                 }
+            }
+            "vsock" | "vsock-unpriv" => {
+                use super::vsock::{self as vs, Connected};
+                let _ = match vs::connect_rpci(vs::CID_HYPERVISOR, verb == "vsock") {
+                    Connected::Port(fd, port) => match vs::rpc(&fd, arg.as_bytes(), true) {
+                        Ok(reply) => {
+                            writeln!(out, "port {port}: {}", String::from_utf8_lossy(&reply))
+                        }
+                        Err(e) => writeln!(out, "vsock reply {e:?}"),
+                    },
+                    Connected::NoPrivilege => writeln!(out, "vsock no privilege"),
+                    Connected::Failed(step, e) => writeln!(out, "vsock {step} errno {e}"),
+                };
             }
             "exit" => std::process::exit(arg.parse().unwrap_or(1)),
             "await-signal" => {

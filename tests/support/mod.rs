@@ -10,6 +10,8 @@ pub use vmw_backdoor::{proto::Regs, Backdoor};
 #[cfg(all(feature = "sim", target_os = "linux", target_arch = "x86_64"))]
 pub mod guest;
 pub mod reference;
+#[cfg(all(feature = "sim", target_os = "linux", target_arch = "x86_64"))]
+pub mod vsock;
 // The library's transports run on aarch64 too (tests/kernels_arm64.rs runs the suites in
 // an arm64 VM); the hand-written asm of `guest` is x86's.
 #[cfg(all(
@@ -52,6 +54,32 @@ pub fn i686_example(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let target_dir = exe.ancestors().nth(3).expect("target/<profile>/deps/<exe>");
     target_dir.join(TARGET).join("debug/examples").join(name)
+}
+
+/// Where open-vm-tools needs telling it runs in a VM: `None` where the simulator's
+/// `--vmware-cpuid` can show it (CPUID faulting), else an `LD_PRELOAD` library, built in
+/// `dir`, whose `VmCheck_IsVirtualWorld` answers yes (the open-vm-tools programs call it
+/// from libvmtools through the PLT; the backdoor checks that follow are their own).
+#[cfg(all(feature = "sim", target_os = "linux", target_arch = "x86_64"))]
+pub fn vmcheck_shim(dir: &std::path::Path) -> Result<Option<PathBuf>, String> {
+    if guest::cpuid_faulting() {
+        return Ok(None);
+    }
+    let src = dir.join("shim.c");
+    std::fs::write(&src, "int VmCheck_IsVirtualWorld(void) { return 1; }\n")
+        .map_err(|e| e.to_string())?;
+    let so = dir.join("libvmcheck-shim.so");
+    let built = Command::new("cc")
+        .args(["-shared", "-fPIC", "-O2", "-o"])
+        .arg(&so)
+        .arg(&src)
+        .status()
+        .is_ok_and(|s| s.success());
+    if built {
+        Ok(Some(so))
+    } else {
+        Err("no CPUID faulting here and no C compiler for the VmCheck shim".into())
+    }
 }
 
 /// Every path of every example program that touches the backdoor.

@@ -1,6 +1,6 @@
 //! [`HostConfig`]: what kind of VMware host the model plays, and which faults it injects.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use super::Mode;
 use crate::proto::{product, GUESTINFO_PREFIX, MAX_CHANNELS};
@@ -240,11 +240,18 @@ pub struct HostConfig {
     pub(super) cookies: bool,
     pub(super) channels: usize,
     pub(super) cpt_every: u64,
-    pub(super) deny_guestinfo: bool,
+    pub(super) privileged_only: BTreeSet<Vec<u8>>,
+    /// `None`: offered exactly when a command requires the privileged channel.
+    pub(super) vsock: Option<bool>,
+    pub(super) vsock_resets: u64,
+    pub(super) vsock_faults: Vec<(u64, super::vsock::VsockFault)>,
     pub(super) empty_guestinfo_values: bool,
     pub(super) endless_dorecv: bool,
     pub(super) seed: Seed,
     pub(super) machine_id: Vec<u8>,
+    pub(super) guest_api: Option<super::guestlib::GuestApi>,
+    pub(super) removable_devices: Vec<(Vec<u8>, bool)>,
+    pub(super) trace: bool,
     pub(super) guestinfo: BTreeMap<Vec<u8>, Vec<u8>>,
     pub(super) tclo: VecDeque<super::tclo::Entry>,
     pub(super) heartbeat: std::time::Duration,
@@ -272,7 +279,10 @@ impl core::fmt::Debug for HostConfig {
             .field("cookies", &self.cookies)
             .field("channels", &self.channels)
             .field("cpt_every", &self.cpt_every)
-            .field("deny_guestinfo", &self.deny_guestinfo)
+            .field("privileged_only", &self.privileged_only)
+            .field("vsock", &self.vsock_offered())
+            .field("vsock_resets", &self.vsock_resets)
+            .field("vsock_faults", &self.vsock_faults)
             .field("empty_guestinfo_values", &self.empty_guestinfo_values)
             .field("endless_dorecv", &self.endless_dorecv)
             .field("seed", &self.seed)
@@ -316,11 +326,17 @@ impl Default for HostConfig {
             cookies: true,
             channels: MAX_CHANNELS,
             cpt_every: 0,
-            deny_guestinfo: false,
+            privileged_only: BTreeSet::new(),
+            vsock: None,
+            vsock_resets: 0,
+            vsock_faults: Vec::new(),
             empty_guestinfo_values: false,
             endless_dorecv: false,
             seed: Seed(DEFAULT_SEED),
             machine_id: Vec::new(),
+            guest_api: Some(super::guestlib::GuestApi::new()),
+            removable_devices: Vec::new(),
+            trace: false,
             guestinfo: BTreeMap::new(),
             tclo: VecDeque::new(),
             heartbeat: super::tclo::DEFAULT_HEARTBEAT,
@@ -543,9 +559,65 @@ impl HostConfig {
     }
 
     /// Models a VMX with `guest_rpc.rpci.auth.cmd.info-get/info-set = "TRUE"`: both commands
-    /// answer `0 Permission denied` over the backdoor.
-    pub fn deny_guestinfo(mut self) -> Self {
-        self.deny_guestinfo = true;
+    /// answer `0 Permission denied` over the backdoor (and over an unprivileged vsock
+    /// connection): `require_privileged("info-get").require_privileged("info-set")`.
+    pub fn deny_guestinfo(self) -> Self {
+        self.require_privileged("info-get")
+            .require_privileged("info-set")
+    }
+
+    /// Models a VMX with `guest_rpc.rpci.auth.cmd.COMMAND = "TRUE"` (repeatable): the RPCI
+    /// command `command` (the request's first word, compared byte for byte) is served only
+    /// on the privileged channel, a vsock connection from a source port below 1024. The
+    /// backdoor and an unprivileged vsock connection answer it `0 Permission denied`, even
+    /// for root, as VMware hosts do; the request is still counted and logged.
+    ///
+    /// Unless [`HostConfig::vsock`] says otherwise, a host with such a command offers the
+    /// vsock channel: a VMX that requires it has it.
+    pub fn require_privileged(mut self, command: impl AsRef<[u8]>) -> Self {
+        self.privileged_only.insert(command.as_ref().to_vec());
+        self
+    }
+
+    /// Whether the host offers RPCI over vsock (default: only when a command
+    /// [requires the privileged channel](Self::require_privileged)). The runner then serves a
+    /// guest's `AF_VSOCK` sockets: `socket`, `bind`, `connect`, `getsockname`,
+    /// `getpeername`, the `AF_VSOCK`-level socket options and `/dev/vsock`'s local-CID
+    /// `ioctl` are answered as a Linux guest of a VMware host with `vmw_vsock_vmci_transport`
+    /// sees them, and a connection to CID 0 or 2, port 976, reaches the host's end, which
+    /// speaks DataMap (`{TYPE: 1, PAYLOAD: command[, FAST_CLOSE: 1]}`, replied
+    /// `{TYPE: 1, PAYLOAD: "1 …"|"0 …"}`) to the same host model as the backdoor. A source
+    /// port below 1024 (binding one needs `CAP_NET_BIND_SERVICE` in the guest thread's
+    /// effective set, else EACCES) makes the connection privileged.
+    ///
+    /// Without it, `socket(AF_VSOCK, …)` fails with `EAFNOSUPPORT`, as on a kernel without
+    /// vsock support, and nothing else changes: the guest never reaches this machine's own
+    /// vsock. x86_64 only: on aarch64 vsock calls are not intercepted at all.
+    pub fn vsock(mut self, on: bool) -> Self {
+        self.vsock = Some(on);
+        self
+    }
+
+    /// Whether the vsock channel is offered ([`HostConfig::vsock`]).
+    pub(crate) fn vsock_offered(&self) -> bool {
+        self.vsock.unwrap_or(!self.privileged_only.is_empty())
+    }
+
+    /// Resets the next `n` vsock connections to the host (counted from the first): each
+    /// `connect` fails with `ECONNRESET`, as a VMX slow to release a port pair answers, and
+    /// open-vm-tools moves on to the next source port (at most 8 times). Each is counted in
+    /// [`Counters::faults_injected`](super::Counters::faults_injected).
+    pub fn vsock_reset_connects(mut self, n: u64) -> Self {
+        self.vsock_resets = n;
+        self
+    }
+
+    /// Arms a one-shot fault on the host's vsock end: the `nth` RPC over vsock (counted from
+    /// 1 over the whole host) is answered as `fault` describes instead of normally (the
+    /// request is still executed). A fault aimed at an RPC that never comes, or `nth` = 0,
+    /// never fires.
+    pub fn vsock_fault(mut self, nth: u64, fault: super::vsock::VsockFault) -> Self {
+        self.vsock_faults.push((nth, fault));
         self
     }
 
@@ -678,6 +750,58 @@ impl HostConfig {
     /// `1 <id>` (default empty: `1 `).
     pub fn machine_id(mut self, id: impl AsRef<[u8]>) -> Self {
         self.machine_id = id.as_ref().to_vec();
+        self
+    }
+
+    /// Sets a Guest API statistic (`guestlib.info.get`, what `vmware-toolbox-cmd stat`
+    /// reads): `id` as open-vm-tools' `guestlibV3.x` numbers them (1..=38: 7 is the memory
+    /// limit in MB, 12 the ballooned memory, 13 the swapped memory, …), reported valid with
+    /// `value` (32-bit statistics take its low 32 bits). Ids outside 1..=38 and the two
+    /// resource-pool strings (18, 37) are ignored. By default statistics 1, 2, 3, 5, 6, 7, 8,
+    /// 12 and 13 are valid: no reservations, no limits (all ones), shares 1,000 and 10,240,
+    /// the GETMHZ value, nothing ballooned or swapped.
+    pub fn guest_stat(mut self, id: u32, value: u64) -> Self {
+        if let Some(api) = &mut self.guest_api {
+            if (1..=super::guestlib::STAT_COUNT).contains(&id) && id != 18 && id != 37 {
+                api.stats.insert(id, value);
+            }
+        }
+        self
+    }
+
+    /// The Guest API's session id (`vmware-toolbox-cmd stat sessionid`; changes on a real
+    /// host when the VM migrates).
+    pub fn guest_session_id(mut self, id: u64) -> Self {
+        if let Some(api) = &mut self.guest_api {
+            api.session_id = id;
+        }
+        self
+    }
+
+    /// Models a host without the Guest API: `guestlib.info.get` answers
+    /// `0 Unknown command`, which `libguestlib` reports as "not enabled on the host".
+    pub fn no_guest_api(mut self) -> Self {
+        self.guest_api = None;
+        self
+    }
+
+    /// Adds a removable device to the list backdoor command 11 (GETDEVICELISTELEMENT)
+    /// walks, as `vmware-toolbox-cmd device list` shows it: its name (up to 31 bytes are
+    /// kept) and whether it is connected. Ids count from 0 in the order added; command 12
+    /// (TOGGLEDEVICE) connects or disconnects one. None by default.
+    pub fn removable_device(mut self, name: impl AsRef<[u8]>, connected: bool) -> Self {
+        let mut name = name.as_ref().to_vec();
+        name.truncate(super::DEVICE_NAME_LEN - 1);
+        self.removable_devices.push((name, connected));
+        self
+    }
+
+    /// Writes each RPCI request with the host's reply, and each TCLO command with the
+    /// guest's reply, to stderr as it happens, one line each (`vmw-sim: rpci: REQUEST ->
+    /// REPLY`, escaped as [`super::Host::tclo_log`] is): what a refused command was refused
+    /// with, while the guest runs. The only output the model writes itself.
+    pub fn trace(mut self, on: bool) -> Self {
+        self.trace = on;
         self
     }
 

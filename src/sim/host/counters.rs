@@ -48,6 +48,11 @@ pub struct Counters {
     pub cpts_injected: u64,
     /// One-shot faults that fired ([`super::HostConfig::fault`]), whatever their answer.
     pub faults_injected: u64,
+    /// Connections the host's vsock end accepted ([`super::HostConfig::vsock`]); a reset
+    /// one is not accepted.
+    pub vsock_connections: u64,
+    /// RPCI requests that came over vsock (also counted in [`Counters::rpcs`]).
+    pub vsock_rpcs: u64,
     /// `log` lines answered `1 ` but not kept in [`super::Host::vmx_log`] (its memory budget
     /// was spent).
     pub vmx_log_dropped: u64,
@@ -97,12 +102,13 @@ impl Counters {
     /// `vmmcall_calls` (the hypercalls), `bytes_to_host`, `bytes_to_guest`,
     /// `channels_opened`, `channels_closed`, `channels_open_at_exit`, `rpcs`, `unknown_commands`,
     /// `tclo_commands`,
-    /// `tclo_messages`, `cpts_injected`, `faults_injected`, `vmx_log_dropped`, and
+    /// `tclo_messages`, `cpts_injected`, `faults_injected`, `vmx_log_dropped`,
+    /// `vsock_connections`, `vsock_rpcs`, and
     /// `lb_by_command`, an array of
     /// `{"command": C, "subcommand": S, "calls": N}`.
     #[must_use]
     pub fn to_json(&self) -> String {
-        let fields: [(&str, u64); 17] = [
+        let fields: [(&str, u64); 19] = [
             ("lb_calls", self.lb_calls),
             ("hb_in_calls", self.hb_in_calls),
             ("hb_out_calls", self.hb_out_calls),
@@ -120,6 +126,8 @@ impl Counters {
             ("cpts_injected", self.cpts_injected),
             ("faults_injected", self.faults_injected),
             ("vmx_log_dropped", self.vmx_log_dropped),
+            ("vsock_connections", self.vsock_connections),
+            ("vsock_rpcs", self.vsock_rpcs),
         ];
         let mut out = String::from("{");
         for (name, value) in fields {
@@ -172,6 +180,8 @@ mod tests {
             "unknown_commands",
             "cpts_injected",
             "vmx_log_dropped",
+            "vsock_connections",
+            "vsock_rpcs",
         ] {
             assert!(j.contains(&format!("\"{key}\":")), "{key} missing in {j}");
         }

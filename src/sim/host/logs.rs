@@ -1,5 +1,6 @@
-//! The `--tclo-log` and `--rpci-log` files: one line per exchange or request, bytes that
-//! are not printable ASCII (and the backslash) written `\xNN`, so a line is always one line.
+//! The `--tclo-log` and `--rpci-log` files and the `--trace` lines: one line per exchange
+//! or request, bytes that are not printable ASCII (and the backslash) written `\xNN`, so a
+//! line is always one line.
 
 use super::Host;
 
@@ -12,6 +13,19 @@ pub(super) fn escape(out: &mut Vec<u8>, bytes: &[u8]) {
             out.extend_from_slice(format!("\\x{b:02x}").as_bytes());
         }
     }
+}
+
+/// Writes one `--trace` line to stderr: `vmw-sim: KIND: REQUEST -> REPLY`, escaped as the
+/// logs are. The one output the model writes itself, so it shows while the guest runs.
+pub(super) fn trace(kind: &str, request: &[u8], reply: &[u8]) {
+    use std::io::Write;
+    let mut line = format!("vmw-sim: {kind}: ").into_bytes();
+    escape(&mut line, request);
+    line.extend_from_slice(b" -> ");
+    escape(&mut line, reply);
+    line.push(b'\n');
+    // A closed stderr loses the trace, never the run.
+    let _ = std::io::stderr().lock().write_all(&line);
 }
 
 impl Host {

@@ -7,11 +7,13 @@
 //! VMware host does (as
 //! open-vm-tools' `lib/backdoor/backdoor.c`, `lib/message/message.c` and
 //! `lib/include/backdoor_def.h` use it): the detection commands (GETVERSION, GETHWVERSION, GETMHZ,
-//! GETBIOSUUID, GETTIME, GETTIMEFULL, GETHZ, GET_VCPU_INFO), the message channel
+//! GETBIOSUUID, GETTIME, GETTIMEFULL, GETHZ, GET_VCPU_INFO; GETDEVICELISTELEMENT and
+//! TOGGLEDEVICE over [`HostConfig::removable_device`]), the message channel
 //! (command 30) with cookies, checkpoints and the high-bandwidth transfers, the RPCI
 //! commands (`info-get`, `info-set`, `log`, `tools.set.version`, …) and TCLO host commands.
 //!
-//! The model makes no system calls (unless [`HostConfig::system_clock`] is asked for) and
+//! The model makes no system calls (unless [`HostConfig::system_clock`] or
+//! [`HostConfig::trace`] is asked for) and
 //! never panics, whatever the registers say. It is driven either by the trap-and-emulate
 //! runner, which feeds it a real guest process's backdoor instructions, or directly through
 //! [`Backdoor`] by in-memory tests:
@@ -78,11 +80,12 @@
 //! | `info-set` without a space after the key, or with an empty key | `0 Two and exactly two arguments expected` |
 //! | `info-set` of a key without the `guestinfo.` prefix | `0 Permission denied` |
 //! | `info-set` beyond 16 MiB of guest-added data (a memory guard) | `0 Too much guestinfo data` |
-//! | `info-get` / `info-set` with [`HostConfig::deny_guestinfo`] | `0 Permission denied` |
+//! | a command of [`HostConfig::require_privileged`] (or `info-get` / `info-set` with [`HostConfig::deny_guestinfo`]) over the backdoor or an unprivileged vsock connection | `0 Permission denied` |
 //! | `log TEXT` | `1 `; TEXT becomes a VMX log line ([`Host::vmx_log`]) |
 //! | `tools.set.version N`, `tools.set.versiontype N T` | `1 `; recorded as sent ([`Host::tools_version`]) |
 //! | `vmx.capability.unified_loop NAME`, `tools.capability.NAME [VALUE]`, `tools.os.statechange.status S ID`, `SetGuestInfo  ID VALUE`, `vmbackup.eventSet …` | `1 `; kept ([`Host::tools_capabilities`], [`Host::guest_info_reported`], …); a malformed `SetGuestInfo` gets `0 Unknown command` |
 //! | `machine.id.get` | `1 ID` ([`HostConfig::machine_id`]) |
+//! | `guestlib.info.get 3` | `1 ` and the Guest API's statistics, as open-vm-tools' `libguestlib` reads them ([`HostConfig::guest_stat`]); another version: `0 3:Unsupported version`; with [`HostConfig::no_guest_api`]: `0 Unknown command` |
 //! | anything else | `0 Unknown command` |
 //!
 //! Requests are read up to their first NUL; guest-to-host messages are capped at 65,536
@@ -97,6 +100,7 @@ mod channel;
 mod config;
 mod counters;
 mod faults;
+mod guestlib;
 mod logs;
 mod rng;
 mod rpci;
@@ -104,6 +108,9 @@ mod tclo;
 #[cfg(test)]
 mod tests;
 mod tools;
+// Only the x86_64 runner serves vsock; the model is the same everywhere.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+mod vsock;
 
 use std::collections::BTreeMap;
 
@@ -112,6 +119,9 @@ use crate::Backdoor;
 pub use config::{Answer, HostConfig, Hypercall, IoplPolicy, Step};
 pub use counters::Counters;
 pub use tclo::{TcloExchange, DEFAULT_TCLO_SCRIPT};
+pub use vsock::VsockFault;
+#[cfg(target_arch = "x86_64")]
+pub(crate) use vsock::MAX_REQUEST_BODY;
 
 use crate::proto::{
     cmd, hi16, lo16, lo32, Regs, HB_PORT, LB_PORT, MAGIC, NO_ANSWER, VERSION_MAGIC,
@@ -120,6 +130,10 @@ use crate::proto::{
 /// Bytes of 0xFF a `rep insb` on a port without a device yields at most per call; the
 /// rest of the guest's count is left to the runner (no allocation sized by a guest's RCX).
 const NO_DEVICE_FILL_LIMIT: u64 = 1 << 20;
+
+/// open-vm-tools' `RD_Info`: a 32-byte name, a `u32` id, a one-byte flag, padded to 40.
+const DEVICE_NAME_LEN: usize = 32;
+const DEVICE_INFO_LEN: usize = 40;
 
 /// What one kept entry (a VMX log line, a TCLO reply) costs against its memory budget on top
 /// of its bytes, so that many tiny or empty entries cannot outgrow the budget.
@@ -148,6 +162,10 @@ pub struct Host {
     channels: channel::Channels,
     rpci: rpci::Rpci,
     tclo: tclo::Tclo,
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    vsock: vsock::Vsock,
+    /// Removable devices, by id: name and whether connected.
+    removable_devices: Vec<(Vec<u8>, bool)>,
     counters: Counters,
 }
 
@@ -174,15 +192,32 @@ impl Host {
         let machine_id = std::mem::take(&mut config.machine_id);
         let tclo = std::mem::take(&mut config.tclo);
         let faults = std::mem::take(&mut config.faults);
+        let vsock = vsock::Vsock::new(
+            config.vsock_resets,
+            std::mem::take(&mut config.vsock_faults),
+        );
+        let mut guest_api = config.guest_api.take();
+        if let Some(api) = &mut guest_api {
+            api.stats.entry(5).or_insert(config.mhz.into());
+        }
+        let removable_devices = std::mem::take(&mut config.removable_devices);
+        let mut rpci = rpci::Rpci::new(
+            guestinfo,
+            config.privileged_only.clone(),
+            config.empty_guestinfo_values,
+            machine_id,
+            guest_api,
+        );
+        rpci.trace = config.trace;
+        let mut tclo =
+            tclo::Tclo::new(tclo, config.heartbeat, tclo::Mono::new(config.manual_clock));
+        tclo.trace = config.trace;
         Host {
             channels: channel::Channels::new(&config, faults),
-            rpci: rpci::Rpci::new(
-                guestinfo,
-                config.deny_guestinfo,
-                config.empty_guestinfo_values,
-                machine_id,
-            ),
-            tclo: tclo::Tclo::new(tclo, config.heartbeat, tclo::Mono::new(config.manual_clock)),
+            rpci,
+            tclo,
+            removable_devices,
+            vsock,
             counters: Counters::default(),
             config,
         }
@@ -404,12 +439,47 @@ impl Host {
                 None => regs.bx = NO_ANSWER.into(), // GETHZ unsupported: EBX all ones
             },
             cmd::GET_VCPU_INFO => regs.ax = c.vcpu_info.into(),
+            cmd::GETDEVICELISTELEMENT => {
+                let (id, offset) = (hi16(regs.bx), lo16(regs.bx));
+                match self.device_piece(id, offset) {
+                    Some(piece) => {
+                        regs.ax = 1;
+                        regs.bx = piece.into();
+                    }
+                    None => regs.ax = 0,
+                }
+            }
+            cmd::TOGGLEDEVICE => {
+                let connect = regs.bx & (1 << 31) != 0;
+                let device = self.removable_devices.get_mut(usize::from(lo16(regs.bx)));
+                regs.ax = match device {
+                    Some((_, connected)) => {
+                        *connected = connect;
+                        1
+                    }
+                    None => 0,
+                };
+            }
             cmd::MESSAGE => {
                 let (channels, mut ends) = self.channels_and_ends();
                 channels.message(regs, &mut ends);
             }
             _ => regs.ax = NO_ANSWER.into(),
         }
+    }
+
+    /// Bytes `offset..offset + 4` of device `id`'s 40-byte description (name in 32 bytes,
+    /// NUL-padded; `u32` id; connected byte; padding), as GETDEVICELISTELEMENT hands it
+    /// out; `None` past the last device or the description's end.
+    fn device_piece(&self, id: u16, offset: u16) -> Option<u32> {
+        let (name, connected) = self.removable_devices.get(usize::from(id))?;
+        let mut info = [0u8; DEVICE_INFO_LEN];
+        info[..name.len()].copy_from_slice(name);
+        info[DEVICE_NAME_LEN..DEVICE_NAME_LEN + 4].copy_from_slice(&u32::from(id).to_le_bytes());
+        info[DEVICE_NAME_LEN + 4] = u8::from(*connected);
+        let at = usize::from(offset);
+        let piece = info.get(at..at + 4)?;
+        Some(u32::from_le_bytes(piece.try_into().ok()?))
     }
 
     /// `rep outsb` on port 0x5659 as the runner emulates it: `data` is what guest memory held

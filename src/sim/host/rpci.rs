@@ -5,7 +5,7 @@
 //! after it. Replies the sources do not pin down are chosen here and documented on
 //! [`Rpci::execute`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::counters::Counters;
 use crate::proto::GUESTINFO_PREFIX;
@@ -37,9 +37,13 @@ pub(super) struct Rpci {
     /// Every request, as sent (`requests_bytes` charged against [`LOG_BUDGET`]).
     pub(super) requests: Vec<Vec<u8>>,
     requests_bytes: usize,
-    deny_guestinfo: bool,
+    /// Commands served only on a privileged channel (`guest_rpc.rpci.auth.cmd.NAME`).
+    privileged_only: BTreeSet<Vec<u8>>,
     accept_empty_values: bool,
     machine_id: Vec<u8>,
+    guest_api: Option<super::guestlib::GuestApi>,
+    /// Whether each exchange is written to stderr as it happens ([`super::HostConfig::trace`]).
+    pub(super) trace: bool,
     store_bytes: usize,
     store_limit: usize,
     log_bytes: usize,
@@ -64,9 +68,10 @@ impl Rpci {
     /// An interpreter over the configured store.
     pub(super) fn new(
         guestinfo: BTreeMap<Vec<u8>, Vec<u8>>,
-        deny_guestinfo: bool,
+        privileged_only: BTreeSet<Vec<u8>>,
         accept_empty_values: bool,
         machine_id: Vec<u8>,
+        guest_api: Option<super::guestlib::GuestApi>,
     ) -> Self {
         let store_bytes = guestinfo
             .iter()
@@ -80,37 +85,58 @@ impl Rpci {
             tools: super::tools::Tools::default(),
             requests: Vec::new(),
             requests_bytes: 0,
-            deny_guestinfo,
+            privileged_only,
             accept_empty_values,
             machine_id,
+            guest_api,
+            trace: false,
             store_bytes,
             store_limit: store_bytes.saturating_add(GUEST_STORE_BUDGET),
             log_bytes: 0,
         }
     }
 
-    /// Runs one request and returns the reply; counts it (`rpcs`) and a `log` line it could
-    /// not keep (`vmx_log_dropped`) in `counters`.
+    /// Runs one request that came by a channel that is `privileged` (a vsock connection
+    /// from a port below 1024) or not (the backdoor, any other vsock connection), and returns
+    /// the reply; counts it (`rpcs`) and a `log` line it could not keep (`vmx_log_dropped`)
+    /// in `counters`.
     ///
     /// | request | reply |
     /// |---|---|
     /// | `info-get guestinfo.KEY` | `1 VALUE`, or `0 No value found` (also for a key without the `guestinfo.` prefix or an empty key) |
     /// | `info-set guestinfo.KEY VALUE` | `1 `; VALUE is everything after the first space after the key; an empty VALUE (unless [`super::HostConfig::empty_guestinfo_values`]), no space after the key or an empty key: `0 Two and exactly two arguments expected`; a key without the prefix: `0 Permission denied`; the guest's additions beyond 16 MiB: `0 Too much guestinfo data` |
-    /// | either, with [`super::HostConfig::deny_guestinfo`] | `0 Permission denied` |
+    /// | a command of [`super::HostConfig::require_privileged`] on an unprivileged channel | `0 Permission denied` |
     /// | `log TEXT` | `1 `; TEXT (possibly empty) becomes a VMX log line |
     /// | `tools.set.version N`, `tools.set.versiontype N T` | `1 `; the argument is recorded as sent |
     /// | `machine.id.get` | `1 ID` |
+    /// | `guestlib.info.get 3` | `1 ` and the Guest API's statistics ([`super::guestlib`]); another version: `0 3:Unsupported version`; with [`super::HostConfig::no_guest_api`]: `0 Unknown command` |
     /// | anything else | `0 Unknown command` |
-    pub(super) fn execute(&mut self, request: &[u8], counters: &mut Counters) -> Vec<u8> {
+    pub(super) fn execute(
+        &mut self,
+        request: &[u8],
+        privileged: bool,
+        counters: &mut Counters,
+    ) -> Vec<u8> {
         counters.rpcs += 1;
         let cost = request.len().saturating_add(super::ENTRY_OVERHEAD);
         if self.requests_bytes.saturating_add(cost) <= LOG_BUDGET {
             self.requests_bytes += cost;
             self.requests.push(request.to_vec());
         }
+        let reply = self.answer(request, privileged, counters);
+        if self.trace {
+            super::logs::trace("rpci", request, &reply);
+        }
+        reply
+    }
+
+    fn answer(&mut self, request: &[u8], privileged: bool, counters: &mut Counters) -> Vec<u8> {
         let raw = request;
         let request = request.split(|&b| b == 0).next().unwrap_or_default();
         let (name, arg) = split_space(request);
+        if !privileged && self.privileged_only.contains(name) {
+            return DENIED.to_vec();
+        }
         if let Some(answer) = self.tools.execute(name, arg, raw) {
             return answer.to_vec();
         }
@@ -132,6 +158,7 @@ impl Rpci {
                 OK.to_vec()
             }
             b"machine.id.get" => reply(OK, &self.machine_id),
+            b"guestlib.info.get" if self.guest_api.is_some() => self.guest_lib(arg),
             _ => {
                 counters.unknown_commands += 1;
                 UNKNOWN.to_vec()
@@ -139,10 +166,15 @@ impl Rpci {
         }
     }
 
-    fn info_get(&self, key: &[u8]) -> Vec<u8> {
-        if self.deny_guestinfo {
-            return DENIED.to_vec();
+    fn guest_lib(&self, version: Option<&[u8]>) -> Vec<u8> {
+        match self.guest_api.as_ref().map(|api| api.info_get(version)) {
+            Some(Ok(stats)) => reply(OK, &stats),
+            Some(Err(text)) => reply(b"0 ", text),
+            None => UNKNOWN.to_vec(),
         }
+    }
+
+    fn info_get(&self, key: &[u8]) -> Vec<u8> {
         let key = key.to_ascii_lowercase();
         let key = key.as_slice();
         match self.guestinfo.get(key) {
@@ -152,9 +184,6 @@ impl Rpci {
     }
 
     fn info_set(&mut self, arg: Option<&[u8]>) -> Vec<u8> {
-        if self.deny_guestinfo {
-            return DENIED.to_vec();
-        }
         let (key, value) = match arg.map(split_space) {
             Some((key, Some(value))) if !key.is_empty() => (key, value),
             _ => return SET_ARGS.to_vec(),
@@ -203,14 +232,14 @@ mod tests {
     impl Rpci {
         /// `execute`, counting into a throw-away set of counters.
         fn exec(&mut self, request: &[u8]) -> Vec<u8> {
-            self.execute(request, &mut Counters::default())
+            self.execute(request, false, &mut Counters::default())
         }
     }
 
     fn rpci() -> Rpci {
         let mut store = BTreeMap::new();
         store.insert(b"guestinfo.present".to_vec(), b"yes".to_vec());
-        Rpci::new(store, false, false, b"vm-42".to_vec())
+        Rpci::new(store, BTreeSet::new(), false, b"vm-42".to_vec(), None)
     }
 
     #[test]
@@ -239,7 +268,7 @@ mod tests {
             SET_ARGS
         );
         assert_eq!(r.exec(b"info-get guestinfo.empty"), NO_VALUE);
-        let mut lenient = Rpci::new(BTreeMap::new(), false, true, Vec::new());
+        let mut lenient = Rpci::new(BTreeMap::new(), BTreeSet::new(), true, Vec::new(), None);
         assert_eq!(lenient.exec(b"info-set guestinfo.empty "), b"1 ");
         assert_eq!(lenient.exec(b"info-get guestinfo.empty"), b"1 ");
         assert_eq!(r.exec(b"info-set guestinfo.bin \xff\x01\0ignored"), b"1 ");
@@ -252,11 +281,27 @@ mod tests {
     }
 
     #[test]
-    fn deny_guestinfo_refuses_both_directions() {
-        let mut r = Rpci::new(BTreeMap::new(), true, false, Vec::new());
+    fn privileged_commands_are_refused_on_other_channels_only() {
+        let mut store = BTreeMap::new();
+        store.insert(b"guestinfo.x".to_vec(), b"v".to_vec());
+        let only: BTreeSet<Vec<u8>> = [b"info-get".to_vec(), b"info-set".to_vec()].into();
+        let mut r = Rpci::new(store, only, false, Vec::new(), None);
         assert_eq!(r.exec(b"info-get guestinfo.x"), b"0 Permission denied");
         assert_eq!(r.exec(b"info-set guestinfo.x 1"), b"0 Permission denied");
-        assert!(r.guestinfo.is_empty());
+        assert_eq!(r.guestinfo.get(&b"guestinfo.x"[..]).unwrap(), b"v");
+        let mut counters = Counters::default();
+        assert_eq!(
+            r.execute(b"info-get guestinfo.x", true, &mut counters),
+            b"1 v"
+        );
+        assert_eq!(
+            r.execute(b"info-set guestinfo.x 2", true, &mut counters),
+            b"1 "
+        );
+        // The first word is the command: a longer name is another command.
+        assert_eq!(r.exec(b"info-get-x guestinfo.x"), b"0 Unknown command");
+        assert_eq!(r.exec(b"log still served"), b"1 ");
+        assert_eq!(r.requests.len(), 6, "refused requests are logged too");
     }
 
     #[test]
@@ -286,7 +331,7 @@ mod tests {
         let big = vec![b'x'; 1 << 20];
         let mut store = BTreeMap::new();
         store.insert(b"guestinfo.big".to_vec(), big.clone());
-        let mut r = Rpci::new(store, false, false, Vec::new());
+        let mut r = Rpci::new(store, BTreeSet::new(), false, Vec::new(), None);
         assert_eq!(r.exec(b"info-get guestinfo.big").len(), 2 + big.len());
         let value = vec![b'v'; 60_000];
         let mut accepted = 0;

@@ -111,6 +111,8 @@ pub(super) struct Tclo {
     last_poll: Option<Duration>,
     /// Gaps between polls longer than the heartbeat (each one a "tools not running").
     pub(super) lapses: u64,
+    /// Whether each exchange is written to stderr as it happens.
+    pub(super) trace: bool,
 }
 
 impl Tclo {
@@ -127,6 +129,7 @@ impl Tclo {
             polls: 0,
             last_poll: None,
             lapses: 0,
+            trace: false,
         }
     }
 
@@ -189,6 +192,11 @@ impl Tclo {
         self.last_poll = Some(now);
         self.polls += 1;
         if answering {
+            if self.trace {
+                let pending = self.exchanges.last().filter(|x| x.reply.is_none());
+                let command = pending.map_or(&b"(over the log budget)"[..], |x| &x.command);
+                super::logs::trace("tclo", command, &message);
+            }
             if let Some(x) = self.exchanges.last_mut().filter(|x| x.reply.is_none()) {
                 if self.kept_bytes.saturating_add(message.len()) <= REPLY_BUDGET {
                     self.kept_bytes += message.len();

@@ -6,11 +6,13 @@
 
 #![forbid(unsafe_code)]
 
+use std::sync::{Mutex, MutexGuard};
+
 use libc::pid_t;
 
 use super::decode::{self, Insn, Op, PortArg, PortIo, Seg, MAX_INSN};
 use super::sys::{self, UserRegs};
-use super::{cpuid, Thread};
+use super::{cpuid, lock_host, Thread};
 use crate::proto::{self, Regs, HB_PORT, LB_PORT, MAX_GUEST_MESSAGE};
 use crate::sim::host::Hypercall;
 use crate::sim::Host;
@@ -63,7 +65,7 @@ pub(super) enum Emulated {
 
 /// Executes faulting instructions of the guest against the host model.
 pub(super) struct Emulator<'h> {
-    host: &'h mut Host,
+    host: &'h Mutex<Host>,
     /// Whether the guest sees a VMware CPUID (CPUID faulting armed in every process).
     cpuid: bool,
     /// What that CPUID shows beyond the real CPU's.
@@ -73,10 +75,13 @@ pub(super) struct Emulator<'h> {
 }
 
 impl<'h> Emulator<'h> {
-    pub(super) fn new(host: &'h mut Host, cpuid: bool) -> Self {
-        let machine = cpuid::Machine {
-            hypercalls: host.advertised_hypercalls(),
-            tdx: host.shows_tdx(),
+    pub(super) fn new(host: &'h Mutex<Host>, cpuid: bool) -> Self {
+        let machine = {
+            let h = lock_host(host);
+            cpuid::Machine {
+                hypercalls: h.advertised_hypercalls(),
+                tdx: h.shows_tdx(),
+            }
         };
         Emulator {
             host,
@@ -84,6 +89,11 @@ impl<'h> Emulator<'h> {
             machine,
             scratch: Vec::new(),
         }
+    }
+
+    /// The host model, shared with the vsock endpoint's threads.
+    fn host(&self) -> MutexGuard<'h, Host> {
+        lock_host(self.host)
     }
 
     /// Whether the guest sees a VMware CPUID.
@@ -168,12 +178,12 @@ impl<'h> Emulator<'h> {
     /// What `io` on `port` does on this machine, for a thread with `thread`'s privilege.
     fn decide(&self, io: &PortIo, port: u16, eax: u32, thread: Option<&Thread>) -> Action {
         let privileged = thread.is_some_and(|t| t.io.allows(port, io.size));
-        if !self.host.port_reachable(port, privileged) {
+        if !self.host().port_reachable(port, privileged) {
             return Action::Fault;
         }
         match (io.op, io.size, io.rep) {
             (Op::In, 4, _) if port == LB_PORT => Action::Lb,
-            (Op::Out, 4, _) if port == LB_PORT && self.host.takes_out(eax) => Action::Lb,
+            (Op::Out, 4, _) if port == LB_PORT && self.host().takes_out(eax) => Action::Lb,
             (Op::Outs, 1, true) if port == HB_PORT => Action::HbOut,
             (Op::Ins, 1, true) if port == HB_PORT => Action::HbIn,
             // Any other access to a port it may touch finds no device there.
@@ -197,9 +207,9 @@ impl<'h> Emulator<'h> {
             Action::Lb => {
                 let mut r = to_proto(regs);
                 if io.op == Op::In {
-                    self.host.lb_in(&mut r);
+                    self.host().lb_in(&mut r);
                 } else {
-                    self.host.lb(&mut r);
+                    self.host().lb(&mut r);
                 }
                 from_proto(regs, &r);
                 Step::Next
@@ -235,7 +245,7 @@ impl<'h> Emulator<'h> {
         }
         let before = to_proto(regs);
         let mut r = before;
-        self.host.rep_outsb(&mut r, &self.scratch);
+        self.host().rep_outsb(&mut r, &self.scratch);
         from_proto(regs, &r);
         // Finish the string instruction where the host did not say otherwise.
         if r.si == before.si {
@@ -259,7 +269,7 @@ impl<'h> Emulator<'h> {
         }
         let before = to_proto(regs);
         let mut r = before;
-        let mut data = self.host.rep_insb(&mut r);
+        let mut data = self.host().rep_insb(&mut r);
         data.truncate(usize::try_from(count).unwrap_or(usize::MAX));
         let n = data.len() as u64;
         let dst = reg(regs.rdi, io.addr_bits);
@@ -285,7 +295,7 @@ impl<'h> Emulator<'h> {
             set_reg(&mut regs.rcx, count - n, io.addr_bits);
             // An empty port hands out a bounded amount per call: the guest re-executes the
             // rest, as an interrupted REP instruction does.
-            if n < count && self.host.rep_insb_continues() {
+            if n < count && self.host().rep_insb_continues() {
                 return Step::Again;
             }
         }
@@ -305,7 +315,7 @@ impl<'h> Emulator<'h> {
         long_mode: bool,
     ) -> Step {
         let privileged = thread.is_some_and(|t| t.io.allows(LB_PORT, 4));
-        if !self.host.hypercall_allowed(hc, privileged) {
+        if !self.host().hypercall_allowed(hc, privileged) {
             return Step::Fault;
         }
         let width = if long_mode { u64::MAX } else { 0xffff_ffff };
@@ -335,7 +345,7 @@ impl<'h> Emulator<'h> {
         r.dx = (before.dx & !0xffff) | u64::from(port);
         let presented = r.dx;
         match flags {
-            HC_LB | HC_LB_WRITE => self.host.hypercall_lb(hc, &mut r),
+            HC_LB | HC_LB_WRITE => self.host().hypercall_lb(hc, &mut r),
             HC_HB_OUT => {
                 let count = regs.rcx & width;
                 let take = count.min(MAX_GUEST_MESSAGE as u64 + 1) as usize;
@@ -344,16 +354,16 @@ impl<'h> Emulator<'h> {
                 if sys::read_mem(pid, regs.rsi & width, &mut self.scratch) < take {
                     return Step::Fault;
                 }
-                self.host.hypercall_hb_out(hc, &mut r, &self.scratch);
+                self.host().hypercall_hb_out(hc, &mut r, &self.scratch);
             }
             HC_HB_IN => {
-                let mut data = self.host.hypercall_hb_in(hc, &mut r);
+                let mut data = self.host().hypercall_hb_in(hc, &mut r);
                 data.truncate(usize::try_from(regs.rcx & width).unwrap_or(usize::MAX));
                 if !data.is_empty() && !sys::write_mem(pid, regs.rdi & width, &data) {
                     return Step::Fault;
                 }
             }
-            _ => self.host.hypercall_unknown(hc, &mut r),
+            _ => self.host().hypercall_unknown(hc, &mut r),
         }
         // A register the host left as presented reads as the guest sent it.
         if r.dx == presented {

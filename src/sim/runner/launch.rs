@@ -15,6 +15,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::panic::{self, AssertUnwindSafe};
 use std::process::Command;
+use std::sync::Mutex;
 
 use super::sys::{self, exit_now, Forked};
 use super::{cpuid, seccomp, Tracer};
@@ -47,6 +48,8 @@ pub(crate) struct Settings {
     pub(crate) iopl: IoplPolicy,
     pub(crate) vmware_cpuid: bool,
     pub(crate) forward_signals: bool,
+    /// Whether the host offers vsock.
+    pub(crate) vsock: bool,
 }
 
 impl Settings {
@@ -55,17 +58,37 @@ impl Settings {
             iopl: config.iopl,
             vmware_cpuid: config.vmware_cpuid,
             forward_signals: config.forward_signals,
+            vsock: config.vsock_offered(),
         }
+    }
+}
+
+/// The names a run's vsock sockets get (x86_64; nothing to name elsewhere).
+#[cfg(target_arch = "x86_64")]
+pub(crate) type VsockNames = super::vsock::Names;
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) type VsockNames = ();
+
+/// The vsock endpoint of a run, stopped when this goes out of scope however the run ends,
+/// so that the scope's threads can be joined.
+#[cfg(target_arch = "x86_64")]
+struct StopOnDrop<'e>(&'e super::vsock::endpoint::Endpoint);
+
+#[cfg(target_arch = "x86_64")]
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.stop();
     }
 }
 
 /// Runs `guest` in a traced child served by `host`; returns once the child and every
 /// process and thread it created are gone (or only stopped ones remain).
-pub(crate) fn run(mut host: Host, settings: Settings, guest: Guest<'_>) -> io::Result<SimRun> {
+pub(crate) fn run(host: Host, settings: Settings, guest: Guest<'_>) -> io::Result<SimRun> {
     let Settings {
         iopl: policy,
         vmware_cpuid,
         forward_signals,
+        vsock,
     } = settings;
     // Only CPUID faulting lets the runner show the CPUID the machine has; say so when it
     // cannot, instead of showing the real CPUID without a word.
@@ -82,6 +105,23 @@ pub(crate) fn run(mut host: Host, settings: Settings, guest: Guest<'_>) -> io::R
         );
     }
     let cpuid = vmware_cpuid && host.shows_vmware_cpuid() && cpuid_faulting;
+    // The vsock filter is built and the host's end listening before the fork: the child
+    // only installs the one and closes the other.
+    #[cfg(target_arch = "x86_64")]
+    let vsock_filter = super::vsock::filter::program(vsock);
+    #[cfg(target_arch = "x86_64")]
+    let endpoint = if vsock {
+        let names = super::vsock::Names::new();
+        Some(super::vsock::endpoint::Endpoint::bind(names).map_err(|e| {
+            io::Error::new(e.kind(), format!("cannot start the vsock endpoint: {e}"))
+        })?)
+    } else {
+        None
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    if vsock {
+        log::warn!("vsock is not served on this architecture: the guest's vsock calls reach this machine's kernel");
+    }
     let (go_read, go_write) = sys::pipe(false)?;
     let (report_read, report_write) = sys::pipe(true)?;
     // The child only makes raw system calls (no allocation, no locks) until it runs the
@@ -91,7 +131,13 @@ pub(crate) fn run(mut host: Host, settings: Settings, guest: Guest<'_>) -> io::R
         Forked::Child => {
             drop(go_write);
             drop(report_read);
-            child(go_read, report_write, cpuid, guest);
+            #[cfg(target_arch = "x86_64")]
+            {
+                drop(endpoint);
+                child(go_read, report_write, cpuid, Some(vsock_filter), guest);
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            child(go_read, report_write, cpuid, None, guest);
         }
         Forked::Parent(pid) => pid,
     };
@@ -114,11 +160,39 @@ pub(crate) fn run(mut host: Host, settings: Settings, guest: Guest<'_>) -> io::R
     } else {
         None
     };
-    // Let the child go; from here on it runs traced.
-    // If this fails the child is already gone; the loop below collects its exit.
-    let _ = File::from(go_write).write_all(b"g");
-
-    let (root, traps) = Tracer::new(&mut host, policy, cpuid, pid).run()?;
+    let host = Mutex::new(host);
+    let traced = std::thread::scope(|scope| {
+        #[cfg(target_arch = "x86_64")]
+        let (_stop, names) = match &endpoint {
+            Some(ep) => {
+                let accepting = std::thread::Builder::new()
+                    .name("vmw-sim-vsock-accept".into())
+                    .spawn_scoped(scope, || ep.accept_loop(scope, &host));
+                if let Err(e) = accepting {
+                    sys::kill_and_reap(pid);
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!("cannot start the vsock endpoint: {e}"),
+                    ));
+                }
+                (Some(StopOnDrop(ep)), Some(ep.names().clone()))
+            }
+            None => (None, None),
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let names = {
+            let _ = scope; // no endpoint threads here
+            None
+        };
+        // Let the child go; from here on it runs traced.
+        // If this fails the child is already gone; the loop below collects its exit.
+        let _ = File::from(go_write).write_all(b"g");
+        Tracer::new(&host, policy, cpuid, pid, names).run()
+    });
+    let host = host
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let (root, traps) = traced?;
     drop(forwarding);
     let exit = match (read_report(&mut report_read), root) {
         (Some(Report::Panic(msg)), Some(GuestExit::Exited(PANIC_EXIT))) => GuestExit::Panicked(msg),
@@ -136,14 +210,30 @@ pub(crate) fn run(mut host: Host, settings: Settings, guest: Guest<'_>) -> io::R
     Ok(SimRun { exit, host, traps })
 }
 
-/// The child side: never returns.
-fn child(go: OwnedFd, report: OwnedFd, cpuid: bool, guest: Guest<'_>) -> ! {
+/// The child side: never returns. `vsock_filter`: the second seccomp program, for the
+/// vsock calls (x86_64).
+fn child(
+    go: OwnedFd,
+    report: OwnedFd,
+    cpuid: bool,
+    vsock_filter: Option<&'static [libc::sock_filter]>,
+    guest: Guest<'_>,
+) -> ! {
     // Files only to use std's read and writev on the pipes: neither allocates.
     let mut report = File::from(report);
     if let Err(errno) = seccomp::install() {
         send(&mut report, TAG_SETUP, &errno.to_le_bytes());
         exit_now(SETUP_EXIT);
     }
+    #[cfg(target_arch = "x86_64")]
+    if let Some(filter) = vsock_filter {
+        if let Err(errno) = sys::seccomp_filter(filter) {
+            send(&mut report, TAG_SETUP, &errno.to_le_bytes());
+            exit_now(SETUP_EXIT);
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = vsock_filter;
     // A program about to exec is re-armed by the tracer at its exec stop instead.
     if cpuid && matches!(guest, Guest::Closure(_)) {
         cpuid::arm_self();

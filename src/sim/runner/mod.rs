@@ -10,7 +10,10 @@
 //! guest as if the port had answered. Every other signal reaches the guest unchanged.
 //!
 //! `iopl`/`ioperm` never reach the kernel: a seccomp filter turns them into ptrace stops and
-//! the runner answers them from a per-thread virtual privilege ([`privilege`]).
+//! the runner answers them from a per-thread virtual privilege ([`privilege`]). On x86_64 a
+//! second filter hands it the guest's vsock calls ([`vsock`](self)): its `AF_VSOCK`
+//! sockets are `AF_UNIX` ones the runner binds and connects to the host's DataMap end, a
+//! thread of the run that shares the host model (hence the `Mutex`).
 //!
 //! Pieces: [`sys`] (every raw system call, and the only `unsafe` code of the runner),
 //! [`decode`] (instruction bytes), [`emulate`] (what an instruction does, by the host
@@ -45,6 +48,9 @@ mod emulate;
 mod seccomp;
 
 pub(crate) mod launch;
+// The guest's vsock: x86_64's system call tables only.
+#[cfg(target_arch = "x86_64")]
+mod vsock;
 // Kept per thread on every instruction set; only x86 has `iopl`/`ioperm` to answer from it.
 #[cfg_attr(target_arch = "aarch64", allow(dead_code))]
 mod privilege;
@@ -55,6 +61,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
 use std::ops::Range;
+use std::sync::{Mutex, MutexGuard};
 
 use libc::pid_t;
 
@@ -100,13 +107,16 @@ struct Thread {
     io: IoPrivilege,
     /// Port I/O instructions it faulted on lately, by address.
     decoded: DecodeCache,
+    /// What to finish when its current system call exits (a rewritten vsock `socket`).
+    #[cfg(target_arch = "x86_64")]
+    at_exit: Option<vsock::AtExit>,
 }
 
 impl Thread {
     fn new(io: IoPrivilege) -> Thread {
         Thread {
             io,
-            decoded: DecodeCache::default(),
+            ..Thread::default()
         }
     }
 }
@@ -139,15 +149,39 @@ pub(crate) struct Tracer<'h> {
     /// Tracees in a group-stop (SIGSTOP and friends), waiting for SIGCONT.
     stopped: std::collections::HashSet<pid_t, BuildHasherDefault<PidHasher>>,
     stats: TrapStats,
+    /// The host model, shared with the vsock endpoint.
+    #[cfg_attr(target_arch = "aarch64", allow(dead_code))]
+    host: &'h Mutex<Host>,
+    #[cfg(target_arch = "x86_64")]
+    vsock: vsock::Vsock,
+}
+
+/// The host model, whoever holds it: a thread that panicked while holding it left it as
+/// consistent as the model ever is (it never panics itself), so poisoning is ignored.
+pub(crate) fn lock_host(host: &Mutex<Host>) -> MutexGuard<'_, Host> {
+    host.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl<'h> Tracer<'h> {
-    /// A tracer for the tree rooted at `root`, which it has already seized.
-    pub(crate) fn new(host: &'h mut Host, policy: IoplPolicy, cpuid: bool, root: pid_t) -> Self {
+    /// A tracer for the tree rooted at `root`, which it has already seized; `vsock`: the
+    /// run's vsock names when the host offers vsock (x86_64).
+    pub(crate) fn new(
+        host: &'h Mutex<Host>,
+        policy: IoplPolicy,
+        cpuid: bool,
+        root: pid_t,
+        #[cfg_attr(target_arch = "aarch64", allow(unused_variables))] vsock: Option<
+            launch::VsockNames,
+        >,
+    ) -> Self {
         let mut threads = PidMap::default();
         threads.insert(root, Thread::default());
         Tracer {
             emu: Emulator::new(host, cpuid),
+            host,
+            #[cfg(target_arch = "x86_64")]
+            vsock: vsock::Vsock::new(vsock),
             policy,
             root,
             root_exit: None,
@@ -285,6 +319,11 @@ impl<'h> Tracer<'h> {
                 self.resume_with_deferred(pid);
             }
             libc::PTRACE_EVENT_SECCOMP => {
+                #[cfg(target_arch = "x86_64")]
+                if let Some(trap) = sys::event_msg(pid).ok().and_then(vsock::Trap::from_data) {
+                    self.on_sock_syscall(pid, trap);
+                    return;
+                }
                 self.on_io_syscall(pid);
                 resume(pid, 0);
             }
@@ -328,6 +367,17 @@ impl<'h> Tracer<'h> {
     }
 
     fn on_signal(&mut self, pid: pid_t, sig: i32) {
+        #[cfg(target_arch = "x86_64")]
+        if sig == sys::SYSCALL_STOP {
+            // Only a call the runner asked to see the exit of stops here.
+            let at = self.threads.get_mut(&pid).and_then(|t| t.at_exit.take());
+            if let Some(at) = at {
+                self.vsock.on_exit(pid, at);
+                self.stats.vsock_syscalls = self.vsock.calls;
+            }
+            resume(pid, 0);
+            return;
+        }
         let done = if sig == libc::SIGSEGV || sig == libc::SIGILL {
             self.emu.emulate(pid, sig, self.threads.get_mut(&pid))
         } else {
@@ -392,6 +442,21 @@ impl<'h> Tracer<'h> {
         regs.rax = ret as u64;
         if sys::set_regs(pid, &regs).is_ok() {
             self.stats.io_syscalls += 1;
+        }
+    }
+
+    /// A guest's socket call the vsock filter stopped: answered, rewritten (then seen
+    /// again at its exit) or let through.
+    #[cfg(target_arch = "x86_64")]
+    fn on_sock_syscall(&mut self, pid: pid_t, trap: vsock::Trap) {
+        let at = self.vsock.on_entry(pid, trap, self.host);
+        self.stats.vsock_syscalls = self.vsock.calls;
+        match at {
+            Some(at) => {
+                self.threads.entry(pid).or_default().at_exit = Some(at);
+                ignore_gone(sys::cont_to_syscall_exit(pid));
+            }
+            None => resume(pid, 0),
         }
     }
 

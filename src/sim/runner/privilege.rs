@@ -83,6 +83,12 @@ impl IoPrivilege {
 /// kernel checks for `iopl`/`ioperm`; false when that cannot be read.
 pub(crate) fn has_sys_rawio(tid: libc::pid_t) -> bool {
     const CAP_SYS_RAWIO: u32 = 17;
+    has_capability(tid, CAP_SYS_RAWIO)
+}
+
+/// Whether thread `tid` has capability number `cap` in its effective set (`CapEff` in
+/// `/proc/<tid>/status`); false when that cannot be read.
+pub(crate) fn has_capability(tid: libc::pid_t, cap: u32) -> bool {
     let Ok(status) = std::fs::read_to_string(format!("/proc/{tid}/status")) else {
         return false;
     };
@@ -90,7 +96,7 @@ pub(crate) fn has_sys_rawio(tid: libc::pid_t) -> bool {
         .lines()
         .find_map(|l| l.strip_prefix("CapEff:"))
         .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-        .is_some_and(|caps| caps & (1 << CAP_SYS_RAWIO) != 0)
+        .is_some_and(|caps| cap < 64 && caps & (1 << cap) != 0)
 }
 
 #[cfg(test)]

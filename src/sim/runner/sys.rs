@@ -45,6 +45,8 @@ const PTRACE_SEIZE: c_long = 0x4206;
 const PTRACE_LISTEN: c_long = 0x4208;
 const PTRACE_INTERRUPT: c_long = 0x4207;
 const PTRACE_DETACH: c_long = 17;
+#[cfg(target_arch = "x86_64")] // the vsock calls only
+const PTRACE_SYSCALL: c_long = 24;
 
 /// `PTRACE_O_*` options the runner sets when it seizes the guest.
 pub(crate) const TRACE_OPTIONS: usize = (libc::PTRACE_O_TRACEFORK
@@ -52,7 +54,13 @@ pub(crate) const TRACE_OPTIONS: usize = (libc::PTRACE_O_TRACEFORK
     | libc::PTRACE_O_TRACECLONE
     | libc::PTRACE_O_TRACEEXEC
     | libc::PTRACE_O_TRACESECCOMP
+    | libc::PTRACE_O_TRACESYSGOOD
     | libc::PTRACE_O_EXITKILL) as usize;
+
+/// The stop signal of a syscall-stop (`PTRACE_O_TRACESYSGOOD` sets bit 7), which only
+/// [`cont_to_syscall_exit`] asks for: no signal has this number.
+#[cfg(target_arch = "x86_64")]
+pub(crate) const SYSCALL_STOP: i32 = libc::SIGTRAP | 0x80;
 
 /// One raw ptrace request.
 fn ptrace(request: c_long, pid: pid_t, addr: usize, data: usize) -> io::Result<c_long> {
@@ -76,6 +84,13 @@ pub(crate) fn seize(pid: pid_t) -> io::Result<()> {
 /// Resumes a stopped tracee, delivering `sig` (0 = none).
 pub(crate) fn cont(pid: pid_t, sig: i32) -> io::Result<()> {
     ptrace(PTRACE_CONT, pid, 0, usize::try_from(sig).unwrap_or(0)).map(drop)
+}
+
+/// Resumes a tracee stopped at a system call's entry until that call's exit, where it
+/// stops again ([`SYSCALL_STOP`]).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn cont_to_syscall_exit(pid: pid_t) -> io::Result<()> {
+    ptrace(PTRACE_SYSCALL, pid, 0, 0).map(drop)
 }
 
 /// Resumes a stopped tracee for one instruction (it stops again with SIGTRAP).
@@ -609,6 +624,88 @@ pub(crate) fn cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {
 pub(crate) fn tgkill(tgid: pid_t, tid: pid_t, sig: i32) -> io::Result<()> {
     // SAFETY: tgkill takes integers only; the kernel checks that the thread exists.
     if unsafe { libc::syscall(libc::SYS_tgkill, tgid, tid, sig) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+// ---- A guest's sockets, reached from the runner ----
+
+/// A pidfd for `pid` (`pidfd_open`, Linux 5.3); `thread`: for that thread itself
+/// (`PIDFD_THREAD`, Linux 6.9) rather than its thread group, whose leader `pid` must be.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn pidfd_open(pid: pid_t, thread: bool) -> io::Result<OwnedFd> {
+    let flags = if thread { libc::O_EXCL } else { 0 };
+    // SAFETY: integer arguments only.
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, flags) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a new descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(r as c_int) })
+}
+
+/// A duplicate of the process's (or thread's) descriptor `fd` (`pidfd_getfd`, Linux 5.6;
+/// close-on-exec). It shares the open file: a socket bound or connected through it is
+/// the guest's socket.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn pidfd_getfd(pidfd: &OwnedFd, fd: i32) -> io::Result<OwnedFd> {
+    // SAFETY: integer arguments only.
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    Ok(unsafe { OwnedFd::from_raw_fd(r as c_int) })
+}
+
+/// The `AF_UNIX` address of the abstract name `name` (the leading NUL is added here).
+#[cfg(target_arch = "x86_64")]
+fn abstract_addr(name: &[u8]) -> io::Result<(libc::sockaddr_un, libc::socklen_t)> {
+    // SAFETY: sockaddr_un is plain integers; all-zero is a valid value.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let path = addr
+        .sun_path
+        .get_mut(1..=name.len())
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
+    for (dst, &b) in path.iter_mut().zip(name) {
+        *dst = b as libc::c_char;
+    }
+    let len = std::mem::size_of::<libc::sa_family_t>() + 1 + name.len();
+    Ok((addr, len as libc::socklen_t))
+}
+
+/// Binds socket `fd` to the abstract `AF_UNIX` name `name`.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn bind_abstract(fd: &OwnedFd, name: &[u8]) -> io::Result<()> {
+    at_abstract(fd, name, libc::bind)
+}
+
+/// Connects socket `fd` to the abstract `AF_UNIX` name `name`.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn connect_abstract(fd: &OwnedFd, name: &[u8]) -> io::Result<()> {
+    at_abstract(fd, name, libc::connect)
+}
+
+/// `bind` or `connect` (`call`) of `fd` to the abstract name `name`.
+#[cfg(target_arch = "x86_64")]
+fn at_abstract(
+    fd: &OwnedFd,
+    name: &[u8],
+    call: unsafe extern "C" fn(c_int, *const libc::sockaddr, libc::socklen_t) -> c_int,
+) -> io::Result<()> {
+    let (addr, len) = abstract_addr(name)?;
+    // SAFETY: `call` is libc's bind or connect; `addr` is a live sockaddr_un and `len`
+    // does not exceed its size.
+    let r = unsafe {
+        call(
+            fd.as_raw_fd(),
+            (&addr as *const libc::sockaddr_un).cast::<libc::sockaddr>(),
+            len,
+        )
+    };
+    if r != 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())

@@ -7,6 +7,8 @@
 
 #![forbid(unsafe_code)]
 
+use std::sync::{Mutex, MutexGuard};
+
 use libc::pid_t;
 
 use super::super::sys::{self, UserRegs};
@@ -59,18 +61,23 @@ pub(crate) enum Emulated {
 
 /// Executes trapped instructions of the guest against the host model.
 pub(crate) struct Emulator<'h> {
-    host: &'h mut Host,
+    host: &'h Mutex<Host>,
     /// Reused buffer for guest memory (no allocation per call).
     scratch: Vec<u8>,
 }
 
 impl<'h> Emulator<'h> {
     /// The CPUID flag is the x86 runner's; arm64 has no CPUID to show.
-    pub(crate) fn new(host: &'h mut Host, _cpuid: bool) -> Self {
+    pub(crate) fn new(host: &'h Mutex<Host>, _cpuid: bool) -> Self {
         Emulator {
             host,
             scratch: Vec::new(),
         }
+    }
+
+    /// The host model (shared, as on x86, with the threads a run may start).
+    fn host(&self) -> MutexGuard<'h, Host> {
+        super::super::lock_host(self.host)
     }
 
     /// Never: there is no CPUID.
@@ -117,12 +124,12 @@ impl<'h> Emulator<'h> {
 
     /// What `io` on `port` does on this machine: every arm64 access is unprivileged.
     fn decide(&self, io: &PortIo, port: u16, eax: u32) -> Action {
-        if !self.host.port_reachable(port, false) {
+        if !self.host().port_reachable(port, false) {
             return Action::Fault;
         }
         match (io.op, io.size, io.rep) {
             (Op::In, 4, _) if port == LB_PORT => Action::Lb,
-            (Op::Out, 4, _) if port == LB_PORT && self.host.takes_out(eax) => Action::Lb,
+            (Op::Out, 4, _) if port == LB_PORT && self.host().takes_out(eax) => Action::Lb,
             (Op::Outs, 1, true) if port == HB_PORT => Action::HbOut,
             (Op::Ins, 1, true) if port == HB_PORT => Action::HbIn,
             // Any other access to a port it may touch finds no device there.
@@ -140,9 +147,9 @@ impl<'h> Emulator<'h> {
             Action::Lb => {
                 let mut r = to_proto(regs);
                 if io.op == Op::In {
-                    self.host.lb_in(&mut r);
+                    self.host().lb_in(&mut r);
                 } else {
-                    self.host.lb(&mut r);
+                    self.host().lb(&mut r);
                 }
                 from_proto(regs, &r);
                 Step::Next
@@ -177,7 +184,7 @@ impl<'h> Emulator<'h> {
         }
         let before = to_proto(regs);
         let mut r = before;
-        self.host.rep_outsb(&mut r, &self.scratch);
+        self.host().rep_outsb(&mut r, &self.scratch);
         from_proto(regs, &r);
         // Finish the string instruction where the host did not say otherwise.
         if r.si == before.si {
@@ -197,7 +204,7 @@ impl<'h> Emulator<'h> {
         }
         let before = to_proto(regs);
         let mut r = before;
-        let mut data = self.host.rep_insb(&mut r);
+        let mut data = self.host().rep_insb(&mut r);
         data.truncate(usize::try_from(count).unwrap_or(usize::MAX));
         let n = data.len() as u64;
         let dst = regs.regs[5];
@@ -222,7 +229,7 @@ impl<'h> Emulator<'h> {
             regs.regs[2] = count - n;
             // An empty port hands out a bounded amount per call: the guest re-executes the
             // rest, as an interrupted REP instruction does.
-            if n < count && self.host.rep_insb_continues() {
+            if n < count && self.host().rep_insb_continues() {
                 return Step::Again;
             }
         }
