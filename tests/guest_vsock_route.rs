@@ -10,25 +10,9 @@ mod support;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
+use support::vsock::{drop_privilege, root};
 use vmw_backdoor::sim::{GuestExit, Host, HostConfig, VsockFault};
 use vmw_backdoor::{ErrorKind, Route, RpciChannel, Session};
-
-/// Whether guests here may bind ports below 1024 (root, with CAP_NET_BIND_SERVICE).
-fn root() -> bool {
-    // SAFETY: geteuid takes nothing and cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// Makes the guest nobody, without CAP_NET_BIND_SERVICE (nothing for a normal user).
-fn drop_privilege() {
-    if root() {
-        // SAFETY: plain system calls in the guest, a process of its own.
-        unsafe {
-            assert_eq!(libc::setgid(65534), 0);
-            assert_eq!(libc::setuid(65534), 0);
-        }
-    }
-}
 
 fn served(config: HostConfig, guest: impl FnOnce()) -> Host {
     config.run(guest).expect("start the guest").expect_success()
