@@ -53,8 +53,9 @@ fn run(
     value: Option<&[u8]>,
     decode: bool,
 ) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    // A session owns its guard: privileged where the kernel grants it, else ring 3.
-    let mut session: vmw_backdoor::Session = vmw_backdoor::RpciChannel::open(guard::probe()?)?;
+    // The best channel there is: privileged vsock (which a VM can require for guestinfo),
+    // vsock, else the backdoor.
+    let mut session = guard::session()?;
     if let Some(value) = value {
         session.set_guestinfo(key, value)?;
         return Ok(ExitCode::SUCCESS);

@@ -17,7 +17,7 @@ fn main() -> ExitCode {
         eprintln!("usage: log TEXT...");
         return ExitCode::from(2);
     }
-    let result = guard::probe().and_then(|mut guard| guard.open_enhanced_chan()?.log(&text));
+    let result = guard::session().and_then(|mut session| session.log(&text));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

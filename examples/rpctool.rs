@@ -24,7 +24,9 @@
 //! `NULL`), a request over 64 KiB, stdout that cannot be written — it says so in its own
 //! words, with vmware-rpctool's exit status (1; 0 when only stdout failed: the host did
 //! accept the command). Unlike vmware-rpctool it takes I/O privilege where the kernel
-//! grants it, so as root it also works in a VM that restricts ring-3 backdoor access.
+//! grants it, so as root it also works in a VM that restricts ring-3 backdoor access; and
+//! it sends by vsock where the host takes it (privileged as root), as `vmtoolsd --cmd`
+//! does, so it gets an answer where the VM reserves a command for the privileged channel.
 
 #[path = "shared/guard.rs"]
 mod guard;
@@ -33,7 +35,7 @@ use std::ffi::OsString;
 use std::io::{self, Write};
 use std::process::ExitCode;
 
-use vmw_backdoor::{ErrorKind, Session, VmwError};
+use vmw_backdoor::{ErrorKind, Route, Session, VmwError};
 
 /// vmware-rpctool's usage text, on stderr.
 const USAGE: &str = "rpctool syntax:\n\n  -h | --help\tprint usage.\n  rpctool <text>\tsend <text> as an RPC command.\n";
@@ -47,9 +49,9 @@ fn main() -> ExitCode {
 
 fn run(argv0: &[u8], command: Option<&[u8]>) -> u8 {
     let name = String::from_utf8_lossy(argv0.rsplit(|&b| b == b'/').next().unwrap_or(argv0));
-    // First of all, as vmware-rpctool: is this VMware?
-    let guard = match guard::probe() {
-        Ok(guard) => guard,
+    // First of all, as vmware-rpctool: is this VMware? Any other failure to connect (no
+    // channel free, say) is reported after the usage, where vmware-rpctool opens its channel.
+    let session = match guard::session() {
         Err(e) if matches!(e.kind(), ErrorKind::NotVmware | ErrorKind::Unsupported) => {
             let line = [
                 b"Error: ",
@@ -59,7 +61,7 @@ fn run(argv0: &[u8], command: Option<&[u8]>) -> u8 {
             print_err(&line.concat());
             return 255;
         }
-        Err(e) => return fail(&name, &e, 255),
+        session => session,
     };
     let Some(command) = command else {
         print_err(USAGE.as_bytes());
@@ -69,7 +71,11 @@ fn run(argv0: &[u8], command: Option<&[u8]>) -> u8 {
         print_err(USAGE.as_bytes());
         return 0;
     }
-    let reply = Session::open(guard).and_then(|mut session| {
+    let reply = session.and_then(|mut session| {
+        // vmware-rpctool sends an empty command by the backdoor; vsock's framing cannot.
+        if command.is_empty() && session.route() != Route::Backdoor {
+            session = Session::open(guard::probe()?)?;
+        }
         // No cap of our own on the reply: vmware-rpctool prints whatever the host sends.
         session.set_max_reply_len(usize::MAX);
         session.rpc(command)

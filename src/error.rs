@@ -3,6 +3,8 @@
 use std::fmt;
 use std::io;
 
+use crate::Route;
+
 /// What went wrong, for callers that branch on it.
 ///
 /// New kinds may be added in minor releases; match with a wildcard arm.
@@ -12,8 +14,9 @@ pub enum ErrorKind {
     /// No VMware backdoor answered: not a VMware guest, or the backdoor access faulted
     /// (VMware with ring-3 backdoor access restricted).
     NotVmware,
-    /// Raising or dropping I/O privilege (`ioperm`/`iopl`) failed; [`VmwError::raw_os_error`]
-    /// has the errno.
+    /// Raising or dropping I/O privilege (`ioperm`/`iopl`) failed, or a privileged vsock
+    /// source port (below 1024) could not be bound; [`VmwError::raw_os_error`] has the
+    /// errno.
     Privilege,
     /// The host answered with a status or message that breaks the protocol.
     Protocol,
@@ -21,11 +24,19 @@ pub enum ErrorKind {
     Checkpoint,
     /// The host refused to open a channel: all channels busy, or messages unavailable.
     NoChannel,
-    /// The host reported the channel closed (status CLOSED): it freed the id. The next call
-    /// on the channel opens a fresh one.
+    /// The host reported the channel closed (status CLOSED: it freed the id), or closed or
+    /// reset a vsock connection, or sent no vsock reply within the channel's
+    /// [`reply_timeout`](crate::RpciChannel::reply_timeout) (the connection is then
+    /// dropped). The next call on the channel opens a fresh one.
     ChannelClosed,
     /// The host answered the command with a failure (`0 …`); the text is kept.
     HostRefused,
+    /// The host answered `0 Permission denied`: the command is not allowed on this route (a
+    /// VM can require the privileged vsock channel for a command,
+    /// `guest_rpc.rpci.auth.cmd.COMMAND`) or not at all (the VM's isolation settings). The
+    /// message says which applies and what to do; the text is kept as for
+    /// [`HostRefused`](Self::HostRefused).
+    PermissionDenied,
     /// The caller's input cannot be sent as given (a key with a space, an empty key, …).
     InvalidInput,
     /// A request or reply is larger than the protocol or the configured cap allows.
@@ -34,10 +45,13 @@ pub enum ErrorKind {
     /// base64 or gzip, text that is not UTF-8 or not a boolean or number, an OVF environment
     /// that is not XML.
     Decode,
-    /// This platform has no VMware backdoor (not x86, or no port I/O from user space).
+    /// This platform has no VMware backdoor (not x86, or no port I/O from user space), or,
+    /// for a vsock channel, no vsock (a kernel without `AF_VSOCK`, a sandbox that forbids
+    /// it, an OS other than Linux).
     Unsupported,
-    /// A system call the library relies on failed (creating the probe's child process, or
-    /// allocating a reply buffer); [`VmwError::raw_os_error`] has the errno when there is one.
+    /// A system call the library relies on failed (creating the probe's child process,
+    /// allocating a reply buffer, a socket call that should not fail);
+    /// [`VmwError::raw_os_error`] has the errno when there is one.
     System,
     /// An error made from a plain message by application code (`VmwError::from("…")`), as
     /// 0.2 allowed; the library itself never returns this kind.
@@ -81,22 +95,47 @@ impl VmwError {
         }
     }
 
-    /// The host answered `0 TEXT` to `command`: keep TEXT.
+    /// An error caused by a failed I/O call; `error` becomes the source.
+    pub(crate) fn io(kind: ErrorKind, message: impl fmt::Display, error: io::Error) -> Self {
+        VmwError {
+            os: Some(error),
+            ..Self::new(kind, message)
+        }
+    }
+
+    /// The host answered `0 TEXT` to `command`, which went by `route`: keep TEXT.
     ///
     /// `command` names the request in the message (the RPCI command and key, never a value,
-    /// which may be secret).
-    pub(crate) fn host_refused(command: &[u8], text: &[u8]) -> Self {
+    /// which may be secret). `0 Permission denied` is [`ErrorKind::PermissionDenied`], with
+    /// what to do on that route.
+    pub(crate) fn host_refused(command: &[u8], text: &[u8], route: Route) -> Self {
+        let reply = String::from_utf8_lossy(text);
+        let mut message = format!(
+            "the host refused {}: {}",
+            Command(command),
+            reply.escape_debug()
+        );
+        let denied = text.split(|&b| b == 0).next() == Some(PERMISSION_DENIED);
+        if denied {
+            message.push_str(&permission_advice(command, route));
+        }
         VmwError {
             host_reply: Some(text.to_vec()),
             ..Self::new(
-                ErrorKind::HostRefused,
-                format_args!(
-                    "the host refused {}: {}",
-                    Command(command),
-                    String::from_utf8_lossy(text).escape_debug()
-                ),
+                if denied {
+                    ErrorKind::PermissionDenied
+                } else {
+                    ErrorKind::HostRefused
+                },
+                message,
             )
         }
+    }
+
+    /// This error, its message also telling that the fallback tried after it failed too.
+    pub(crate) fn with_fallback(mut self, fallback: &VmwError) -> Self {
+        self.message = format!("{}; the fallback failed too: {fallback}", self.message);
+        self
     }
 
     /// This error, its message also telling what failed before it (when a fallback failed
@@ -121,6 +160,37 @@ impl VmwError {
     /// The errno of a failed system call, if one caused this error.
     pub fn raw_os_error(&self) -> Option<i32> {
         self.os.as_ref().and_then(io::Error::raw_os_error)
+    }
+}
+
+/// The host's refusal of a command the VM does not allow (open-vm-tools
+/// `RPCCHANNEL_SEND_PERMISSION_DENIED`).
+const PERMISSION_DENIED: &[u8] = b"Permission denied";
+
+/// What to do about `0 Permission denied` to `command` sent by `route`.
+fn permission_advice(command: &[u8], route: Route) -> String {
+    let name = command.split(|&b| b == b' ').next().unwrap_or_default();
+    let name = String::from_utf8_lossy(name);
+    let name = name.escape_debug();
+    let setting = format!(
+        "the VM may allow `{name}` only over the privileged channel \
+         (guest_rpc.rpci.auth.cmd.{name} = \"TRUE\" in its configuration)"
+    );
+    match route {
+        Route::PrivilegedVsock => ". It came over the privileged vsock channel, so the VM's \
+            configuration forbids it outright (its isolation.tools.* settings); only the VM's \
+            owner can change that"
+            .to_owned(),
+        Route::UnprivilegedVsock => format!(
+            ". It came over vsock from an unprivileged port: {setting}; run as root or with \
+             CAP_NET_BIND_SERVICE, so that the library can connect from a privileged port"
+        ),
+        Route::Backdoor => format!(
+            ". It came over the backdoor: {setting}; run as root or with CAP_NET_BIND_SERVICE, \
+             in a guest kernel with vsock (vmw_vsock_vmci_transport), through \
+             Session::connect or RpciChannel::open_vsock, so that the library can use \
+             privileged vsock"
+        ),
     }
 }
 
@@ -186,9 +256,31 @@ mod tests {
 
     #[test]
     fn host_refusal_keeps_the_text() {
-        let e = VmwError::host_refused(b"info-get guestinfo.x", b"Permission denied");
+        let e = VmwError::host_refused(b"info-get guestinfo.x", b"No value", Route::Backdoor);
         assert_eq!(e.kind(), ErrorKind::HostRefused);
-        assert_eq!(e.host_reply(), Some(&b"Permission denied"[..]));
-        assert!(e.to_string().contains("Permission denied"), "{e}");
+        assert_eq!(e.host_reply(), Some(&b"No value"[..]));
+        assert!(e.to_string().contains("No value"), "{e}");
+    }
+
+    #[test]
+    fn permission_denied_says_what_to_do_on_each_route() {
+        let request = b"info-get guestinfo.x";
+        for (route, advice) in [
+            (Route::Backdoor, "guest_rpc.rpci.auth.cmd.info-get"),
+            (Route::UnprivilegedVsock, "CAP_NET_BIND_SERVICE"),
+            (Route::PrivilegedVsock, "forbids it"),
+        ] {
+            // As the host sends it, and with the NUL a C host may leave at the end.
+            for text in [&b"Permission denied"[..], b"Permission denied\0"] {
+                let e = VmwError::host_refused(request, text, route);
+                assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{route:?}");
+                assert_eq!(e.host_reply(), Some(text), "the host's text is kept");
+                let message = e.to_string();
+                assert!(message.contains("Permission denied"), "{message}");
+                assert!(message.contains(advice), "{route:?}: {message}");
+            }
+        }
+        let e = VmwError::host_refused(request, b"Permission denied here", Route::Backdoor);
+        assert_eq!(e.kind(), ErrorKind::HostRefused, "only the exact refusal");
     }
 }

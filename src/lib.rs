@@ -71,7 +71,7 @@
 //!
 //! | command | method |
 //! |---|---|
-//! | `info-get guestinfo.KEY` | [`EnhancedChan::get_guestinfo`] (`0 No value found` is `Ok(None)`) |
+//! | `info-get guestinfo.KEY` | [`EnhancedChan::get_guestinfo`] (`0 No value found` is `Ok(None)`; `0 Permission denied` is [`ErrorKind::PermissionDenied`]) |
 //! | `info-set guestinfo.KEY VALUE` | [`EnhancedChan::set_guestinfo`] |
 //! | `log TEXT` | [`EnhancedChan::log`] |
 //! | `tools.set.version 2147483647` | [`EnhancedChan::report_agent`] ("unmanaged tools") |
@@ -79,6 +79,30 @@
 //!
 //! A request may be at most 65,536 bytes (the host's limit); replies are capped at
 //! [`DEFAULT_MAX_REPLY_LEN`] (4 MiB) unless you set another cap.
+//!
+//! ## Or over vsock
+//!
+//! RPCI also travels over a vsock stream connection to the hypervisor: context id **0**
+//! (`VMCI_HYPERVISOR_CONTEXT_ID`), port **976** (975 is TCLO's), through the guest kernel's
+//! VMware transport (`vmw_vsock_vmci_transport`). vmtoolsd tries it first and uses the
+//! backdoor where it fails. A connection from a source port below 1024, which only root (or
+//! a process with `CAP_NET_BIND_SERVICE`) may bind, is the *privileged* channel: a VM can
+//! reserve a command for it (`guest_rpc.rpci.auth.cmd.info-get = "TRUE"` in its
+//! configuration), and then the backdoor and unprivileged vsock get `0 Permission denied`
+//! ([`ErrorKind::PermissionDenied`]), even for root. A guest binds the ports from 1023 down
+//! (the next one when a port is in use, or when the host resets the connect, 8 times at
+//! most); a bind refused with EACCES means no privilege, and any port does.
+//!
+//! A request is one packet and so is its reply, with no polling: a DataMap, which is a `u32`
+//! big-endian body length, then entries of a `u32` type, a `u32` field id and a value (INT64
+//! as its low then its high 32 bits; STRING as a `u32` length and the bytes, never empty).
+//! The request is `{TYPE: 1 (data), PAYLOAD: the command}`, plus `FAST_CLOSE: 1` when the
+//! host should close after replying; the reply's PAYLOAD is `1 …` or `0 …` as over the
+//! backdoor. The numbers are in [`proto::vsock`].
+//!
+//! [`Session::connect`] takes the best [`Route`] there is; [`RpciChannel::open_vsock`] and
+//! [`RpciChannel::open_privileged_vsock`] take vsock only. The socket calls are Linux's;
+//! elsewhere vsock is [`ErrorKind::Unsupported`].
 //!
 //! ## TCLO: host-to-guest commands
 //!
@@ -127,6 +151,19 @@
 //! SMBIOS strings in `/sys/class/dmi/id/`.
 //!
 //! # Usage
+//!
+//! A boot agent's reads are one [`Session`]: privileged vsock where the process may, else
+//! vsock, else the backdoor.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), vmw_backdoor::VmwError> {
+//! let mut session = vmw_backdoor::Session::connect()?;
+//! let config = session.get_guestinfo(b"ignition.config.data")?;
+//! println!("config by {}: {} bytes", session.route(), config.map_or(0, |c| c.len()));
+//! # Ok(()) }
+//! ```
+//!
+//! The backdoor's own commands, and RPCI over its message channel, need a guard:
 //!
 //! ```no_run
 //! # fn main() -> Result<(), vmw_backdoor::VmwError> {
@@ -217,7 +254,7 @@ pub use backdoor::{
     probe_backdoor_privileged, Backdoor, BackdoorAccess, BackdoorGuard, BiosUuid, Frequencies,
     HostTime, Instructions, Product, Transport, TransportKind, VcpuInfo, Version,
 };
-pub use erpc::{guestinfo, EnhancedChan, RpciChannel, Session, DEFAULT_MAX_REPLY_LEN};
+pub use erpc::{guestinfo, EnhancedChan, Route, RpciChannel, Session, DEFAULT_MAX_REPLY_LEN};
 pub use error::{ErrorKind, VmwError};
 
 // The README's examples are compiled (and the runnable ones run) as doc-tests.

@@ -128,6 +128,24 @@ pub const MAX_CHANNELS: usize = 128;
 /// High-bandwidth command in `lo16(EBX)`: a message payload.
 pub const HB_CMD_MESSAGE: u16 = 0;
 
+/// RPCI and TCLO over vsock (open-vm-tools `tclodefs.h`, `simpleSocket.h`, `vmci_defs.h`):
+/// a stream connection to the hypervisor instead of the message channel.
+pub mod vsock {
+    /// The hypervisor's context id (`VMCI_HYPERVISOR_CONTEXT_ID`), the address a guest
+    /// connects to.
+    pub const HYPERVISOR_CID: u32 = 0;
+    /// The host's port for guest-to-host commands (`GUESTRPC_RPCI_VSOCK_LISTEN_PORT`).
+    pub const RPCI_PORT: u32 = 976;
+    /// The host's port for host-to-guest commands (`GUESTRPC_TCLO_VSOCK_LISTEN_PORT`).
+    pub const TCLO_PORT: u32 = 975;
+    /// The highest privileged source port (`PRIVILEGED_PORT_MAX`): a connection from this
+    /// port or below comes from a process allowed to bind it (root, `CAP_NET_BIND_SERVICE`),
+    /// and is the channel a VM can require for a command. Guests try it first and walk down.
+    pub const PRIVILEGED_PORT_MAX: u32 = 1023;
+    /// The lowest privileged source port (`PRIVILEGED_PORT_MIN`).
+    pub const PRIVILEGED_PORT_MIN: u32 = 1;
+}
+
 /// Product type reported in ECX by GETVERSION (`vm_vmx_type.h`).
 pub mod product {
     /// An old host that does not report its type (`hi16(ECX)` still 0xFFFF).

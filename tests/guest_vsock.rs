@@ -7,7 +7,10 @@ mod support;
 
 use support::guest::HandAsm;
 use support::reference as rc;
-use support::vsock::{self as vs, Connected, ReplyError, ANY, CID_HOST, CID_HYPERVISOR, CID_LOCAL};
+use support::vsock::{
+    self as vs, drop_privilege, root, Connected, ReplyError, ANY, CID_HOST, CID_HYPERVISOR,
+    CID_LOCAL,
+};
 use vmw_backdoor::sim::{HostConfig, SimRun, VsockFault};
 
 fn run(config: HostConfig, guest: impl FnOnce()) -> SimRun {
@@ -24,23 +27,6 @@ fn connected(c: Connected) -> (vs::Fd, u32) {
     match c {
         Connected::Port(fd, port) => (fd, port),
         other => panic!("no connection: {other:?}"),
-    }
-}
-
-/// Whether the guest may bind ports below 1024 (root, with CAP_NET_BIND_SERVICE).
-fn root() -> bool {
-    // SAFETY: geteuid takes nothing and cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// Drops the guest's capabilities (root becomes nobody); nothing for a normal user.
-fn drop_privilege() {
-    if root() {
-        // SAFETY: plain system calls in the guest, a process of its own.
-        unsafe {
-            assert_eq!(libc::setgid(65534), 0);
-            assert_eq!(libc::setuid(65534), 0);
-        }
     }
 }
 

@@ -25,7 +25,8 @@ use std::process::{Command, Stdio};
 
 use vmw_backdoor::sim::{GuestExit, HostConfig, IoplPolicy, Mode};
 use vmw_backdoor::{
-    BackdoorAccess, BackdoorGuard, EnhancedChan, ErrorKind, Transport, TransportKind, VmwError,
+    BackdoorAccess, BackdoorGuard, EnhancedChan, ErrorKind, Route, Transport, TransportKind,
+    VmwError,
 };
 
 /// Entry points no guest outside VMware can call: the instructions themselves, which only
@@ -74,6 +75,23 @@ impl Tries {
         self.names
             .extend(["VmwError::kind", "VmwError::host_reply"]);
         assert_eq!(e.kind(), self.no_backdoor, "{name}: {e}");
+        assert_eq!(e.host_reply(), None, "{name}: {e}");
+    }
+
+    /// A vsock channel's opening where no vsock endpoint answers: one of the kinds that say
+    /// so (no vsock here, nothing took the connection, or no privileged port for a process
+    /// that may not bind one), with the errno kept, and no host reply.
+    fn vsock_fails<T: std::fmt::Debug>(&mut self, name: &'static str, r: Result<T, VmwError>) {
+        self.tried(name);
+        let e = r.expect_err(name);
+        self.names.insert("VmwError::raw_os_error");
+        let kinds = [
+            ErrorKind::Unsupported,
+            ErrorKind::NoChannel,
+            ErrorKind::Privilege,
+        ];
+        assert!(kinds.contains(&e.kind()), "{name}: {:?}: {e}", e.kind());
+        assert!(e.raw_os_error().is_some(), "{name}: the errno is kept: {e}");
         assert_eq!(e.host_reply(), None, "{name}: {e}");
     }
 
@@ -220,6 +238,13 @@ impl Tries {
         self.fails("RpciChannel::ovf_environment", c.ovf_environment());
         #[cfg(feature = "ovf")]
         self.fails("RpciChannel::ovf_properties", c.ovf_properties());
+        self.tried("RpciChannel::route");
+        assert_eq!(c.route(), Route::Backdoor);
+        self.tried("RpciChannel::reply_timeout");
+        let timeout = c.reply_timeout();
+        self.tried("RpciChannel::set_reply_timeout");
+        c.set_reply_timeout(timeout / 2);
+        assert_eq!(c.reply_timeout(), timeout / 2);
         self.tried("RpciChannel::max_reply_len");
         let cap = c.max_reply_len();
         self.tried("RpciChannel::set_max_reply_len");
@@ -250,6 +275,15 @@ impl Tries {
         self.fails("probe_backdoor", vmw_backdoor::probe_backdoor());
         self.fails("RpciChannel::connect", vmw_backdoor::Session::connect());
         self.fails("guestinfo", vmw_backdoor::guestinfo("k"));
+        let access = || vmw_backdoor::access_backdoor().expect("access_backdoor");
+        self.vsock_fails(
+            "RpciChannel::open_vsock",
+            vmw_backdoor::Session::open_vsock(access()),
+        );
+        self.vsock_fails(
+            "RpciChannel::open_privileged_vsock",
+            vmw_backdoor::Session::open_privileged_vsock(access()),
+        );
         self.tried("probe_backdoor_privileged");
         let e = vmw_backdoor::probe_backdoor_privileged().expect_err("probe_backdoor_privileged");
         let want = if privilege.is_ok() {
@@ -278,9 +312,9 @@ const GUARD_CALLS: usize = 21 + TOOLS_CALLS;
 /// Calls `Tries::tools` makes.
 const TOOLS_CALLS: usize = 20;
 /// Calls a guest makes on each channel it gets.
-const CHANNEL_CALLS: usize = 18 + cfg!(feature = "ovf") as usize;
+const CHANNEL_CALLS: usize = 21 + cfg!(feature = "ovf") as usize;
 /// Calls of the free functions.
-const FREE_CALLS: usize = 7;
+const FREE_CALLS: usize = 9;
 
 /// Calls `Tries::everything` makes: the free functions, and the guard methods on each guard
 /// handed out (one unprivileged, one privileged where the kernel grants it).

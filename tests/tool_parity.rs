@@ -145,6 +145,10 @@ impl Case {
 const PRIVILEGE: &str = "ours takes I/O privilege where the kernel grants it (as root), so it \
                          also works where the VM restricts ring-3 backdoor access; \
                          open-vm-tools' programs never ask for it";
+const PRIVILEGED_VSOCK: &str = "ours sends by vsock from a privileged port (as root), as \
+                                vmtoolsd --cmd does, so it gets the value where the VM \
+                                reserves the command for that channel; vmware-rpctool uses \
+                                the backdoor only, which the VM refuses";
 const NO_CHANNEL: &str = "vmware-rpctool prints `NULL`; ours says that the host refused a \
                           channel and what to do";
 const TOO_LONG: &str = "vmware-rpctool sends it and prints `RpcOut: Unable to send the RPCI \
@@ -192,8 +196,17 @@ fn cases() -> Vec<Case> {
             "a command split over two arguments",
             &[b"info-get", b"guestinfo.foo"],
         ),
-        rpctool("the host denies guestinfo", &[b"info-get guestinfo.foo"])
-            .on(vmware().deny_guestinfo()),
+        rpctool(
+            "the host denies guestinfo, no vsock",
+            &[b"info-get guestinfo.foo"],
+        )
+        .on(vmware().deny_guestinfo().vsock(false)),
+        rpctool(
+            "the host requires the privileged channel, as root",
+            &[b"info-get guestinfo.foo"],
+        )
+        .on(vmware().deny_guestinfo())
+        .expect(Expect::Behaviour(PRIVILEGED_VSOCK)),
         rpctool("a low-bandwidth host", &[b"info-get guestinfo.foo"]).on(vmware().no_hb()),
         rpctool("a host without cookies", &[b"info-get guestinfo.foo"]).on(vmware().no_cookies()),
         rpctool("a checkpoint every 3rd step", &[b"info-get guestinfo.foo"])

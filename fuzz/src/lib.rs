@@ -7,6 +7,7 @@
 #[path = "../../tests/support/alloc.rs"]
 pub mod alloc_watch;
 pub mod bytes;
+pub mod datamap_run;
 pub mod guest_run;
 pub mod host_run;
 // The host-model tests' reference client: protocol constants and register builders.

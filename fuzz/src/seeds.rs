@@ -804,6 +804,13 @@ mod guest_tests {
     }
 
     #[test]
+    fn datamap_decoder_seeds_and_regressions_replay() {
+        check("datamap_decoder", crate::datamap_run::seeds(), |data| {
+            crate::datamap_run::run(data);
+        });
+    }
+
+    #[test]
     fn request_builder_seeds_and_regressions_replay() {
         check(
             "request_builder",

@@ -29,6 +29,8 @@ mod cmd;
 mod platform;
 pub(crate) mod transport;
 
+pub(crate) use platform::vsock;
+
 use core::marker::PhantomData;
 
 use access::Access;

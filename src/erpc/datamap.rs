@@ -12,9 +12,6 @@
 //! command, or the reply `1 …`/`0 …`) and, in a request, 3 FAST_CLOSE (the host closes the
 //! connection after its reply).
 
-// Removed once the vsock channel and the simulator's endpoint use it.
-#![allow(dead_code)]
-
 use core::fmt;
 
 /// Field ids of a guest RPC packet.
@@ -99,6 +96,7 @@ impl DataMap {
     }
 
     /// Field `id` as an INT64, if it is one.
+    #[allow(dead_code)] // the simulator's endpoint reads a request's TYPE and FAST_CLOSE
     pub(crate) fn int64(&self, id: i32) -> Option<i64> {
         match self.get(id) {
             Some(Value::Int64(v)) => Some(*v),
@@ -107,11 +105,24 @@ impl DataMap {
     }
 
     /// Field `id` as a STRING, if it is one.
+    #[allow(dead_code)] // for `payload`
     pub(crate) fn string(&self, id: i32) -> Option<&[u8]> {
         match self.get(id) {
             Some(Value::String(s)) => Some(s),
             _ => None,
         }
+    }
+
+    /// The payload of a guest RPC packet, moved out of the map (a reply's value is not
+    /// copied again).
+    pub(crate) fn into_payload(self) -> Result<Vec<u8>, DecodeError> {
+        self.entries
+            .into_iter()
+            .find_map(|(id, value)| match value {
+                Value::String(s) if id == FIELD_PAYLOAD => Some(s),
+                _ => None,
+            })
+            .ok_or(DecodeError::NoPayload)
     }
 
     /// The whole packet: header and body.
@@ -210,7 +221,8 @@ pub(crate) fn reply(payload: &[u8]) -> Vec<u8> {
     map.encode()
 }
 
-/// The payload of a guest RPC packet's body (either direction).
+/// The payload of a guest RPC packet's body (either direction), borrowed.
+#[allow(dead_code)] // the simulator's endpoint reads requests; the library moves replies out
 pub(crate) fn payload(map: &DataMap) -> Result<&[u8], DecodeError> {
     map.string(FIELD_PAYLOAD).ok_or(DecodeError::NoPayload)
 }

@@ -2,9 +2,11 @@
 //! allows, read typed and encoded values, clear a key, read the OVF environment.
 
 use std::str::FromStr;
+use std::time::Instant;
 
 use super::encoding::Encoding;
-use super::RpciChannel;
+use super::vsock::{Backoff, Hypervisor, Link, Source, DEFAULT_REPLY_TIMEOUT};
+use super::{Carrier, RpciChannel, Switching};
 use crate::{BackdoorAccess, BackdoorGuard, ErrorKind, VmwError};
 
 /// An RPCI channel that owns its backdoor access: what [`Session::connect`] opens, one
@@ -20,14 +22,27 @@ const CLEARED_ENCODING: &[u8] = b" ";
 const OVF_ENV_KEYS: [&[u8]; 2] = [b"ovfEnv", b"ovfenv"];
 
 impl Session {
-    /// Opens a session: privileged backdoor access where the kernel grants it, else ring 3,
-    /// then one RPCI channel.
+    /// Opens a session the best way this process may, as vmtoolsd does: RPCI over vsock
+    /// from a privileged port (root, `CAP_NET_BIND_SERVICE`), else over vsock from any port
+    /// (when binding a privileged one was refused), else the backdoor: privileged access
+    /// where the kernel grants it, else ring 3. [`route`](RpciChannel::route) says which.
     ///
-    /// The usual refusal of the privileged attempt (`EPERM` without `CAP_SYS_RAWIO` or
-    /// under lockdown, `ENOSYS` without `CONFIG_X86_IOPL_IOPERM`, and `Unsupported` where
-    /// the platform has no I/O privilege to give: arm64, other Unix) is no error worth a
-    /// warning: it is logged at debug level and ring 3 is tried, which VMware answers unless
-    /// the VM restricts it.
+    /// Only the privileged vsock route reaches commands a VM reserves for it
+    /// (`guest_rpc.rpci.auth.cmd.info-get` and the like); the others get
+    /// [`ErrorKind::PermissionDenied`] for them, whose message says what to do.
+    ///
+    /// The session keeps to its route while it works. When the vsock connection is lost and
+    /// cannot be made again, requests go by the backdoor, and vsock is tried again after
+    /// 2 s, then after twice as long each time it still fails, up to 5 minutes (open-vm-tools'
+    /// delays); a session that started on the backdoor tries vsock on the same schedule.
+    ///
+    /// Failures of the attempts that did not work are no errors worth a warning: where there
+    /// is no vsock (`Unsupported`, or nothing answers: a connect is given 250 ms), or the
+    /// kernel refuses I/O privilege (`EPERM` without `CAP_SYS_RAWIO` or under lockdown,
+    /// `ENOSYS` without `CONFIG_X86_IOPL_IOPERM`, `Unsupported` on arm64 and other Unix),
+    /// they are logged at debug level and the next way is tried. The backdoor access is
+    /// taken (without knocking) before vsock is tried, so that a session on vsock can fall
+    /// back to it later.
     ///
     /// ```no_run
     /// # fn main() -> Result<(), vmw_backdoor::VmwError> {
@@ -39,28 +54,65 @@ impl Session {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::NotVmware`] outside VMware (when both attempts fail, the message keeps
-    /// both reasons); [`ErrorKind::Unsupported`] where this build has no backdoor;
+    /// [`ErrorKind::NotVmware`] outside VMware (the message keeps the reasons of every
+    /// attempt); [`ErrorKind::Unsupported`] where this build has no backdoor;
     /// [`ErrorKind::NoChannel`] when the host has no channel free.
     pub fn connect() -> Result<Session, VmwError> {
-        let guard = match crate::probe_backdoor_privileged() {
-            Ok(guard) => guard,
+        Session::connect_with(false)
+    }
+
+    /// [`Session::connect`]; with `fast_close`, each vsock request asks the host to close
+    /// the connection after its reply (for one request, as vmtoolsd's one-shot sends).
+    fn connect_with(fast_close: bool) -> Result<Session, VmwError> {
+        let (mut guard, refused) = match crate::access_backdoor_privileged() {
+            Ok(guard) => (guard, None),
             // Unsupported: no I/O privilege here (arm64, non-Linux Unix), or no backdoor at
-            // all, which the ring-3 attempt then says itself.
+            // all, which the unprivileged access then says itself.
             Err(e) if !matches!(e.kind(), ErrorKind::Privilege | ErrorKind::Unsupported) => {
                 return Err(e)
             }
             Err(privileged) => {
                 log::debug!("privileged backdoor access refused ({privileged}); using ring 3");
-                crate::probe_backdoor().map_err(|e| e.after(&privileged))?
+                let guard = crate::access_backdoor().map_err(|e| e.after(&privileged))?;
+                (guard, Some(privileged))
             }
         };
-        RpciChannel::open(guard)
+        let mut backoff = Backoff::new();
+        let source = Box::new(Hypervisor(Source::Best));
+        let mut link = Link::new(source, fast_close, DEFAULT_REPLY_TIMEOUT);
+        if let Err(vsock) = link.connect() {
+            log::debug!("no vsock RPC ({vsock}); using the backdoor");
+            backoff.failed(Instant::now());
+            if let Err(e) = guard.probe_vmware_backdoor() {
+                let e = e.after(&vsock);
+                return Err(match &refused {
+                    Some(privileged) => e.after(privileged),
+                    None => e,
+                });
+            }
+            let mut session = RpciChannel::open(guard)?;
+            session.switching = Some(Box::new(Switching {
+                backoff,
+                parked: Some(Box::new(link)),
+            }));
+            return Ok(session);
+        }
+        let switching = Switching {
+            backoff,
+            parked: None,
+        };
+        Ok(RpciChannel::with_carrier(
+            guard,
+            Carrier::Vsock(Box::new(link)),
+            Some(switching),
+        ))
     }
 }
 
 /// Reads one guestinfo value in one call: connect ([`Session::connect`]), read, close.
-/// `Ok(None)` when the key is not set. For more than one key, keep a [`Session`].
+/// `Ok(None)` when the key is not set. Over vsock the request asks the host to close the
+/// connection after replying (`FAST_CLOSE`, as vmtoolsd's one-shot sends). For more than
+/// one key, keep a [`Session`].
 ///
 /// ```no_run
 /// # fn main() -> Result<(), vmw_backdoor::VmwError> {
@@ -74,7 +126,7 @@ impl Session {
 ///
 /// Those of [`Session::connect`] and [`RpciChannel::get_guestinfo`].
 pub fn guestinfo(key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>, VmwError> {
-    Session::connect()?.get_guestinfo(key.as_ref())
+    Session::connect_with(true)?.get_guestinfo(key.as_ref())
 }
 
 impl<A: BackdoorAccess> RpciChannel<A> {

@@ -19,6 +19,23 @@ pub const SO_VM_SOCKETS_BUFFER_SIZE: i32 = 0;
 pub const SO_VM_SOCKETS_CONNECT_TIMEOUT_OLD: i32 = 6;
 pub const SO_VM_SOCKETS_CONNECT_TIMEOUT_NEW: i32 = 8;
 
+/// Whether the guest may bind ports below 1024 (root, with CAP_NET_BIND_SERVICE).
+pub fn root() -> bool {
+    // SAFETY: geteuid takes nothing and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Drops the guest's capabilities (root becomes nobody); nothing for a normal user.
+pub fn drop_privilege() {
+    if root() {
+        // SAFETY: plain system calls in the guest, a process of its own.
+        unsafe {
+            assert_eq!(libc::setgid(65534), 0);
+            assert_eq!(libc::setuid(65534), 0);
+        }
+    }
+}
+
 fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }

@@ -12,6 +12,7 @@
 //! | `protection()`, `detect_transport()` | what the machine says about confidential computing (TDX, SEV), and the transport it calls for |
 //! | `RawCalls`, `instructions(transport)` | the three backdoor calls as instructions of one transport, handed out only after a knock by it was answered |
 //! | `lb_by(kind, regs)` | the low-bandwidth call by a transport, as the contained knock makes it |
+//! | `vsock::attempt(port, timeout)`, `vsock::VsockStream` | one vsock connection to the hypervisor's RPCI port from a source port, and the stream it gives (`erpc/vsock.rs` walks the ports and runs the exchange) |
 //!
 //! | target | `os` | knock | I/O privilege | protection |
 //! |---|---|---|---|---|
@@ -20,6 +21,9 @@
 //! | other x86 OSes | `cpuid_only.rs` | only where CPUID names VMware (and advertises the hypercall) | none: `Unsupported` | TDX by CPUID |
 //! | Linux aarch64 | `linux_aarch64.rs` | `clone(CLONE_VM \| CLONE_VFORK)` child (`clone_knock.rs`, `contained.rs`) | none: `Unsupported` | none |
 //! | anything else | `unsupported.rs` | none: `Unsupported` | none: `Unsupported` | none |
+//!
+//! vsock does not depend on the instruction set: `vsock_linux.rs` (`AF_VSOCK`) on every
+//! Linux target, `vsock_unsupported.rs` (`Unsupported`) elsewhere.
 //!
 //! The transports of x86 are the ports (`asm_*.rs`) and the hypercalls (`hypercall.rs`, on
 //! the `vmcall`/`vmmcall` of `asm_*.rs`); `x86.rs` dispatches between them. arm64 has one
@@ -85,6 +89,13 @@ mod os;
 )))]
 #[path = "unsupported.rs"]
 mod os;
+
+#[cfg(target_os = "linux")]
+#[path = "vsock_linux.rs"]
+pub(crate) mod vsock;
+#[cfg(not(target_os = "linux"))]
+#[path = "vsock_unsupported.rs"]
+pub(crate) mod vsock;
 
 pub(crate) use os::{
     detect_transport, instructions, is_vmware_cpu, knock, protection, raise_io_privilege,
