@@ -28,6 +28,7 @@ use libc::pid_t;
 
 use super::privilege;
 use super::sys::{self, UserRegs};
+use crate::proto::vsock::{HYPERVISOR_CID, RPCI_PORT};
 use crate::sim::Host;
 
 pub(crate) const AF_VSOCK: i32 = 40;
@@ -37,13 +38,10 @@ pub(crate) const IOCTL_GET_LOCAL_CID: u32 = 0x7b9;
 pub(crate) const GUEST_CID: u32 = 0x564D;
 /// `VMADDR_CID_ANY` and `VMADDR_PORT_ANY`.
 const ANY: u32 = u32::MAX;
-/// `VMADDR_CID_HYPERVISOR` (what open-vm-tools connects to), `VMADDR_CID_LOCAL`,
-/// `VMADDR_CID_HOST` (govmomi's choice).
-const CID_HYPERVISOR: u32 = 0;
+/// `VMADDR_CID_LOCAL`, and `VMADDR_CID_HOST` (govmomi's choice; open-vm-tools connects to
+/// [`HYPERVISOR_CID`], the VMX's RPCI listener being [`RPCI_PORT`]).
 const CID_LOCAL: u32 = 1;
 const CID_HOST: u32 = 2;
-/// The VMX's RPCI listener (`GUESTRPC_RPCI_VSOCK_LISTEN_PORT`).
-pub(crate) const RPCI_PORT: u32 = 976;
 /// Ports up to this one need `CAP_NET_BIND_SERVICE` (`LAST_RESERVED_PORT`).
 const LAST_RESERVED_PORT: u32 = 1023;
 const CAP_NET_BIND_SERVICE: u32 = 10;
@@ -502,7 +500,7 @@ impl Vsock {
                 let port = bind_port(pid, fd, &names, ANY, &mut next_port).map_err(Some)?;
                 sock.local = Some((ANY, port));
             }
-            let to_host = (cid == CID_HYPERVISOR || cid == CID_HOST) && port == RPCI_PORT;
+            let to_host = (cid == HYPERVISOR_CID || cid == CID_HOST) && port == RPCI_PORT;
             if !to_host || lock(host).vsock_connect_reset() {
                 return Err(Some(errno(libc::ECONNRESET)));
             }
