@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+use super::port_io::{Op, PortArg, PortIo};
 use crate::sim::host::Hypercall;
 
 /// Linux user code segment selectors on x86_64: 64-bit programs and 32-bit (compatibility
@@ -17,28 +18,6 @@ const CACHE_SLOTS: usize = 4;
 /// The longest x86 instruction; longer ones raise #GP and are not ours.
 pub(crate) const MAX_INSN: usize = 15;
 
-/// What an I/O instruction does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Op {
-    /// `in` (port to AL/AX/EAX).
-    In,
-    /// `out` (AL/AX/EAX to port).
-    Out,
-    /// `ins` (port to memory at RDI).
-    Ins,
-    /// `outs` (memory at RSI to port).
-    Outs,
-}
-
-/// Where the port number comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum PortArg {
-    /// `lo16(DX)`.
-    Dx,
-    /// An immediate byte (`in al, 0x60`).
-    Imm(u8),
-}
-
 /// Segment override of an `outs` source; only FS and GS have a base in 64-bit mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Seg {
@@ -50,17 +29,11 @@ pub(crate) enum Seg {
     Gs,
 }
 
-/// A decoded port I/O instruction.
+/// A decoded port I/O instruction: the access, and how x86 addresses its string operands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct PortIo {
-    /// The operation.
-    pub op: Op,
-    /// Bytes per transfer: 1, 2 or 4.
-    pub size: u8,
-    /// The port operand.
-    pub port: PortArg,
-    /// A REP prefix on a string form (ignored by the CPU on `in`/`out`, so false there).
-    pub rep: bool,
+pub(crate) struct PortInsn {
+    /// The access.
+    pub io: PortIo,
     /// Address size of a string form: 16, 32 or 64 bits (RSI/RDI/RCX width).
     pub addr_bits: u8,
     /// Segment override (matters for `outs` only).
@@ -73,7 +46,7 @@ pub(crate) struct PortIo {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Insn {
     /// Port I/O.
-    Port(PortIo),
+    Port(PortInsn),
     /// VMCALL (`0f 01 c1`) or VMMCALL (`0f 01 d9`): the hypercall backdoor.
     Hypercall(Hypercall),
     /// CPUID (`0f a2`), faulting because CPUID faulting is on for the guest.
@@ -180,11 +153,13 @@ pub(crate) fn decode(bytes: &[u8], long_mode: bool) -> Option<Insn> {
         (true, true) | (false, false) => 32,
         (false, true) => 16,
     };
-    Some(Insn::Port(PortIo {
-        op,
-        size,
-        port,
-        rep: rep && string,
+    Some(Insn::Port(PortInsn {
+        io: PortIo {
+            op,
+            size,
+            port,
+            rep: rep && string,
+        },
         addr_bits,
         seg: if long_mode { seg } else { Seg::Flat },
         len: len as u8,
@@ -210,12 +185,12 @@ pub(crate) fn long_mode(cs: u64) -> Option<bool> {
 /// (unloading a library and loading another exactly there, or a JIT): accepted.
 #[derive(Default)]
 pub(crate) struct DecodeCache {
-    slots: [Option<(u64, u64, PortIo)>; CACHE_SLOTS],
+    slots: [Option<(u64, u64, PortInsn)>; CACHE_SLOTS],
     next: usize,
 }
 
 impl DecodeCache {
-    pub(crate) fn get(&self, rip: u64, cs: u64) -> Option<PortIo> {
+    pub(crate) fn get(&self, rip: u64, cs: u64) -> Option<PortInsn> {
         self.slots
             .iter()
             .flatten()
@@ -223,7 +198,7 @@ impl DecodeCache {
             .map(|(_, _, io)| *io)
     }
 
-    pub(crate) fn put(&mut self, rip: u64, cs: u64, io: PortIo) {
+    pub(crate) fn put(&mut self, rip: u64, cs: u64, io: PortInsn) {
         if self.get(rip, cs).is_none() {
             if let Some(slot) = self.slots.get_mut(self.next) {
                 *slot = Some((rip, cs, io));
@@ -241,7 +216,7 @@ impl DecodeCache {
 mod tests {
     use super::*;
 
-    fn port(bytes: &[u8]) -> PortIo {
+    fn port(bytes: &[u8]) -> PortInsn {
         match decode(bytes, true) {
             Some(Insn::Port(p)) => p,
             other => panic!("{bytes:02x?} decoded as {other:?}"),
@@ -252,48 +227,54 @@ mod tests {
     fn backdoor_forms() {
         let lb = port(&[0xed, 0x90]);
         assert_eq!(
-            (lb.op, lb.size, lb.port, lb.len),
+            (lb.io.op, lb.io.size, lb.io.port, lb.len),
             (Op::In, 4, PortArg::Dx, 1)
         );
         let out = port(&[0xef]);
-        assert_eq!((out.op, out.size), (Op::Out, 4));
+        assert_eq!((out.io.op, out.io.size), (Op::Out, 4));
         let outsb = port(&[0xf3, 0x6e]);
         assert_eq!(
-            (outsb.op, outsb.size, outsb.rep, outsb.addr_bits, outsb.len),
+            (
+                outsb.io.op,
+                outsb.io.size,
+                outsb.io.rep,
+                outsb.addr_bits,
+                outsb.len
+            ),
             (Op::Outs, 1, true, 64, 2)
         );
         let insb = port(&[0xf3, 0x6c]);
-        assert_eq!((insb.op, insb.rep, insb.len), (Op::Ins, true, 2));
+        assert_eq!((insb.io.op, insb.io.rep, insb.len), (Op::Ins, true, 2));
     }
 
     #[test]
     fn prefixes_change_size_address_and_segment() {
         let inw = port(&[0x66, 0xed]);
-        assert_eq!((inw.size, inw.len), (2, 2));
+        assert_eq!((inw.io.size, inw.len), (2, 2));
         let rex = port(&[0x66, 0x48, 0xed]);
-        assert_eq!((rex.size, rex.len), (2, 3));
+        assert_eq!((rex.io.size, rex.len), (2, 3));
         let a32 = port(&[0x67, 0xf3, 0x6c]);
-        assert_eq!((a32.addr_bits, a32.len, a32.rep), (32, 3, true));
+        assert_eq!((a32.addr_bits, a32.len, a32.io.rep), (32, 3, true));
         let fs = port(&[0x64, 0xf3, 0x6e]);
         assert_eq!(fs.seg, Seg::Fs);
         let repne = port(&[0xf2, 0x6d]);
-        assert_eq!((repne.rep, repne.size), (true, 4));
+        assert_eq!((repne.io.rep, repne.io.size), (true, 4));
         let plain = port(&[0x6e]);
-        assert!(!plain.rep);
+        assert!(!plain.io.rep);
         // REP means nothing on in/out.
-        assert!(!port(&[0xf3, 0xed]).rep);
+        assert!(!port(&[0xf3, 0xed]).io.rep);
     }
 
     #[test]
     fn immediate_ports() {
         let p = port(&[0xe4, 0x60]);
         assert_eq!(
-            (p.op, p.size, p.port, p.len),
+            (p.io.op, p.io.size, p.io.port, p.len),
             (Op::In, 1, PortArg::Imm(0x60), 2)
         );
         let p = port(&[0x66, 0xe7, 0x80]);
         assert_eq!(
-            (p.op, p.size, p.port, p.len),
+            (p.io.op, p.io.size, p.io.port, p.len),
             (Op::Out, 2, PortArg::Imm(0x80), 3)
         );
         assert_eq!(decode(&[0xe5], true), None, "immediate cut off");

@@ -1,8 +1,7 @@
-//! What a faulting instruction does under the simulated machine: the backdoor forms go to
-//! the host model, other port I/O behaves like an empty port (reads all ones, writes
-//! vanish) when the machine lets the thread touch the port, and anything else keeps its
-//! fault. Which accesses execute is the host model's decision ([`Host`]); this file turns
-//! instructions into host calls and back into registers and guest memory.
+//! What a faulting instruction does under the simulated machine: port I/O as [`port_io`]
+//! executes it on every instruction set, hypercalls and CPUID where the host model allows
+//! them ([`Host`]), and anything else keeps its fault. This file turns x86 instructions into
+//! host calls and back into registers and guest memory.
 
 #![forbid(unsafe_code)]
 
@@ -10,10 +9,11 @@ use std::sync::{Mutex, MutexGuard};
 
 use libc::pid_t;
 
-use super::decode::{self, Insn, Op, PortArg, PortIo, Seg, MAX_INSN};
+use super::decode::{self, Insn, PortInsn, Seg, MAX_INSN};
+use super::port_io::{self, Operand, PortRegs, Step};
 use super::sys::{self, UserRegs};
-use super::{cpuid, lock_host, Thread};
-use crate::proto::{self, Regs, HB_PORT, LB_PORT, MAX_GUEST_MESSAGE};
+use super::{cpuid, lock_host, Emulated, Thread};
+use crate::proto::{self, Regs, HB_PORT, LB_PORT};
 use crate::sim::host::Hypercall;
 use crate::sim::Host;
 
@@ -21,9 +21,6 @@ use crate::sim::Host;
 const DF: u64 = 1 << 10;
 /// `si_code` of a fault the kernel raised for #GP.
 const SI_KERNEL: i32 = 0x80;
-/// Bytes of an empty-port `rep ins` written per trap; the rest is left in RCX and the
-/// instruction re-executes, as an interrupted REP string instruction does on hardware.
-const FILL_BUDGET: u64 = 1 << 20;
 /// Hypercall flags in `lo16(EDX)` (open-vm-tools' `lib/include/backdoor_def.h`:
 /// `BDOOR_FLAGS_LB` = `BDOOR_FLAGS_READ` = 0, `BDOOR_FLAGS_HB` = 1, `BDOOR_FLAGS_WRITE` = 2):
 /// a low-bandwidth call (read, or write, as `in` and `out` are), a high-bandwidth read (host
@@ -33,35 +30,6 @@ const HC_LB: u16 = 0;
 const HC_LB_WRITE: u16 = 2;
 const HC_HB_IN: u16 = 1;
 const HC_HB_OUT: u16 = 3;
-
-/// The access an instruction makes, decided by the host model's rules.
-enum Action {
-    /// Low-bandwidth backdoor call (`in`/`out` of EAX on the LB port).
-    Lb,
-    /// High-bandwidth `rep outsb` on the HB port.
-    HbOut,
-    /// High-bandwidth `rep insb` on the HB port.
-    HbIn,
-    /// A port with nothing behind it.
-    Empty,
-    /// Not allowed: the guest keeps its SIGSEGV.
-    Fault,
-}
-
-/// What [`Emulator::emulate`] did with a faulting instruction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Emulated {
-    /// A port I/O instruction was executed (backdoor call or empty port).
-    PortIo,
-    /// A VMCALL / VMMCALL was executed.
-    Hypercall,
-    /// A CPUID was answered.
-    Cpuid,
-    /// A port I/O instruction the machine does not allow: the signal is to be delivered.
-    PortFault,
-    /// Nothing the simulated machine would have executed: the signal is to be delivered.
-    No,
-}
 
 /// Executes faulting instructions of the guest against the host model.
 pub(super) struct Emulator<'h> {
@@ -167,7 +135,14 @@ impl<'h> Emulator<'h> {
         };
         let thread = thread.as_deref();
         let done = match insn {
-            Insn::Port(io) if sig == libc::SIGSEGV => self.port_io(pid, &mut regs, &io, thread),
+            Insn::Port(io) if sig == libc::SIGSEGV => port_io::execute(
+                self.host,
+                pid,
+                &mut X86Regs::new(&mut regs, &io),
+                &io.io,
+                thread.map(|t| &t.io),
+                &mut self.scratch,
+            ),
             Insn::Hypercall(hc) => self.hypercall(pid, &mut regs, thread, hc, long_mode),
             Insn::Cpuid { .. } if gp && self.cpuid => {
                 cpuid::emulate(&mut regs, self.machine);
@@ -194,133 +169,6 @@ impl<'h> Emulator<'h> {
                 }
             }
         }
-    }
-
-    /// What `io` on `port` does on this machine, for a thread with `thread`'s privilege.
-    fn decide(&self, io: &PortIo, port: u16, eax: u32, thread: Option<&Thread>) -> Action {
-        let privileged = thread.is_some_and(|t| t.io.allows(port, io.size));
-        if !self.host().port_reachable(port, privileged) {
-            return Action::Fault;
-        }
-        match (io.op, io.size, io.rep) {
-            (Op::In, 4, _) if port == LB_PORT => Action::Lb,
-            (Op::Out, 4, _) if port == LB_PORT && self.host().takes_out(eax) => Action::Lb,
-            (Op::Outs, 1, true) if port == HB_PORT => Action::HbOut,
-            (Op::Ins, 1, true) if port == HB_PORT => Action::HbIn,
-            // Any other access to a port it may touch finds no device there.
-            _ => Action::Empty,
-        }
-    }
-
-    fn port_io(
-        &mut self,
-        pid: pid_t,
-        regs: &mut UserRegs,
-        io: &PortIo,
-        thread: Option<&Thread>,
-    ) -> Step {
-        let port = match io.port {
-            PortArg::Dx => proto::lo16(regs.rdx),
-            PortArg::Imm(p) => u16::from(p),
-        };
-        match self.decide(io, port, regs.rax as u32, thread) {
-            Action::Fault => Step::Fault,
-            Action::Lb => {
-                let mut r = to_proto(regs);
-                if io.op == Op::In {
-                    self.host().lb_in(&mut r);
-                } else {
-                    self.host().lb(&mut r);
-                }
-                from_proto(regs, &r);
-                Step::Next
-            }
-            Action::HbOut => self.hb_out(pid, regs, io),
-            Action::HbIn => self.hb_in(pid, regs, io),
-            Action::Empty => empty_port(pid, regs, io, &mut self.scratch),
-        }
-    }
-
-    /// `rep outsb` on the HB port: the guest's buffer goes to the host.
-    fn hb_out(&mut self, pid: pid_t, regs: &mut UserRegs, io: &PortIo) -> Step {
-        let count = reg(regs.rcx, io.addr_bits);
-        if count == 0 {
-            return Step::Next;
-        }
-        // The host rejects anything over the cap; one byte more is enough to show it.
-        let take = count.min(MAX_GUEST_MESSAGE as u64 + 1) as usize;
-        let src = seg_base(regs, io.seg).wrapping_add(reg(regs.rsi, io.addr_bits));
-        let down = regs.eflags & DF != 0;
-        let start = if down {
-            src.wrapping_sub(take as u64 - 1)
-        } else {
-            src
-        };
-        self.scratch.clear();
-        self.scratch.resize(take, 0);
-        if sys::read_mem(pid, start, &mut self.scratch) < take {
-            return Step::Fault;
-        }
-        if down {
-            self.scratch.reverse();
-        }
-        let before = to_proto(regs);
-        let mut r = before;
-        self.host().rep_outsb(&mut r, &self.scratch);
-        from_proto(regs, &r);
-        // Finish the string instruction where the host did not say otherwise.
-        if r.si == before.si {
-            set_reg(
-                &mut regs.rsi,
-                step(reg(before.si, io.addr_bits), count, down),
-                io.addr_bits,
-            );
-        }
-        if r.cx == before.cx {
-            set_reg(&mut regs.rcx, 0, io.addr_bits);
-        }
-        Step::Next
-    }
-
-    /// `rep insb` on the HB port: the host's bytes land in the guest's buffer.
-    fn hb_in(&mut self, pid: pid_t, regs: &mut UserRegs, io: &PortIo) -> Step {
-        let count = reg(regs.rcx, io.addr_bits);
-        if count == 0 {
-            return Step::Next;
-        }
-        let before = to_proto(regs);
-        let mut r = before;
-        let mut data = self.host().rep_insb(&mut r);
-        data.truncate(usize::try_from(count).unwrap_or(usize::MAX));
-        let n = data.len() as u64;
-        let dst = reg(regs.rdi, io.addr_bits);
-        let down = regs.eflags & DF != 0;
-        if n > 0 {
-            let start = if down {
-                data.reverse();
-                dst.wrapping_sub(n - 1)
-            } else {
-                dst
-            };
-            // A bad buffer faults the guest like the real instruction; the host has already
-            // handed the message over, as it would have on a real VM.
-            if !sys::write_mem(pid, start, &data) {
-                return Step::Fault;
-            }
-        }
-        from_proto(regs, &r);
-        if r.di == before.di {
-            set_reg(&mut regs.rdi, step(dst, n, down), io.addr_bits);
-        }
-        if r.cx == before.cx {
-            set_reg(&mut regs.rcx, count - n, io.addr_bits);
-            // An empty port hands out a bounded amount per call: the guest re-executes the
-            // rest, as an interrupted REP instruction does.
-            if n < count && self.host().rep_insb_continues() {
-                return Step::Again;
-            }
-        }
-        Step::Next
     }
 
     /// VMCALL / VMMCALL: the same host calls, selected by flags in `lo16(EDX)` instead of a
@@ -368,11 +216,8 @@ impl<'h> Emulator<'h> {
         match flags {
             HC_LB | HC_LB_WRITE => self.host().hypercall_lb(hc, &mut r),
             HC_HB_OUT => {
-                let count = regs.rcx & width;
-                let take = count.min(MAX_GUEST_MESSAGE as u64 + 1) as usize;
-                self.scratch.clear();
-                self.scratch.resize(take, 0);
-                if sys::read_mem(pid, regs.rsi & width, &mut self.scratch) < take {
+                let take = port_io::message_len(regs.rcx & width);
+                if !port_io::read_guest(pid, regs.rsi & width, take, &mut self.scratch) {
                     return Step::Fault;
                 }
                 self.host().hypercall_hb_out(hc, &mut r, &self.scratch);
@@ -409,71 +254,77 @@ fn fetch(pid: pid_t, rip: u64, long_mode: bool) -> Option<Insn> {
     decode::decode(code.get(..got).unwrap_or(&[]), long_mode)
 }
 
-/// How an emulated instruction ends.
-enum Step {
-    /// Done: RIP moves past it.
-    Next,
-    /// Partly done (a long REP string): RIP stays, the guest re-executes the rest.
-    Again,
-    /// Not executed: the guest gets its fault.
-    Fault,
+/// The x86 register file as a port instruction sees it: RCX, RSI and RDI at the
+/// instruction's address size, and the base of an `outs` segment override.
+struct X86Regs<'r> {
+    regs: &'r mut UserRegs,
+    addr_bits: u8,
+    seg: Seg,
 }
 
-/// An I/O port with no device: reads give all ones, writes are dropped; string forms move
-/// RSI/RDI/RCX as the instruction would.
-fn empty_port(pid: pid_t, regs: &mut UserRegs, io: &PortIo, scratch: &mut Vec<u8>) -> Step {
-    let size = u64::from(io.size);
-    let down = regs.eflags & DF != 0;
-    let count = if io.rep {
-        reg(regs.rcx, io.addr_bits)
-    } else {
-        1
-    };
-    match io.op {
-        Op::In => {
-            regs.rax = match io.size {
-                1 => regs.rax | 0xff,
-                2 => regs.rax | 0xffff,
-                _ => proto::NO_ANSWER.into(),
-            };
-            Step::Next
+impl<'r> X86Regs<'r> {
+    fn new(regs: &'r mut UserRegs, insn: &PortInsn) -> Self {
+        X86Regs {
+            regs,
+            addr_bits: insn.addr_bits,
+            seg: insn.seg,
         }
-        Op::Out => Step::Next,
-        Op::Outs => {
-            let moved = count.wrapping_mul(size);
-            let src = reg(regs.rsi, io.addr_bits);
-            set_reg(&mut regs.rsi, step(src, moved, down), io.addr_bits);
-            if io.rep {
-                set_reg(&mut regs.rcx, 0, io.addr_bits);
-            }
-            Step::Next
+    }
+
+    fn slot(&mut self, which: Operand) -> &mut u64 {
+        match which {
+            Operand::Count => &mut self.regs.rcx,
+            Operand::Src => &mut self.regs.rsi,
+            Operand::Dst => &mut self.regs.rdi,
         }
-        Op::Ins => {
-            let now = count.min(FILL_BUDGET / size);
-            let bytes = now * size;
-            let dst = reg(regs.rdi, io.addr_bits);
-            if bytes > 0 {
-                let start = if down {
-                    dst.wrapping_sub(bytes - size)
-                } else {
-                    dst
-                };
-                scratch.clear();
-                scratch.resize(bytes as usize, 0xff);
-                if !sys::write_mem(pid, start, scratch) {
-                    return Step::Fault;
-                }
-            }
-            set_reg(&mut regs.rdi, step(dst, bytes, down), io.addr_bits);
-            if io.rep {
-                set_reg(&mut regs.rcx, count - now, io.addr_bits);
-            }
-            if count > now {
-                Step::Again
-            } else {
-                Step::Next
-            }
+    }
+}
+
+impl PortRegs for X86Regs<'_> {
+    fn backdoor(&self) -> Regs {
+        to_proto(self.regs)
+    }
+
+    fn set_backdoor(&mut self, regs: &Regs) {
+        from_proto(self.regs, regs);
+    }
+
+    fn operand(&self, which: Operand) -> u64 {
+        let value = match which {
+            Operand::Count => self.regs.rcx,
+            Operand::Src => self.regs.rsi,
+            Operand::Dst => self.regs.rdi,
+        };
+        match self.addr_bits {
+            16 => value & 0xffff,
+            32 => value & 0xffff_ffff,
+            _ => value,
         }
+    }
+
+    /// 32-bit writes clear the upper half, 16-bit writes keep it.
+    fn set_operand(&mut self, which: Operand, value: u64) {
+        let bits = self.addr_bits;
+        let slot = self.slot(which);
+        *slot = match bits {
+            16 => (*slot & !0xffff) | (value & 0xffff),
+            32 => value & 0xffff_ffff,
+            _ => value,
+        };
+    }
+
+    /// `ins` writes through ES, flat on Linux; `outs` reads through its override.
+    fn address(&self, which: Operand) -> u64 {
+        let base = match (which, self.seg) {
+            (Operand::Src, Seg::Fs) => self.regs.fs_base,
+            (Operand::Src, Seg::Gs) => self.regs.gs_base,
+            _ => 0,
+        };
+        base.wrapping_add(self.operand(which))
+    }
+
+    fn down(&self) -> bool {
+        self.regs.eflags & DF != 0
     }
 }
 
@@ -497,40 +348,4 @@ fn from_proto(u: &mut UserRegs, r: &Regs) {
     u.rsi = r.si;
     u.rdi = r.di;
     u.rbp = r.bp;
-}
-
-/// A register as an address-size operand (RSI/ESI/SI ...).
-fn reg(value: u64, bits: u8) -> u64 {
-    match bits {
-        16 => value & 0xffff,
-        32 => value & 0xffff_ffff,
-        _ => value,
-    }
-}
-
-/// Writes an address-size operand back: 32-bit writes clear the upper half, 16-bit writes
-/// keep it.
-fn set_reg(slot: &mut u64, value: u64, bits: u8) {
-    *slot = match bits {
-        16 => (*slot & !0xffff) | (value & 0xffff),
-        32 => value & 0xffff_ffff,
-        _ => value,
-    };
-}
-
-/// A string pointer after moving `n` bytes.
-fn step(at: u64, n: u64, down: bool) -> u64 {
-    if down {
-        at.wrapping_sub(n)
-    } else {
-        at.wrapping_add(n)
-    }
-}
-
-fn seg_base(regs: &UserRegs, seg: Seg) -> u64 {
-    match seg {
-        Seg::Flat => 0,
-        Seg::Fs => regs.fs_base,
-        Seg::Gs => regs.gs_base,
-    }
 }

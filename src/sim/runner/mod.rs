@@ -17,13 +17,15 @@
 //!
 //! Pieces: [`sys`] (every raw system call, and the only `unsafe` code of the runner),
 //! [`decode`] (instruction bytes), [`emulate`] (what an instruction does, by the host
-//! model's rules), [`privilege`] and [`seccomp`] (virtual `iopl`/`ioperm`), [`cpuid`] (the
-//! VMware CPUID), [`launch`] (fork, set-up of the child, the outcome); the [`Tracer`] here
-//! owns the event loop and the traced processes.
+//! model's rules), [`port_io`] (what an x86 I/O instruction does, on every instruction
+//! set), [`privilege`] and [`seccomp`] (virtual `iopl`/`ioperm`), [`cpuid`] (the VMware
+//! CPUID), [`launch`] (fork, set-up of the child, the outcome); the [`Tracer`] here owns
+//! the event loop and the traced processes.
 //!
 //! The instruction set is chosen in one place, below: x86_64 has the files named above;
 //! aarch64 has `aarch64/` with the same four module names (`decode`: the X7 descriptor,
 //! `emulate`: the trapped `mrs`, and no CPUID or I/O privilege system calls to serve).
+//! Both hand the I/O instruction they decoded to [`port_io`].
 
 // `forbid` here would reach into `sys` too (an inner attribute covers the child modules and
 // cannot be lifted); `deny` with the one exception below keeps this file and every
@@ -48,6 +50,8 @@ mod emulate;
 mod seccomp;
 
 pub(crate) mod launch;
+// Port I/O semantics: one for every instruction set, over its registers.
+mod port_io;
 // The guest's vsock: x86_64's system call tables only.
 #[cfg(target_arch = "x86_64")]
 mod vsock;
@@ -66,7 +70,7 @@ use std::sync::{Mutex, MutexGuard};
 use libc::pid_t;
 
 use self::decode::DecodeCache;
-use self::emulate::{Emulated, Emulator};
+use self::emulate::Emulator;
 use self::privilege::IoPrivilege;
 #[cfg(target_arch = "x86_64")]
 use self::seccomp::IoCall;
@@ -119,6 +123,22 @@ impl Thread {
             ..Thread::default()
         }
     }
+}
+
+/// What an `Emulator` did with a faulting instruction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(target_arch = "aarch64", allow(dead_code))] // no hypercall or CPUID there
+enum Emulated {
+    /// A port I/O instruction was executed (backdoor call or empty port).
+    PortIo,
+    /// A VMCALL / VMMCALL was executed.
+    Hypercall,
+    /// A CPUID was answered.
+    Cpuid,
+    /// A port I/O instruction the machine does not allow: the signal is to be delivered.
+    PortFault,
+    /// Nothing the simulated machine would have executed: the signal is to be delivered.
+    No,
 }
 
 /// A stop reported for a tracee whose creator has not reported it yet.

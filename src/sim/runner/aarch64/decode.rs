@@ -4,49 +4,13 @@
 
 #![forbid(unsafe_code)]
 
+use super::super::port_io::{Op, PortArg, PortIo};
 use crate::proto::arm64::{
     W7_DF, W7_DIR, W7_IMM_SHIFT, W7_SIZE_MASK, W7_STR, W7_WITH, X86_IO_MAGIC,
 };
 
 /// Call sites a thread's [`DecodeCache`] remembers.
 const CACHE_SLOTS: usize = 4;
-
-/// What an I/O instruction does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Op {
-    /// `in` (port to W0).
-    In,
-    /// `out` (W0 to port).
-    Out,
-    /// `ins` (port to memory at X5).
-    Ins,
-    /// `outs` (memory at X4 to port).
-    Outs,
-}
-
-/// Where the port number comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum PortArg {
-    /// `lo16(W3)`, the x86 DX.
-    Dx,
-    /// The immediate byte in W7<12:5> (`in al, 0x60`).
-    Imm(u8),
-}
-
-/// A decoded x86 I/O instruction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct PortIo {
-    /// The operation.
-    pub op: Op,
-    /// Bytes per transfer: 1, 2 or 4.
-    pub size: u8,
-    /// The port operand.
-    pub port: PortArg,
-    /// REP on a string form (X2 is the count).
-    pub rep: bool,
-    /// EFLAGS.DF of a string form: the pointer walks downwards.
-    pub down: bool,
-}
 
 /// The instruction X7 describes; `None` without [`X86_IO_MAGIC`] in X7<63:32>, for the
 /// invalid size 3, or with a reserved bit set (they "must be set to 0").
@@ -62,7 +26,6 @@ pub(crate) fn decode(x7: u64) -> Option<PortIo> {
         _ => return None,
     };
     let read = w7 & W7_DIR != 0;
-    let down = w7 & W7_DF != 0;
     // Bits 4:3: the instruction type; each defines the bits above it up to `used`.
     let (port, string, rep, used) = match (w7 & W7_STR != 0, w7 & W7_WITH != 0) {
         (false, false) => (PortArg::Imm((w7 >> W7_IMM_SHIFT) as u8), false, false, 13),
@@ -84,8 +47,13 @@ pub(crate) fn decode(x7: u64) -> Option<PortIo> {
         size,
         port,
         rep,
-        down: string && down,
     })
+}
+
+/// EFLAGS.DF of the string form X7 describes: the pointer walks downwards. Not defined for
+/// `in`/`out` (the bit is reserved, or part of the immediate port).
+pub(crate) fn down(x7: u64) -> bool {
+    x7 as u32 & W7_DF != 0
 }
 
 /// The last few addresses at which a thread's SIGILL came from the trapping `mrs`, so a call
@@ -131,16 +99,19 @@ mod tests {
     fn the_three_backdoor_calls() {
         let lb = decode(X7_LB).unwrap();
         assert_eq!(
-            (lb.op, lb.size, lb.port, lb.rep, lb.down),
-            (Op::In, 4, PortArg::Dx, false, false)
+            (lb.op, lb.size, lb.port, lb.rep),
+            (Op::In, 4, PortArg::Dx, false)
         );
         let out = decode(X7_HB_OUT).unwrap();
         assert_eq!(
-            (out.op, out.size, out.port, out.rep, out.down),
+            (out.op, out.size, out.port, out.rep, down(X7_HB_OUT)),
             (Op::Outs, 1, PortArg::Dx, true, false)
         );
         let inb = decode(X7_HB_IN).unwrap();
-        assert_eq!((inb.op, inb.size, inb.rep), (Op::Ins, 1, true));
+        assert_eq!(
+            (inb.op, inb.size, inb.rep, down(X7_HB_IN)),
+            (Op::Ins, 1, true, false)
+        );
     }
 
     #[test]
@@ -152,11 +123,13 @@ mod tests {
         let p = decode(MAGIC | (0x60 << 5) | 0b100).unwrap();
         assert_eq!((p.op, p.size, p.port), (Op::In, 1, PortArg::Imm(0x60)));
         // outsd without REP, DF set.
-        let p = decode(MAGIC | (1 << 5) | 0b1_0010).unwrap();
-        assert_eq!((p.op, p.size, p.rep, p.down), (Op::Outs, 4, false, true));
+        let x7 = MAGIC | (1 << 5) | 0b1_0010;
+        let p = decode(x7).unwrap();
+        assert_eq!((p.op, p.size, p.rep, down(x7)), (Op::Outs, 4, false, true));
         // rep insb with DF set.
-        let p = decode(X7_HB_IN | (1 << 5)).unwrap();
-        assert_eq!((p.op, p.rep, p.down), (Op::Ins, true, true));
+        let x7 = X7_HB_IN | (1 << 5);
+        let p = decode(x7).unwrap();
+        assert_eq!((p.op, p.rep, down(x7)), (Op::Ins, true, true));
     }
 
     #[test]

@@ -1,21 +1,20 @@
 //! What a trapped `mrs xzr, mdccsr_el0` does under the simulated machine: the x86 I/O
 //! instruction X7 describes, with X0..X6 in the roles of EAX..EBP, executed by the same
-//! rules as on x86 (`../emulate.rs`): the backdoor forms go to the host model, other ports
-//! behave like an empty port where the machine lets the thread touch them, and anything
-//! else keeps its SIGILL. Which accesses execute is the host model's decision ([`Host`]);
-//! arm64 has no I/O privilege, so every access is an unprivileged one.
+//! rules as on x86 ([`port_io`]), and anything else keeps its SIGILL. arm64 has no I/O
+//! privilege, so every access is an unprivileged one.
 
 #![forbid(unsafe_code)]
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 
 use libc::pid_t;
 
+use super::super::port_io::{self, Operand, PortRegs, Step};
 use super::super::sys::{self, UserRegs};
-use super::super::Thread;
-use super::decode::{self, Op, PortArg, PortIo};
+use super::super::{Emulated, Thread};
+use super::decode;
 use crate::proto::arm64::MRS_XZR_MDCCSR_EL0;
-use crate::proto::{self, Regs, HB_PORT, LB_PORT, MAX_GUEST_MESSAGE};
+use crate::proto::Regs;
 use crate::sim::Host;
 
 /// `si_code` of the SIGILL Linux raises for an undefined instruction (`ILL_ILLOPC`).
@@ -24,40 +23,6 @@ const ILL_ILLOPC: i32 = 1;
 const INSN_LEN: u64 = 4;
 /// PSTATE.nRW: set while the thread runs AArch32 code (which this runner does not serve).
 const PSTATE_AARCH32: u64 = 1 << 4;
-/// Bytes of an empty-port `rep ins` written per trap; the rest is left in X2 and the
-/// instruction re-executes, as an interrupted REP string instruction does on x86.
-const FILL_BUDGET: u64 = 1 << 20;
-
-/// The access an instruction makes, decided by the host model's rules.
-enum Action {
-    /// Low-bandwidth backdoor call (`in`/`out` of EAX on the LB port).
-    Lb,
-    /// High-bandwidth `rep outsb` on the HB port.
-    HbOut,
-    /// High-bandwidth `rep insb` on the HB port.
-    HbIn,
-    /// A port with nothing behind it.
-    Empty,
-    /// Not allowed: the guest keeps its SIGILL.
-    Fault,
-}
-
-/// What [`Emulator::emulate`] did with a trapped instruction (the x86 runner's outcomes; the
-/// tracer counts them by these names).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[allow(dead_code)] // arm64 makes no hypercall and has no CPUID to answer
-pub(crate) enum Emulated {
-    /// An x86 I/O instruction was executed (backdoor call or empty port).
-    PortIo,
-    /// Not on arm64.
-    Hypercall,
-    /// Not on arm64.
-    Cpuid,
-    /// An I/O instruction the machine does not allow: the SIGILL is to be delivered.
-    PortFault,
-    /// Nothing the simulated machine would have executed: the signal is to be delivered.
-    No,
-}
 
 /// Executes trapped instructions of the guest against the host model.
 pub(crate) struct Emulator<'h> {
@@ -73,11 +38,6 @@ impl<'h> Emulator<'h> {
             host,
             scratch: Vec::new(),
         }
-    }
-
-    /// The host model (shared, as on x86, with the threads a run may start).
-    fn host(&self) -> MutexGuard<'h, Host> {
-        super::super::lock_host(self.host)
     }
 
     /// Never: there is no CPUID.
@@ -108,7 +68,8 @@ impl<'h> Emulator<'h> {
         let Some(io) = decode::decode(regs.regs[7]) else {
             return Emulated::No;
         };
-        match self.port_io(pid, &mut regs, &io) {
+        // No I/O privilege on arm64.
+        match port_io::execute(self.host, pid, &mut regs, &io, None, &mut self.scratch) {
             Step::Fault => Emulated::PortFault,
             done @ (Step::Next | Step::Again) => {
                 if matches!(done, Step::Next) {
@@ -120,120 +81,6 @@ impl<'h> Emulator<'h> {
                 Emulated::PortIo
             }
         }
-    }
-
-    /// What `io` on `port` does on this machine: every arm64 access is unprivileged.
-    fn decide(&self, io: &PortIo, port: u16, eax: u32) -> Action {
-        if !self.host().port_reachable(port, false) {
-            return Action::Fault;
-        }
-        match (io.op, io.size, io.rep) {
-            (Op::In, 4, _) if port == LB_PORT => Action::Lb,
-            (Op::Out, 4, _) if port == LB_PORT && self.host().takes_out(eax) => Action::Lb,
-            (Op::Outs, 1, true) if port == HB_PORT => Action::HbOut,
-            (Op::Ins, 1, true) if port == HB_PORT => Action::HbIn,
-            // Any other access to a port it may touch finds no device there.
-            _ => Action::Empty,
-        }
-    }
-
-    fn port_io(&mut self, pid: pid_t, regs: &mut UserRegs, io: &PortIo) -> Step {
-        let port = match io.port {
-            PortArg::Dx => proto::lo16(regs.regs[3]),
-            PortArg::Imm(p) => u16::from(p),
-        };
-        match self.decide(io, port, regs.regs[0] as u32) {
-            Action::Fault => Step::Fault,
-            Action::Lb => {
-                let mut r = to_proto(regs);
-                if io.op == Op::In {
-                    self.host().lb_in(&mut r);
-                } else {
-                    self.host().lb(&mut r);
-                }
-                from_proto(regs, &r);
-                Step::Next
-            }
-            Action::HbOut => self.hb_out(pid, regs, io),
-            Action::HbIn => self.hb_in(pid, regs, io),
-            Action::Empty => empty_port(pid, regs, io, &mut self.scratch),
-        }
-    }
-
-    /// `rep outsb` on the HB port: the guest's buffer (X4, X2 bytes) goes to the host.
-    fn hb_out(&mut self, pid: pid_t, regs: &mut UserRegs, io: &PortIo) -> Step {
-        let count = regs.regs[2];
-        if count == 0 {
-            return Step::Next;
-        }
-        // The host rejects anything over the cap; one byte more is enough to show it.
-        let take = count.min(MAX_GUEST_MESSAGE as u64 + 1) as usize;
-        let src = regs.regs[4];
-        let start = if io.down {
-            src.wrapping_sub(take as u64 - 1)
-        } else {
-            src
-        };
-        self.scratch.clear();
-        self.scratch.resize(take, 0);
-        if sys::read_mem(pid, start, &mut self.scratch) < take {
-            return Step::Fault;
-        }
-        if io.down {
-            self.scratch.reverse();
-        }
-        let before = to_proto(regs);
-        let mut r = before;
-        self.host().rep_outsb(&mut r, &self.scratch);
-        from_proto(regs, &r);
-        // Finish the string instruction where the host did not say otherwise.
-        if r.si == before.si {
-            regs.regs[4] = step(src, count, io.down);
-        }
-        if r.cx == before.cx {
-            regs.regs[2] = 0;
-        }
-        Step::Next
-    }
-
-    /// `rep insb` on the HB port: the host's bytes land in the guest's buffer (X5).
-    fn hb_in(&mut self, pid: pid_t, regs: &mut UserRegs, io: &PortIo) -> Step {
-        let count = regs.regs[2];
-        if count == 0 {
-            return Step::Next;
-        }
-        let before = to_proto(regs);
-        let mut r = before;
-        let mut data = self.host().rep_insb(&mut r);
-        data.truncate(usize::try_from(count).unwrap_or(usize::MAX));
-        let n = data.len() as u64;
-        let dst = regs.regs[5];
-        if n > 0 {
-            let start = if io.down {
-                data.reverse();
-                dst.wrapping_sub(n - 1)
-            } else {
-                dst
-            };
-            // A bad buffer faults the guest like the real access; the host has already
-            // handed the message over, as it would have on a real VM.
-            if !sys::write_mem(pid, start, &data) {
-                return Step::Fault;
-            }
-        }
-        from_proto(regs, &r);
-        if r.di == before.di {
-            regs.regs[5] = step(dst, n, io.down);
-        }
-        if r.cx == before.cx {
-            regs.regs[2] = count - n;
-            // An empty port hands out a bounded amount per call: the guest re-executes the
-            // rest, as an interrupted REP instruction does.
-            if n < count && self.host().rep_insb_continues() {
-                return Step::Again;
-            }
-        }
-        Step::Next
     }
 }
 
@@ -258,99 +105,44 @@ fn is_the_trap(pid: pid_t, pc: u64, thread: Option<&mut Thread>) -> bool {
     ours
 }
 
-/// How an emulated instruction ends.
-enum Step {
-    /// Done: PC moves past it.
-    Next,
-    /// Partly done (a long REP string): PC stays, the guest re-executes the rest.
-    Again,
-    /// Not executed: the guest gets its SIGILL.
-    Fault,
-}
+/// X0..X6 stand for EAX..EBP; X2 is the count and X4/X5 the pointers, always 64 bits, with
+/// no segments; DF is a bit of X7.
+impl PortRegs for UserRegs {
+    fn backdoor(&self) -> Regs {
+        let x = &self.regs;
+        Regs {
+            ax: x[0],
+            bx: x[1],
+            cx: x[2],
+            dx: x[3],
+            si: x[4],
+            di: x[5],
+            bp: x[6],
+        }
+    }
 
-/// An I/O port with no device: reads give all ones, writes are dropped; string forms move
-/// X4/X5/X2 as the x86 instruction moves RSI/RDI/RCX.
-fn empty_port(pid: pid_t, regs: &mut UserRegs, io: &PortIo, scratch: &mut Vec<u8>) -> Step {
-    let size = u64::from(io.size);
-    let count = if io.rep { regs.regs[2] } else { 1 };
-    match io.op {
-        Op::In => {
-            // As x86 writes AL, AX or EAX (the last clearing the upper half).
-            let x0 = regs.regs[0];
-            regs.regs[0] = match io.size {
-                1 => x0 | 0xff,
-                2 => x0 | 0xffff,
-                _ => proto::NO_ANSWER.into(),
-            };
-            Step::Next
-        }
-        Op::Out => Step::Next,
-        Op::Outs => {
-            regs.regs[4] = step(regs.regs[4], count.wrapping_mul(size), io.down);
-            if io.rep {
-                regs.regs[2] = 0;
-            }
-            Step::Next
-        }
-        Op::Ins => {
-            let now = count.min(FILL_BUDGET / size);
-            let bytes = now * size;
-            let dst = regs.regs[5];
-            if bytes > 0 {
-                let start = if io.down {
-                    dst.wrapping_sub(bytes - size)
-                } else {
-                    dst
-                };
-                scratch.clear();
-                scratch.resize(bytes as usize, 0xff);
-                if !sys::write_mem(pid, start, scratch) {
-                    return Step::Fault;
-                }
-            }
-            regs.regs[5] = step(dst, bytes, io.down);
-            if io.rep {
-                regs.regs[2] = count - now;
-            }
-            if count > now {
-                Step::Again
-            } else {
-                Step::Next
-            }
-        }
+    fn set_backdoor(&mut self, r: &Regs) {
+        self.regs[..7].copy_from_slice(&[r.ax, r.bx, r.cx, r.dx, r.si, r.di, r.bp]);
+    }
+
+    fn operand(&self, which: Operand) -> u64 {
+        self.regs[x_of(which)]
+    }
+
+    fn set_operand(&mut self, which: Operand, value: u64) {
+        self.regs[x_of(which)] = value;
+    }
+
+    fn down(&self) -> bool {
+        decode::down(self.regs[7])
     }
 }
 
-/// X0..X6 as the x86 registers they stand for.
-fn to_proto(u: &UserRegs) -> Regs {
-    let x = &u.regs;
-    Regs {
-        ax: x[0],
-        bx: x[1],
-        cx: x[2],
-        dx: x[3],
-        si: x[4],
-        di: x[5],
-        bp: x[6],
-    }
-}
-
-fn from_proto(u: &mut UserRegs, r: &Regs) {
-    let x = &mut u.regs;
-    x[0] = r.ax;
-    x[1] = r.bx;
-    x[2] = r.cx;
-    x[3] = r.dx;
-    x[4] = r.si;
-    x[5] = r.di;
-    x[6] = r.bp;
-}
-
-/// A string pointer after moving `n` bytes.
-fn step(at: u64, n: u64, down: bool) -> u64 {
-    if down {
-        at.wrapping_sub(n)
-    } else {
-        at.wrapping_add(n)
+/// The X register holding a string operand.
+fn x_of(which: Operand) -> usize {
+    match which {
+        Operand::Count => 2,
+        Operand::Src => 4,
+        Operand::Dst => 5,
     }
 }
