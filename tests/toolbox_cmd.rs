@@ -18,8 +18,18 @@ use vmw_backdoor::sim::HostConfig;
 
 const TOOLBOX: &str = "/usr/bin/vmware-toolbox-cmd";
 
-/// The shim to preload, or why the test cannot run here (`Err(None)`: skip quietly).
-fn setup(tag: &str) -> Option<(PathBuf, Option<PathBuf>)> {
+/// A work directory, removed when the test ends.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A work directory and the shim to preload there, or `None` (said on stderr) where
+/// open-vm-tools is not installed.
+fn setup(tag: &str) -> Option<(Scratch, Option<PathBuf>)> {
     if !Path::new(TOOLBOX).exists() {
         assert!(
             std::env::var_os("VMW_TOOLS_REQUIRED").is_none(),
@@ -31,7 +41,7 @@ fn setup(tag: &str) -> Option<(PathBuf, Option<PathBuf>)> {
     let dir = std::env::temp_dir().join(format!("vmw-toolbox-{}-{tag}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let shim = support::vmcheck_shim(&dir).expect("the VmCheck shim");
-    Some((dir, shim))
+    Some((Scratch(dir), shim))
 }
 
 /// `vmware-toolbox-cmd ARGS` under `host`: (exit code, stdout + stderr, the host after).
